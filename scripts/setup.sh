@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install distinit into it. torch stays pinned to the CPU wheel:
+# an unpinned torch pulls gigabytes of CUDA packages.
+# Usage: scripts/setup.sh [lean|full]   (full adds torchvision, timm, torchcodec, decord and test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-lean}
+TORCH_PIN=${DISTINIT_TORCH:-torch==2.13.0}
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+CONSTRAINTS=.venv/constraints.txt
+echo "$TORCH_PIN" > "$CONSTRAINTS"
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS")
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then "${PIP[@]}" "$TORCH_PIN"; fi
+if [ "$MODE" = full ]; then
+    # torchcodec needs FFmpeg's shared libraries from the system.
+    if ! ldconfig -p 2>/dev/null | grep -q libavcodec && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq ffmpeg) >/dev/null 2>&1 || echo "note: could not install ffmpeg; torchcodec backend will be unavailable"
+    fi
+    "${PIP[@]}" -e ".[test,torchvision,timm,torchcodec,decord,opencv]"
+else
+    "${PIP[@]}" -e .
+fi
