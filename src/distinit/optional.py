@@ -8,8 +8,10 @@ from types import ModuleType
 
 import torch
 
+from distinit.errors import UserError
 
-class MissingDependency(ImportError):
+
+class MissingDependency(UserError, ImportError):
     pass
 
 

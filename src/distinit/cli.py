@@ -1,0 +1,50 @@
+"""The `distinit` command: one subcommand per job, each a `main(argv)` function."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from distinit.errors import UserError
+
+# Subcommands are imported lazily so `distinit check-videos` does not pay for model imports.
+COMMANDS = {
+    "synth": ("distinit.data.synth.cli", "Write the synthetic world (stills, unlabeled corpus, action set)."),
+    "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
+    "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
+    "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),
+    "finetune": ("distinit.run", "Fine-tune (or linear-probe) a student on a labeled split."),
+    "eval": ("distinit.run", "Evaluate a fine-tuned student: clip and video accuracy."),
+    "extract-features": ("distinit.features", "Write pooled student features for every video in a folder."),
+    "demo": ("distinit.demo", "Reproduce the paper's Table 1 on the synthetic world."),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: distinit COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<18}{doc}" for name, (_, doc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"distinit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        # Modules serving several commands take the command name first.
+        if hasattr(module, "COMMANDS"):
+            return module.main([name, *rest]) or 0
+        return module.main(rest) or 0
+    except UserError as e:
+        print(f"distinit {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
