@@ -1,0 +1,63 @@
+"""Checkpoints: plain dicts written atomically, and loading weights from several formats."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distinit.errors import UserError
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return {"model": load_file(str(path))}
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which, not a pickle trace
+        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights inside a checkpoint: ours ({"model": ...}), {"state_dict": ...} or a plain
+    state dict (torchvision's files), with DDP's `module.` prefix removed."""
+    sd = ckpt.get("model", ckpt.get("state_dict", ckpt))
+    return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Student backbone weights from a distillation run, a supervised run or a torchvision
+    checkpoint: heads and the classifier are dropped (fine-tuning replaces them)."""
+    sd = model_state(ckpt)
+    if any(k.startswith("backbone.") for k in sd):
+        sd = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
+    return {k: v for k, v in sd.items() if not k.startswith(("fc.", "heads."))}
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])

@@ -1,0 +1,110 @@
+"""DistInit (paper, Section 3): distill frozen still-image teachers into a video student."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from distinit.losses import (
+    confidence_weights,
+    logit_mse,
+    soft_target_cross_entropy,
+    teacher_targets,
+    weighted_mean,
+)
+from distinit.models.students import feature_dim, forward_features
+
+FRAME_CHOICES = ("center", "random", "multi")
+
+
+class MultiHeadStudent(nn.Module):
+    """A video backbone with one linear head per teacher on its pooled features."""
+
+    def __init__(self, backbone: nn.Module, head_classes: Sequence[int]):
+        super().__init__()
+        self.backbone = backbone
+        dim = feature_dim(backbone)
+        self.heads = nn.ModuleList(nn.Linear(dim, k) for k in head_classes)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f = forward_features(self.backbone, x)  # (B, D)
+        return [head(f) for head in self.heads]
+
+
+def select_frames(clip: torch.Tensor, how: str, num_frames: int = 1) -> torch.Tensor:
+    """Frames of each clip for the teachers: (B, C, T, H, W) -> (B, T', C, H, W).
+
+    center: the middle frame; random: one random frame per clip; multi: `num_frames` random
+    frames per clip (drawn without replacement, so at most T).
+    """
+    B, _, T = clip.shape[:3]
+    if how == "center":
+        idx = torch.full((B, 1), T // 2, dtype=torch.long)
+    elif how == "random":
+        idx = torch.randint(T, (B, 1))
+    elif how == "multi":
+        idx = torch.rand(B, T).argsort(dim=1)[:, : min(num_frames, T)]
+    else:
+        raise ValueError(f"frames must be one of {FRAME_CHOICES}, got {how!r}")
+    idx = idx.to(clip.device)
+    frames = clip.transpose(1, 2)  # (B, T, C, H, W)
+    return frames[torch.arange(B, device=clip.device)[:, None], idx]
+
+
+class DistInit(nn.Module):
+    """Soft targets from the teachers (Eq. 1), per-teacher losses (Eq. 2), weighted sum (Eq. 3).
+
+    Teachers are kept in a plain list, not as submodules: they are not trained, not saved in the
+    student's checkpoint and never wrapped in DDP. `net` is the trainable student with its heads.
+    """
+
+    def __init__(self, net: MultiHeadStudent, teachers: Sequence[nn.Module],
+                 teacher_weights: Sequence[float], mean: Sequence[float], std: Sequence[float],
+                 frames: str = "random", num_frames: int = 4, temperature: float = 1.0,
+                 loss: str = "ce", max_entropy: float = 0.0):
+        super().__init__()
+        if loss not in ("ce", "mse"):
+            raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
+        if frames not in FRAME_CHOICES:
+            raise ValueError(f"frames must be one of {FRAME_CHOICES}, got {frames!r}")
+        self.net = net
+        self.teachers = list(teachers)
+        self.teacher_weights = list(teacher_weights)
+        self.frames, self.num_frames = frames, num_frames
+        self.temperature, self.loss, self.max_entropy = temperature, loss, max_entropy
+        # The student's clip is normalised for the student; teachers get [0, 1] pixels and apply
+        # their own normalisation.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
+
+    def to(self, *args, **kwargs):
+        super().to(*args, **kwargs)
+        self.teachers = [t.to(*args, **kwargs) for t in self.teachers]
+        return self
+
+    def forward(self, batch: dict) -> dict:
+        clip = batch["video"]  # (B, C, T, H, W)
+        frames = select_frames(clip, self.frames, self.num_frames)  # (B, T', C, H, W)
+        B, Tp = frames.shape[:2]
+        pixels = (frames.float() * self.std + self.mean).clamp(0, 1).flatten(0, 1)  # (B*T', C, H, W)
+        student_logits = self.net(clip)
+        total = clip.new_zeros((), dtype=torch.float32)
+        logs = {}
+        for i, (teacher, w, s_logits) in enumerate(
+                zip(self.teachers, self.teacher_weights, student_logits, strict=True)):
+            with torch.no_grad():
+                t_logits = teacher(pixels).float().view(B, Tp, -1)  # (B, T', K)
+                targets = teacher_targets(t_logits, self.temperature)  # (B, K)
+                keep = confidence_weights(targets, self.max_entropy)
+            if self.loss == "ce":
+                per_example = soft_target_cross_entropy(s_logits, targets, self.temperature)
+            else:
+                per_example = logit_mse(s_logits, t_logits.mean(dim=1))
+            loss_i = weighted_mean(per_example, keep)
+            total = total + w * loss_i
+            logs[f"loss_t{i}"] = loss_i.detach()
+            logs[f"dropped_t{i}"] = 1.0 - keep.mean()
+            logs[f"agree_t{i}"] = (s_logits.argmax(-1) == targets.argmax(-1)).float().mean()
+        return {"loss": total, **logs}

@@ -1,0 +1,30 @@
+"""A toy clip dataset and network for training-loop tests (imported by a torchrun script too)."""
+import torch
+from torch import nn
+
+
+class ToyClips(torch.utils.data.Dataset):
+    """Random clips whose label is the sign of their mean, with a random flip per epoch."""
+
+    def __init__(self, n=48, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 3, 4, 8, 8, generator=g)
+        self.y = (self.x.mean(dim=(1, 2, 3, 4)) > 0).long()
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        flip = (i + self.epoch) % 2 == 1
+        x = self.x[i].flip(-1) if flip else self.x[i]
+        return {"video": x, "label": self.y[i]}
+
+def toy_net():
+    torch.manual_seed(0)
+    # no batch norm: per-process batch statistics would make DDP differ from one process
+    return nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 2))
