@@ -1,0 +1,65 @@
+"""`distinit reencode`: round trips to short-GOP video and to frame folders, resumable."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from distinit.data.reencode import main, output_size
+from distinit.data.video import FPS_FILE, list_videos, probe, read_all_frames
+
+
+def keyframe_indices(path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [i for i, frame in enumerate(container.decode(video=0)) if frame.key_frame]
+
+
+def test_reencode_round_trip_with_short_gop(tmp_path, make_video, make_bad_video, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    inputs = {"sub/a.avi": make_video(name="a", container="avi", num_frames=30, folder=src / "sub"),
+              "b.webm": make_video(name="b", container="webm", num_frames=30, gop=30, folder=src)}
+    make_bad_video("text", src)
+
+    assert main([str(src), str(out), "--gop", "8", "--workers", "2"]) == 1  # one bad input
+    text = capsys.readouterr().out
+    assert f"FAILED {src / 'text.mp4'}" in text and "2 written, 0 already done, 1 failed" in text
+    assert list_videos(out) == [out / "b.mp4", out / "sub/a.mp4"]  # no temporary files left
+    assert not [p for p in out.rglob(".*")]
+    for relative, source in inputs.items():
+        output = out / relative.replace(".avi", ".mp4").replace(".webm", ".mp4")
+        assert probe(output) == probe(source)  # frame count, rate and size kept
+        assert np.abs(read_all_frames(output).astype(int) - read_all_frames(source)).mean() < 4
+        keys = keyframe_indices(output)
+        assert keys[0] == 0 and max(np.diff(keys + [30])) <= 8  # a keyframe every <= 8 frames
+
+    before = (out / "b.mp4").stat().st_mtime_ns
+    assert main([str(src), str(out), "--gop", "8", "--workers", "1"]) == 1
+    assert "0 written, 2 already done, 1 failed" in capsys.readouterr().out
+    assert (out / "b.mp4").stat().st_mtime_ns == before  # skipped, not rewritten
+
+
+def test_reencode_to_frame_folders_resized(tmp_path, make_video, capsys):
+    src, out = tmp_path / "src", tmp_path / "frames"
+    video = make_video(name="clip", container="mp4", num_frames=12, fps=30000 / 1001, folder=src)
+    listing = tmp_path / "list.txt"
+    listing.write_text("src/clip.mp4\n")
+    assert main([str(listing), str(out), "--frames", "--short-side", "24", "--workers", "1"]) == 0
+    folder = out / "clip"
+    assert sorted(p.name for p in folder.iterdir())[:2] == ["000000.jpg", "000001.jpg"]
+    info = probe(folder)
+    assert (info.num_frames, info.height, info.width) == (12, 24, 32)
+    assert info.fps == probe(video).fps == float((folder / FPS_FILE).read_text())
+    assert read_all_frames(folder).shape == (12, 24, 32, 3)
+    assert "1 written" in capsys.readouterr().out
+
+
+def test_reencode_odd_sizes_and_other_codecs(tmp_path, make_video):
+    assert output_size(48, 64, None) == (48, 64)
+    assert output_size(240, 320, 128) == (128, 170)
+    assert output_size(37, 51, None) == (36, 50)  # 4:2:0 needs even sizes
+    assert output_size(37, 51, None, even=False) == (37, 51)
+    src = make_video(name="v", container="mp4", num_frames=10, height=48, width=64)
+    assert main([str(src.parent), str(tmp_path / "out"), "--codec", "mjpeg", "--short-side", "30",
+                 "--workers", "1"]) == 0
+    info = probe(tmp_path / "out" / "v.avi")
+    assert (info.num_frames, info.height, info.width) == (10, 30, 40)
