@@ -1,0 +1,285 @@
+"""Labeled video lists: the official UCF-101 and HMDB-51 split files, and a plain CSV.
+
+Every loader checks each line and each video path, and reports the first problem as one
+`SplitError` of the form `FILE:LINE: what is wrong in 'text'; what to do`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from distinit.errors import UserError
+
+SUBSETS = ("train", "test")
+# First fields that mark the first CSV row as a header rather than a sample.
+CSV_HEADER_NAMES = {"path", "video", "file", "filename", "video_path"}
+
+
+class SplitError(UserError):
+    """A split file (or the videos it names) is missing or malformed."""
+
+
+@dataclass
+class LabeledSplit:
+    """Videos with integer labels; `classes[label]` is the name of a label."""
+
+    samples: list[tuple[Path, int]]
+    classes: list[str]
+
+    @property
+    def videos(self) -> list[Path]:
+        return [path for path, _ in self.samples]
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+
+class _Row(NamedTuple):
+    video: Path
+    label: int
+    file: Path  # the split file and line the sample came from, for error messages
+    lineno: int
+    line: str
+
+
+def _where(path: Path, lineno: int, text: str) -> str:
+    return f"{path}:{lineno}: in {text.strip()!r}"
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """Non-blank lines with their 1-based numbers (official UCF files use CRLF endings)."""
+    if not path.is_file():
+        raise SplitError(f"split file not found: {path}; check the split folder and split number")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _parse_int(text: str, path: Path, lineno: int, line: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SplitError(
+            f"{_where(path, lineno, line)}: {what} {text!r} is not an integer; fix or delete the line"
+        ) from None
+
+
+def _check_subset(subset: str) -> None:
+    if subset not in SUBSETS:
+        raise SplitError(f"unknown subset {subset!r}; use one of {', '.join(SUBSETS)}")
+
+
+def _check_split_number(split: int) -> None:
+    if not isinstance(split, int) or split < 1:
+        raise SplitError(f"split must be a positive integer (1, 2 or 3 for the official splits), got {split!r}")
+
+
+def _finish(rows: list[_Row], classes: list[str], source: str, root_hint: str) -> LabeledSplit:
+    """Check that the split is not empty and that every video exists (one stat each)."""
+    if not rows:
+        raise SplitError(f"{source}: no videos listed for this subset; check the split files and the subset")
+    missing = [row for row in rows if not row.video.is_file()]
+    if missing:
+        first = missing[0]
+        more = f" ({len(missing) - 1} more videos are missing)" if len(missing) > 1 else ""
+        raise SplitError(
+            f"{_where(first.file, first.lineno, first.line)}: video not found: {first.video}{more}; "
+            f"{root_hint}"
+        )
+    return LabeledSplit([(row.video, row.label) for row in rows], classes)
+
+
+def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subset: str) -> LabeledSplit:
+    """UCF-101 official splits: classInd.txt, trainlist0N.txt (`Class/v.avi id`), testlist0N.txt.
+
+    Labels are classInd indices minus one; test labels come from each video's folder name.
+    """
+    _check_subset(subset)
+    _check_split_number(split)
+    video_root, split_dir = Path(video_root), Path(split_dir)
+    class_file = split_dir / "classInd.txt"
+    index_to_name: dict[int, str] = {}
+    for lineno, line in _read_lines(class_file):
+        fields = line.split()
+        if len(fields) != 2:
+            raise SplitError(
+                f"{_where(class_file, lineno, line)}: expected 2 fields '<index> <ClassName>', "
+                f"got {len(fields)}; fix or delete the line"
+            )
+        index = _parse_int(fields[0], class_file, lineno, line, "class index")
+        if index in index_to_name or fields[1] in index_to_name.values():
+            raise SplitError(f"{_where(class_file, lineno, line)}: duplicate class; delete the line")
+        index_to_name[index] = fields[1]
+    if not index_to_name:
+        raise SplitError(f"{class_file}: no classes listed; it needs lines '<index> <ClassName>'")
+    if sorted(index_to_name) != list(range(1, len(index_to_name) + 1)):
+        raise SplitError(
+            f"{class_file}: class indices must be 1..{len(index_to_name)} without gaps, "
+            f"got {sorted(index_to_name)[:10]}...; renumber the classes"
+        )
+    classes = [index_to_name[i] for i in range(1, len(index_to_name) + 1)]
+    # UCF folder names differ in case from classInd for one class in some copies.
+    by_name = {name.lower(): label for label, name in enumerate(classes)}
+
+    list_file = split_dir / f"{subset}list{split:02d}.txt"
+    rows: list[_Row] = []
+    for lineno, line in _read_lines(list_file):
+        fields = line.split()
+        expected = 2 if subset == "train" else 1
+        if len(fields) != expected:
+            layout = "'<Class>/<video> <index>'" if subset == "train" else "'<Class>/<video>'"
+            raise SplitError(
+                f"{_where(list_file, lineno, line)}: expected {expected} field(s) {layout}, "
+                f"got {len(fields)}; fix or delete the line"
+            )
+        relpath = fields[0]
+        if subset == "train":
+            index = _parse_int(fields[1], list_file, lineno, line, "class index")
+            if index not in index_to_name:
+                raise SplitError(
+                    f"{_where(list_file, lineno, line)}: class index {index} is out of range "
+                    f"1..{len(classes)} of {class_file}; fix the index"
+                )
+            label = index - 1
+        else:
+            folder = relpath.replace("\\", "/").split("/")[0]
+            if "/" not in relpath.replace("\\", "/") or folder.lower() not in by_name:
+                raise SplitError(
+                    f"{_where(list_file, lineno, line)}: unknown class {folder!r} (the folder of "
+                    f"the video); it must be a class name from {class_file}"
+                )
+            label = by_name[folder.lower()]
+        rows.append(_Row(video_root / relpath, label, list_file, lineno, line))
+    return _finish(rows, classes, str(list_file),
+                   f"check that video_root ({video_root}) holds <Class>/<video>")
+
+
+def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subset: str) -> LabeledSplit:
+    """HMDB-51 official splits: `<class>_test_split<N>.txt`, lines `<video> <id>`.
+
+    id 1 = train, 2 = test, 0 = unused. Videos live at video_root/<class>/<video>; labels
+    index the class names sorted alphabetically.
+    """
+    _check_subset(subset)
+    _check_split_number(split)
+    video_root, split_dir = Path(video_root), Path(split_dir)
+    suffix = f"_test_split{split}.txt"
+    if not split_dir.is_dir():
+        raise SplitError(f"split folder not found: {split_dir}; pass the folder holding *{suffix}")
+    files = sorted(p for p in split_dir.iterdir() if p.name.endswith(suffix))
+    if not files:
+        raise SplitError(f"{split_dir}: no files named <class>{suffix}; check the folder and split number")
+    classes = [p.name[: -len(suffix)] for p in files]
+    wanted = 1 if subset == "train" else 2
+    rows: list[_Row] = []
+    for label, (name, split_file) in enumerate(zip(classes, files)):
+        for lineno, line in _read_lines(split_file):
+            fields = line.split()
+            if len(fields) != 2:
+                raise SplitError(
+                    f"{_where(split_file, lineno, line)}: expected 2 fields '<video> <0|1|2>', "
+                    f"got {len(fields)}; fix or delete the line"
+                )
+            use = _parse_int(fields[1], split_file, lineno, line, "subset id")
+            if use not in (0, 1, 2):
+                raise SplitError(
+                    f"{_where(split_file, lineno, line)}: subset id {use} must be 0 (unused), "
+                    f"1 (train) or 2 (test); fix the id"
+                )
+            if use == wanted:
+                rows.append(_Row(video_root / name / fields[0], label, split_file, lineno, line))
+    return _finish(rows, classes, f"{split_dir}/*{suffix}",
+                   f"check that video_root ({video_root}) holds <class>/<video>")
+
+
+def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
+             classes: Sequence[str] | None = None) -> LabeledSplit:
+    """A `path,label` CSV; an optional header row starts with `path` (or `video`, `file`).
+
+    Relative paths are under `video_root`, else under the CSV's folder. A label is a class
+    name or a 0-based index. Without `classes`, all-integer labels name classes "0".."max"
+    and otherwise the sorted distinct names are the classes.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise SplitError(f"CSV split file not found: {csv_path}; check the path")
+    root = Path(video_root) if video_root is not None else csv_path.parent
+    with csv_path.open(newline="", encoding="utf-8", errors="replace") as f:
+        raw = [(n, row) for n, row in enumerate(csv.reader(f), 1)
+               if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
+    if raw and raw[0][1][0].strip().lower() in CSV_HEADER_NAMES:
+        raw = raw[1:]
+    parsed: list[tuple[Path, str, int, str]] = []
+    for lineno, row in raw:
+        line = ",".join(row)
+        if len(row) != 2:
+            raise SplitError(
+                f"{_where(csv_path, lineno, line)}: expected 2 fields 'path,label', got {len(row)}; "
+                f"fix or delete the line (quote paths that contain commas)"
+            )
+        parsed.append((root / row[0].strip(), row[1].strip(), lineno, line))
+    if not parsed:
+        raise SplitError(f"{csv_path}: no videos listed; add lines 'path,label'")
+
+    def is_int(s: str) -> bool:
+        return s.lstrip("-").isdigit()
+
+    if classes is None:
+        if all(is_int(label) for _, label, _, _ in parsed):
+            top = max(int(label) for _, label, _, _ in parsed)
+            classes = [str(i) for i in range(max(top, 0) + 1)]
+        else:
+            classes = sorted({label for _, label, _, _ in parsed})
+    classes = list(classes)
+    by_name = {name: i for i, name in enumerate(classes)}
+    rows: list[_Row] = []
+    for path, label_text, lineno, line in parsed:
+        if label_text in by_name:
+            label = by_name[label_text]
+        elif is_int(label_text):
+            label = int(label_text)
+            if not 0 <= label < len(classes):
+                raise SplitError(
+                    f"{_where(csv_path, lineno, line)}: label {label} is out of range "
+                    f"0..{len(classes) - 1}; fix the label"
+                )
+        else:
+            raise SplitError(
+                f"{_where(csv_path, lineno, line)}: unknown class {label_text!r}; use one of "
+                f"{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''} or a 0-based index"
+            )
+        rows.append(_Row(path, label, csv_path, lineno, line))
+    return _finish(rows, classes, str(csv_path), f"paths are relative to {root}; fix the path or video_root")
+
+
+def _load_csv_split(video_root: str | Path | None, csv_or_dir: str | Path, split: int,
+                    subset: str) -> LabeledSplit:
+    # A folder holds one CSV per subset (train.csv, test.csv); a file is used as given.
+    _check_subset(subset)
+    path = Path(csv_or_dir)
+    return load_csv(path / f"{subset}.csv" if path.is_dir() else path, video_root)
+
+
+FORMATS: dict[str, Callable[..., LabeledSplit]] = {
+    "ucf101": load_ucf101,
+    "hmdb51": load_hmdb51,
+    "csv": _load_csv_split,
+}
+
+
+def load_labeled(format: str, video_root: str | Path | None, split_dir_or_csv: str | Path,
+                 split: int = 1, subset: str = "train") -> LabeledSplit:
+    """Load a labeled split by format name ("ucf101", "hmdb51" or "csv").
+
+    For "csv", `split_dir_or_csv` is a CSV file, or a folder holding `<subset>.csv`; `split`
+    is ignored.
+    """
+    if format not in FORMATS:
+        raise SplitError(f"unknown split format {format!r}; use one of {', '.join(FORMATS)}")
+    if format != "csv" and video_root is None:
+        raise SplitError(f"the {format} format needs a video root folder")
+    return FORMATS[format](video_root, split_dir_or_csv, split, subset)

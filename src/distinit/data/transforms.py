@@ -1,0 +1,139 @@
+"""Clip transforms: uint8 frames (T, H, W, C) in, normalised float32 (C, T, H, W) out.
+
+The functions after `to_float_clip` work on float clips (C, T, H, W) (any leading dims for
+the spatial ones). Random choices are drawn once per clip, so every frame of a clip gets
+the same crop and the same flip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from distinit.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ClipSizeError(UserError, ValueError):
+    """Frames are smaller than the crop."""
+
+
+def to_float_clip(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, C) -> float32 (C, T, H, W) scaled to [0, 1]."""
+    frames = torch.as_tensor(frames)
+    if frames.ndim != 4 or frames.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames (T, H, W, C), got {frames.dtype} {tuple(frames.shape)}")
+    return frames.permute(3, 0, 1, 2).float().div_(255.0)
+
+
+def output_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(H, W) after resizing the short side to `size`, keeping the aspect ratio."""
+    if height <= width:
+        return size, max(int(size * width / height), 1)
+    return max(int(size * height / width), 1), size
+
+
+def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (..., H, W) so its short side is `size` (bilinear, antialiased when shrinking).
+
+    Float input stays float; uint8 input is resized in float and rounded back to uint8.
+    """
+    *lead, height, width = x.shape
+    out_h, out_w = output_size(height, width, size)
+    if (out_h, out_w) == (height, width):
+        return x
+    # interpolate wants (N, C, H, W); bilinear treats every plane alike, so fold all
+    # leading dims into C.
+    planes = x.reshape(1, -1, height, width)
+    out = F.interpolate(planes.float(), size=(out_h, out_w), mode="bilinear",
+                        align_corners=False, antialias=True)
+    if x.dtype == torch.uint8:
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        out = out.to(x.dtype)
+    return out.reshape(*lead, out_h, out_w)
+
+
+def _check_crop(x: torch.Tensor, size: int) -> None:
+    height, width = x.shape[-2:]
+    if height < size or width < size:
+        raise ClipSizeError(
+            f"frames of {height}x{width} are smaller than the crop size {size}; "
+            f"resize the short side to at least {size} first"
+        )
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central `size` x `size` window of (..., H, W)."""
+    _check_crop(x, size)
+    height, width = x.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random `size` x `size` window of (..., H, W), the same for all frames."""
+    _check_crop(x, size)
+    height, width = x.shape[-2:]
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return x[..., top:top + size, left:left + size]
+
+
+def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror (..., H, W) left to right."""
+    return x.flip(-1)
+
+
+def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(C, ...) float in [0, 1] -> (clip - mean) / std per channel."""
+    shape = (-1,) + (1,) * (clip.ndim - 1)
+    mean_t = torch.as_tensor(mean, dtype=clip.dtype).view(shape)
+    std_t = torch.as_tensor(std, dtype=clip.dtype).view(shape)
+    return (clip - mean_t) / std_t
+
+
+class ClipTransform:
+    """Training or evaluation preprocessing of one clip.
+
+    Train: short-side resize, random crop, random horizontal flip (p = 0.5 when `flip`).
+    Eval: short-side resize, centre crop. Then scale to [0, 1] and normalise with mean/std.
+    Input: uint8 (T, H, W, C) -> float32 (C, T, H, W). A single image (H, W, C) is treated
+    as a one-frame clip and comes back as (C, H, W). Pass a `torch.Generator` to make the
+    random choices reproducible.
+    """
+
+    def __init__(self, train: bool, resize: int | None, crop: int,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 flip: bool = True) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
+        self.train, self.resize, self.crop, self.flip = train, resize, crop, flip
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def __call__(self, frames: np.ndarray | torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        frames = torch.as_tensor(frames)
+        image = frames.ndim == 3
+        if image:
+            frames = frames.unsqueeze(0)
+        clip = to_float_clip(frames)  # (C, T, H, W)
+        if self.resize is not None:
+            clip = resize_short_side(clip, self.resize)
+        if self.train:
+            clip = random_crop(clip, self.crop, generator)
+            if self.flip and float(torch.rand((), generator=generator)) < 0.5:
+                clip = horizontal_flip(clip)
+        else:
+            clip = center_crop(clip, self.crop)
+        clip = normalize(clip, self.mean, self.std).contiguous()
+        return clip[:, 0] if image else clip
+
+    def __repr__(self) -> str:
+        return (f"ClipTransform(train={self.train}, resize={self.resize}, crop={self.crop}, "
+                f"mean={self.mean}, std={self.std}, flip={self.flip})")

@@ -1,0 +1,261 @@
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distinit.data.datasets import (
+    BadVideoWarning,
+    ImageFolderDataset,
+    ImageReadError,
+    NoReadableVideosError,
+    VideoClipDataset,
+    build_loader,
+    set_loader_epoch,
+)
+from distinit.data.sampling import test_clip_indices as clip_plan
+from distinit.data.transforms import ClipTransform
+from distinit.data.video import write_video
+from distinit.errors import UserError
+
+LEVEL = 12  # frame t is a flat grey of 12 * t + 5, so a decoded frame tells its own index
+
+
+def frame_ids(video: torch.Tensor) -> list[int]:
+    """Frame indices of a (C, T, H, W) clip in [0, 1] cut from a `write_counting_video`."""
+    means = video.mean(dim=(0, 2, 3)) * 255
+    return [round((float(m) - 5) / LEVEL) for m in means]
+
+
+def write_counting_video(path: Path, num_frames: int) -> Path:
+    frames = np.empty((num_frames, 32, 40, 3), np.uint8)
+    for t in range(num_frames):
+        frames[t] = LEVEL * t + 5
+    write_video(path, frames, fps=10, gop=4)
+    return path
+
+
+def write_textured_video(path: Path, num_frames: int, seed: int) -> Path:
+    # Smooth random texture plus a moving bar: crops and flips change the pixels.
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (num_frames, 4, 5, 3)).repeat(8, axis=1).repeat(8, axis=2)
+    for t in range(num_frames):
+        base[t, :, 2 * t % 40] = 255
+    write_video(path, base.astype(np.uint8), fps=10, gop=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("videos")
+    return [write_counting_video(root / "long.mp4", 20), write_counting_video(root / "short.mp4", 5),
+            write_counting_video(root / "mid.mp4", 12)]
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("textured")
+    return [write_textured_video(root / f"t{i}.mp4", 16, i) for i in range(4)]
+
+
+@pytest.fixture
+def bad_video(tmp_path) -> Path:
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    return path
+
+
+def test_train_items_read_the_sampled_frames(videos):
+    ds = VideoClipDataset(videos, [3, 4, 5], clip_len=4, stride=2, mode="train", seed=1)
+    assert len(ds) == 3
+    item = ds[0]
+    assert set(item) == {"video", "label", "video_idx", "clip_idx", "index", "bad"}
+    assert item["video"].shape == (3, 4, 32, 40) and item["video"].dtype == torch.float32
+    assert (item["label"], item["video_idx"], item["clip_idx"], item["index"], item["bad"]) == (3, 0, 0, 0, 0)
+    assert frame_ids(item["video"]) == ds.clip_indices(0)
+    starts = set()
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        ids = frame_ids(ds[0]["video"])
+        assert np.all(np.diff(ids) == 2)
+        starts.add(ids[0])
+    assert len(starts) > 2  # random temporal jitter across epochs
+    # The short video (5 frames) is padded by repeating its last frame.
+    assert frame_ids(ds[1]["video"]) == [0, 2, 4, 4]
+    assert VideoClipDataset(videos).__getitem__(2)["label"] == -1
+
+
+def test_test_mode_k_clips(videos):
+    ds = VideoClipDataset(videos, [0, 1, 2], clip_len=4, stride=1, mode="test", num_clips=3)
+    assert len(ds) == 9
+    for i in range(9):
+        item = ds[i]
+        assert (item["video_idx"], item["clip_idx"], item["index"]) == (i // 3, i % 3, i)
+        assert item["label"] == i // 3
+        num_frames = [20, 5, 12][i // 3]
+        assert frame_ids(item["video"]) == clip_plan(num_frames, 4, 1, 3)[i % 3]
+    assert frame_ids(ds[0]["video"]) == [0, 1, 2, 3]
+    assert frame_ids(ds[2]["video"]) == [16, 17, 18, 19]
+    with pytest.raises(IndexError):
+        ds[9]
+
+
+def test_same_seed_and_epoch_give_same_items(textured):
+    transform = ClipTransform(train=True, resize=None, crop=24)
+
+    def items(seed, epoch):
+        ds = VideoClipDataset(textured, clip_len=4, stride=2, transform=transform, seed=seed)
+        ds.set_epoch(epoch)
+        return [ds[i]["video"] for i in range(len(ds))]
+
+    a, b = items(0, 1), items(0, 1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, items(0, 2)))
+    assert not all(torch.equal(x, y) for x, y in zip(a, items(5, 1)))
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_memory_and_disk_cache_match_decoding(textured, tmp_path, mode):
+    transform = ClipTransform(train=mode == "train", resize=20, crop=16)
+    kwargs = dict(clip_len=4, stride=3, mode=mode, num_clips=2 if mode == "test" else 1,
+                  transform=transform, seed=3)
+    plain = VideoClipDataset(textured, **kwargs)
+    memory = VideoClipDataset(textured, cache="memory", **kwargs)
+    disk = VideoClipDataset(textured, cache="disk", cache_dir=tmp_path / "cache", **kwargs)
+    for ds in (plain, memory, disk):
+        ds.set_epoch(4)
+    for i in range(len(plain)):
+        expect = plain[i]["video"]
+        assert torch.equal(memory[i]["video"], expect)
+        assert torch.equal(disk[i]["video"], expect)
+    files = sorted((tmp_path / "cache").iterdir())
+    assert len(files) == len(textured) and all(f.suffix == ".npy" for f in files)  # no temp files left
+    # A second dataset reuses the files instead of decoding again.
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = VideoClipDataset(textured, cache="disk", cache_dir=tmp_path / "cache", **kwargs)
+    again.set_epoch(4)
+    assert torch.equal(again[1]["video"], plain[1]["video"])
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_disk_cache_key_changes_with_the_file(tmp_path):
+    video = write_counting_video(tmp_path / "v.mp4", 6)
+    ds = VideoClipDataset([video], clip_len=2, cache="disk", cache_dir=tmp_path / "c")
+    ds.fill_cache()
+    assert len(list((tmp_path / "c").iterdir())) == 1
+    write_counting_video(video, 9)  # replaced: new size and mtime, so a new cache entry
+    ds2 = VideoClipDataset([video], clip_len=9, mode="test", cache="disk", cache_dir=tmp_path / "c")
+    assert frame_ids(ds2[0]["video"]) == list(range(9))
+    assert len(list((tmp_path / "c").iterdir())) == 2
+
+
+def test_memory_cache_decodes_once(textured, monkeypatch):
+    import distinit.data.datasets as datasets
+
+    calls = []
+    real = datasets.read_all_frames
+    monkeypatch.setattr(datasets, "read_all_frames", lambda p, b: calls.append(p) or real(p, b))
+    ds = VideoClipDataset(textured[:2], clip_len=4, cache="memory")
+    ds.fill_cache()
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        _ = [ds[i] for i in range(len(ds))]
+    assert sorted(calls) == sorted(textured[:2])
+
+
+def test_bad_video_is_replaced_warned_once_and_counted(videos, bad_video):
+    ds = VideoClipDataset([videos[0], bad_video, videos[2]], [0, 1, 2], clip_len=4, mode="test",
+                          num_clips=2)
+    with pytest.warns(BadVideoWarning, match=r"broken.mp4") as record:
+        item = ds[3]  # video 1, clip 1 -> the same clip of video 2
+    assert len(record) == 1
+    assert (item["video_idx"], item["clip_idx"], item["index"], item["label"], item["bad"]) == (2, 1, 5, 2, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would raise
+        assert ds[2]["bad"] == 1 and ds[2]["video_idx"] == 2
+        assert ds[0]["bad"] == 0
+    assert ds.bad_files == {bad_video}
+    assert "1 of 3 videos skipped" in ds.bad_report() and "broken.mp4" in ds.bad_report()
+    # The last video wraps around to the first.
+    ds = VideoClipDataset([videos[0], bad_video], clip_len=4)
+    with pytest.warns(BadVideoWarning):
+        assert ds[1]["video_idx"] == 0
+
+
+def test_all_bad_raises_user_error(bad_video, tmp_path):
+    other = tmp_path / "missing.mp4"
+    ds = VideoClipDataset([bad_video, other], clip_len=4)
+    with pytest.warns(BadVideoWarning), pytest.raises(NoReadableVideosError) as info:
+        ds[0]
+    assert isinstance(info.value, UserError)
+    assert "none of the 2 videos could be decoded" in str(info.value)
+    with pytest.raises(UserError, match="cache_dir"):
+        VideoClipDataset([bad_video], cache="disk")
+
+
+def test_loader_with_two_workers_matches_in_process(textured, bad_video, tmp_path):
+    files = [*textured, bad_video]
+    transform = ClipTransform(train=True, resize=None, crop=24)
+
+    def run(num_workers):
+        ds = VideoClipDataset(files, [0, 1, 2, 3, 4], clip_len=4, stride=2, transform=transform,
+                              cache="disk", cache_dir=tmp_path / f"c{num_workers}", seed=9)
+        loader = build_loader(ds, batch_size=2, shuffle=True, num_workers=num_workers,
+                              drop_last=False, seed=9)
+        epochs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BadVideoWarning)
+            for epoch in range(2):
+                set_loader_epoch(loader, epoch)
+                epochs.append([(b["index"].tolist(), b["video"], int(b["bad"].sum())) for b in loader])
+        return epochs
+
+    inline, workers = run(0), run(2)
+    for epoch_a, epoch_b in zip(inline, workers):
+        assert [idx for idx, _, _ in epoch_a] == [idx for idx, _, _ in epoch_b]
+        assert all(torch.equal(va, vb) for (_, va, _), (_, vb, _) in zip(epoch_a, epoch_b))
+        assert sum(bad for _, _, bad in epoch_b) == 1  # the broken file, counted across workers
+        assert sorted(i for idx, _, _ in epoch_b for i in idx) == [0, 0, 1, 2, 3]  # 4 -> 0
+    # Each epoch draws new clips for the same items (the workers saw set_epoch).
+    clips = [{i: v for idx, videos, _ in epoch for i, v in zip(idx, videos)} for epoch in workers]
+    assert any(not torch.equal(clips[0][i], clips[1][i]) for i in range(4))
+
+
+def write_image_folder(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ["cat", "dog"]:
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    (root / "dog" / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_dataset(tmp_path):
+    write_image_folder(tmp_path / "stills")
+    plain = ImageFolderDataset(tmp_path / "stills")
+    assert len(plain) == 6 and plain.classes == ["cat", "dog"]
+    item = plain[4]
+    assert item["label"] == 1 and item["index"] == 4
+    pixels = np.array(Image.open(tmp_path / "stills/dog/1.png"))
+    assert torch.allclose(item["image"], torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
+    transform = ClipTransform(train=True, resize=None, crop=16)
+    cached = ImageFolderDataset(tmp_path / "stills", transform, cache=True, seed=2)
+    uncached = ImageFolderDataset(tmp_path / "stills", transform, seed=2)
+    assert all(torch.equal(cached[i]["image"], uncached[i]["image"]) for i in range(6))
+    assert cached[0]["image"].shape == (3, 16, 16)
+    batch = next(iter(build_loader(cached, batch_size=4, shuffle=True, seed=0)))
+    assert batch["image"].shape == (4, 3, 16, 16) and batch["label"].shape == (4,)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(ImageReadError, match="image folder not found"):
+        ImageFolderDataset(tmp_path / "none")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(ImageReadError, match="no images"):
+        ImageFolderDataset(tmp_path / "empty")
+    (tmp_path / "empty" / "cat" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match=r"cannot read image .*x.png"):
+        ImageFolderDataset(tmp_path / "empty", cache=True)

@@ -1,0 +1,196 @@
+from pathlib import Path
+
+import pytest
+
+from distinit.data.splits import (
+    LabeledSplit,
+    SplitError,
+    load_csv,
+    load_hmdb51,
+    load_labeled,
+    load_ucf101,
+)
+from distinit.errors import UserError
+
+
+def touch(root: Path, *relpaths: str) -> None:
+    # Split loaders only stat the videos; their contents do not matter here.
+    for rel in relpaths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"\0")
+
+
+@pytest.fixture
+def ucf(tmp_path):
+    videos, splits = tmp_path / "videos", tmp_path / "splits"
+    splits.mkdir()
+    touch(videos, "ApplyEyeMakeup/v_a1.avi", "ApplyEyeMakeup/v_a2.avi", "Archery/v_b1.avi",
+          "archery/v_b2.avi")
+    # Official files use CRLF line endings and end with a blank line.
+    (splits / "classInd.txt").write_text("1 ApplyEyeMakeup\r\n2 Archery\r\n\r\n")
+    (splits / "trainlist01.txt").write_text("ApplyEyeMakeup/v_a1.avi 1\r\nArchery/v_b1.avi 2\r\n")
+    (splits / "testlist01.txt").write_text("ApplyEyeMakeup/v_a2.avi\r\narchery/v_b2.avi\r\n")
+    return videos, splits
+
+
+def test_ucf101_train_and_test(ucf):
+    videos, splits = ucf
+    train = load_ucf101(videos, splits, 1, "train")
+    assert train.classes == ["ApplyEyeMakeup", "Archery"]
+    assert train.samples == [(videos / "ApplyEyeMakeup/v_a1.avi", 0), (videos / "Archery/v_b1.avi", 1)]
+    test = load_ucf101(videos, splits, 1, "test")
+    # The folder's case differs from classInd ("archery"), as in some UCF copies.
+    assert test.labels == [0, 1]
+    assert test.videos == [videos / "ApplyEyeMakeup/v_a2.avi", videos / "archery/v_b2.avi"]
+
+
+@pytest.mark.parametrize("file, text, lineno, expect", [
+    ("trainlist01.txt", "ApplyEyeMakeup/v_a1.avi 1\nArchery/v_b1.avi\n", 2, "expected 2 field"),
+    ("trainlist01.txt", "ApplyEyeMakeup/v_a1.avi one\n", 1, "'one' is not an integer"),
+    ("trainlist01.txt", "ApplyEyeMakeup/v_a1.avi 3\n", 1, "out of range"),
+    ("trainlist01.txt", "\nApplyEyeMakeup/v_a1.avi 0\n", 2, "out of range"),
+    ("testlist01.txt", "Archery/v_b2.avi 2\n", 1, "expected 1 field"),
+    ("testlist01.txt", "ApplyEyeMakeup/v_a2.avi\nBowling/v_c1.avi\n", 2, "unknown class 'Bowling'"),
+    ("testlist01.txt", "v_b2.avi\n", 1, "unknown class"),
+    ("classInd.txt", "1 ApplyEyeMakeup\n2\n", 2, "expected 2 fields"),
+    ("classInd.txt", "1 ApplyEyeMakeup\nx Archery\n", 2, "not an integer"),
+    ("classInd.txt", "1 ApplyEyeMakeup\n1 Archery\n", 2, "duplicate class"),
+])
+def test_ucf101_malformed_lines_name_file_and_line(ucf, file, text, lineno, expect):
+    videos, splits = ucf
+    (splits / file).write_text(text)
+    subset = "test" if file.startswith("test") else "train"
+    with pytest.raises(SplitError) as info:
+        load_ucf101(videos, splits, 1, subset)
+    message = str(info.value)
+    assert f"{splits / file}:{lineno}:" in message
+    assert expect in message
+    assert text.splitlines()[lineno - 1].strip() in message  # the offending text
+
+
+def test_ucf101_missing_video_missing_file_empty_and_gaps(ucf):
+    videos, splits = ucf
+    (videos / "Archery/v_b1.avi").unlink()
+    with pytest.raises(SplitError, match=r"trainlist01.txt:2: .*video not found: .*v_b1.avi"):
+        load_ucf101(videos, splits, 1, "train")
+    with pytest.raises(SplitError, match=r"split file not found: .*trainlist02.txt"):
+        load_ucf101(videos, splits, 2, "train")
+    (splits / "testlist01.txt").write_text("\r\n")
+    with pytest.raises(SplitError, match=r"testlist01.txt: no videos listed"):
+        load_ucf101(videos, splits, 1, "test")
+    (splits / "classInd.txt").write_text("1 ApplyEyeMakeup\n3 Archery\n")
+    with pytest.raises(SplitError, match=r"classInd.txt: class indices must be 1..2"):
+        load_ucf101(videos, splits, 1, "train")
+    with pytest.raises(SplitError, match="unknown subset 'val'"):
+        load_ucf101(videos, splits, 1, "val")
+
+
+@pytest.fixture
+def hmdb(tmp_path):
+    videos, splits = tmp_path / "hmdb", tmp_path / "testTrainMulti_7030_splits"
+    splits.mkdir()
+    touch(videos, "brush_hair/a.avi", "brush_hair/b.avi", "brush_hair/c.avi", "cartwheel/d.avi",
+          "cartwheel/e.avi")
+    # Official lines end with a space.
+    (splits / "brush_hair_test_split1.txt").write_text("a.avi 1 \nb.avi 2 \nc.avi 0 \n")
+    (splits / "cartwheel_test_split1.txt").write_text("d.avi 1 \ne.avi 2 \n")
+    (splits / "cartwheel_test_split2.txt").write_text("d.avi 2 \n")
+    return videos, splits
+
+
+def test_hmdb51_train_test_and_unused(hmdb):
+    videos, splits = hmdb
+    train = load_hmdb51(videos, splits, 1, "train")
+    assert train.classes == ["brush_hair", "cartwheel"]
+    assert train.samples == [(videos / "brush_hair/a.avi", 0), (videos / "cartwheel/d.avi", 1)]
+    test = load_hmdb51(videos, splits, 1, "test")
+    assert test.samples == [(videos / "brush_hair/b.avi", 0), (videos / "cartwheel/e.avi", 1)]
+    # Split 2 has one class file only: classes come from the files of that split.
+    assert load_hmdb51(videos, splits, 2, "test").classes == ["cartwheel"]
+
+
+@pytest.mark.parametrize("text, lineno, expect", [
+    ("d.avi 1\ne.avi\n", 2, "expected 2 fields"),
+    ("d.avi 1\ne.avi 2 x\n", 2, "expected 2 fields"),
+    ("d.avi train\n", 1, "'train' is not an integer"),
+    ("d.avi 1\n\ne.avi 3\n", 3, "subset id 3 must be 0"),
+])
+def test_hmdb51_malformed_lines(hmdb, text, lineno, expect):
+    videos, splits = hmdb
+    file = splits / "cartwheel_test_split1.txt"
+    file.write_text(text)
+    with pytest.raises(SplitError) as info:
+        load_hmdb51(videos, splits, 1, "train")
+    assert f"{file}:{lineno}:" in str(info.value)
+    assert expect in str(info.value)
+
+
+def test_hmdb51_missing_video_no_files_and_empty(hmdb):
+    videos, splits = hmdb
+    (videos / "cartwheel/e.avi").unlink()
+    with pytest.raises(SplitError, match=r"cartwheel_test_split1.txt:2: .*video not found"):
+        load_hmdb51(videos, splits, 1, "test")
+    with pytest.raises(SplitError, match=r"no files named <class>_test_split3.txt"):
+        load_hmdb51(videos, splits, 3, "train")
+    with pytest.raises(SplitError, match="split folder not found"):
+        load_hmdb51(videos, splits / "nope", 1, "train")
+    # Split 2 lists no training video at all.
+    with pytest.raises(SplitError, match=r"_test_split2.txt: no videos listed"):
+        load_hmdb51(videos, splits, 2, "train")
+
+
+def test_csv_names_indices_header_and_relative_paths(tmp_path):
+    touch(tmp_path, "v/a.mp4", "v/b.mp4", "other/c.mp4")
+    (tmp_path / "names.csv").write_text("path,label\nv/a.mp4,run\n\n# a comment\nv/b.mp4,jump\n")
+    split = load_csv(tmp_path / "names.csv")
+    assert isinstance(split, LabeledSplit)
+    assert split.classes == ["jump", "run"]
+    assert split.samples == [(tmp_path / "v/a.mp4", 1), (tmp_path / "v/b.mp4", 0)]
+
+    (tmp_path / "ints.csv").write_text("a.mp4,2\nb.mp4,0\n")
+    split = load_csv(tmp_path / "ints.csv", video_root=tmp_path / "v")
+    assert split.classes == ["0", "1", "2"] and split.labels == [2, 0]
+
+    # With given classes, names and indices can mix; absolute paths are kept.
+    (tmp_path / "mixed.csv").write_text(f"v/a.mp4,jump\n{tmp_path / 'other/c.mp4'},0\n")
+    split = load_csv(tmp_path / "mixed.csv", classes=["run", "jump"])
+    assert split.samples == [(tmp_path / "v/a.mp4", 1), (tmp_path / "other/c.mp4", 0)]
+
+
+@pytest.mark.parametrize("text, lineno, expect", [
+    ("a.mp4,0\nb.mp4\n", 2, "expected 2 fields"),
+    ("a.mp4,0\nb.mp4,0,extra\n", 2, "expected 2 fields"),
+    ("a.mp4,0\nb.mp4,7\n", 2, "label 7 is out of range 0..1"),
+    ("a.mp4,0\nb.mp4,-1\n", 2, "label -1 is out of range"),
+    ("a.mp4,run\nb.mp4,swim\n", 2, "unknown class 'swim'"),
+    ("a.mp4,0\nmissing.mp4,1\n", 2, "video not found"),
+])
+def test_csv_errors_name_file_and_line(tmp_path, text, lineno, expect):
+    touch(tmp_path, "a.mp4", "b.mp4")
+    (tmp_path / "s.csv").write_text(text)
+    with pytest.raises(SplitError) as info:
+        load_csv(tmp_path / "s.csv", classes=["run", "jump"])
+    assert f"{tmp_path / 's.csv'}:{lineno}:" in str(info.value)
+    assert expect in str(info.value)
+
+
+def test_csv_missing_and_empty(tmp_path):
+    with pytest.raises(SplitError, match="CSV split file not found"):
+        load_csv(tmp_path / "none.csv")
+    (tmp_path / "empty.csv").write_text("path,label\n")
+    with pytest.raises(SplitError, match="empty.csv: no videos listed"):
+        load_csv(tmp_path / "empty.csv")
+
+
+def test_load_labeled_dispatches_and_lists_formats(ucf, hmdb, tmp_path):
+    videos, splits = ucf
+    assert load_labeled("ucf101", videos, splits, 1, "test").labels == [0, 1]
+    assert len(load_labeled("hmdb51", *hmdb, 1, "train").samples) == 2
+    folder = tmp_path / "csvsplit"
+    touch(folder, "x.mp4", "y.mp4")
+    (folder / "train.csv").write_text("x.mp4,0\n")
+    (folder / "test.csv").write_text("y.mp4,0\n")
+    assert load_labeled("csv", None, folder, subset="test").videos == [folder / "y.mp4"]
+    assert load_labeled("csv", None, folder / "train.csv").videos == [folder / "x.mp4"]
+    with pytest.raises(UserError, match="unknown split format 'kinetics'; use one of ucf101, hmdb51, csv"):
+        load_labeled("kinetics", videos, splits)

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from distinit.data.transforms import (
+    ClipSizeError,
+    ClipTransform,
+    center_crop,
+    horizontal_flip,
+    normalize,
+    random_crop,
+    resize_short_side,
+    to_float_clip,
+)
+from distinit.errors import UserError
+
+
+def gradient_clip(T=3, H=24, W=32) -> np.ndarray:
+    """(T, H, W, 3) uint8: R encodes x, G encodes y, B encodes t, so crops and flips are visible."""
+    t, y, x = np.meshgrid(np.arange(T), np.arange(H), np.arange(W), indexing="ij")
+    return np.stack([x * 7, y * 9, t * 50], axis=-1).astype(np.uint8)
+
+
+def test_to_float_clip_layout_and_scale():
+    frames = gradient_clip()
+    clip = to_float_clip(frames)
+    assert clip.shape == (3, 3, 24, 32) and clip.dtype == torch.float32
+    assert clip[0, 1, 5, 10] == pytest.approx(70 / 255)  # R = 7 * x
+    assert clip[1, 1, 5, 10] == pytest.approx(45 / 255)  # G = 9 * y
+    assert clip[2, 2, 0, 0] == pytest.approx(100 / 255)  # B = 50 * t
+    with pytest.raises(ValueError):
+        to_float_clip(frames.astype(np.float32))
+
+
+@pytest.mark.parametrize("hw, size, out", [((24, 32), 12, (12, 16)), ((32, 24), 12, (16, 12)),
+                                           ((20, 20), 40, (40, 40)), ((15, 40), 15, (15, 40))])
+def test_resize_short_side_shapes(hw, size, out):
+    x = torch.rand(3, 2, *hw)
+    y = resize_short_side(x, size)
+    assert tuple(y.shape) == (3, 2, *out)
+    if out == hw:
+        assert y is x
+
+
+def test_resize_keeps_constants_and_uint8():
+    x = torch.full((2, 2, 30, 40), 0.25)
+    assert torch.allclose(resize_short_side(x, 9), torch.full((2, 2, 9, 12), 0.25))
+    u = torch.full((4, 30, 40, 3), 200, dtype=torch.uint8).permute(0, 3, 1, 2)
+    v = resize_short_side(u, 10)
+    assert v.dtype == torch.uint8 and tuple(v.shape) == (4, 3, 10, 13) and bool((v == 200).all())
+
+
+def test_resize_antialiases_when_shrinking():
+    # A one-pixel checkerboard averages to grey with antialiasing; plain bilinear aliases.
+    board = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2
+    y = resize_short_side(board.float()[None], 8)
+    assert torch.allclose(y, torch.full_like(y, 0.5), atol=0.02)
+
+
+def test_crops_and_flip():
+    clip = to_float_clip(gradient_clip())  # (3, 3, 24, 32)
+    c = center_crop(clip, 16)
+    assert c.shape == (3, 3, 16, 16)
+    assert torch.equal(c, clip[..., 4:20, 8:24])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        r = random_crop(clip, 16, g)
+        # The window is a contiguous slice, the same in every frame.
+        top = round(float(r[1, 0, 0, 0]) * 255 / 9)
+        left = round(float(r[0, 0, 0, 0]) * 255 / 7)
+        assert torch.equal(r, clip[..., top:top + 16, left:left + 16])
+    f = horizontal_flip(clip)
+    assert torch.equal(f[..., 0], clip[..., -1]) and torch.equal(horizontal_flip(f), clip)
+    with pytest.raises(ClipSizeError, match="smaller than the crop size 30") as info:
+        center_crop(clip, 30)
+    assert isinstance(info.value, UserError)
+
+
+def test_normalize_per_channel():
+    clip = torch.ones(3, 2, 4, 4) * torch.tensor([0.2, 0.5, 0.8]).view(3, 1, 1, 1)
+    out = normalize(clip, mean=(0.2, 0.4, 0.6), std=(1.0, 0.5, 0.25))
+    assert torch.allclose(out[:, 0, 0, 0], torch.tensor([0.0, 0.2, 0.8]))
+    assert normalize(torch.ones(3, 5, 5), (1, 1, 1), (1, 1, 1)).abs().max() == 0  # images too
+
+
+def test_clip_transform_train_is_seeded_and_consistent_across_frames():
+    frames = gradient_clip(T=4, H=40, W=60)
+    t = ClipTransform(train=True, resize=20, crop=16, mean=(0, 0, 0), std=(1, 1, 1))
+    outs = [t(frames, generator=torch.Generator().manual_seed(s)) for s in range(12)]
+    assert all(o.shape == (3, 4, 16, 16) and o.dtype == torch.float32 for o in outs)
+    again = t(frames, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(outs[3], again)
+    # Both flips and several crops occur; R (= x) increases or decreases along W in every frame.
+    directions = set()
+    for o in outs:
+        d = torch.sign(o[0, :, 8, -1] - o[0, :, 8, 0])
+        assert bool((d == d[0]).all())  # every frame flipped alike
+        directions.add(int(d[0]))
+    assert directions == {-1, 1}
+    assert len({tuple(o[:, 0, 0, 0].tolist()) for o in outs}) > 3
+
+
+def test_clip_transform_eval_and_images():
+    frames = gradient_clip(T=2, H=40, W=60)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    t = ClipTransform(train=False, resize=20, crop=16, mean=mean, std=std)
+    out = t(frames)
+    expect = normalize(center_crop(resize_short_side(to_float_clip(frames), 20), 16), mean, std)
+    assert torch.allclose(out, expect)
+    assert torch.equal(t(frames), out)  # no randomness in eval
+    image = t(frames[0])  # (H, W, C) -> (C, H, W)
+    assert image.shape == (3, 16, 16) and torch.allclose(image, out[:, 0])
+    no_flip = ClipTransform(train=True, resize=None, crop=40, mean=(0, 0, 0), std=(1, 1, 1), flip=False)
+    for seed in range(8):
+        o = no_flip(frames, torch.Generator().manual_seed(seed))
+        assert o.shape == (3, 2, 40, 40)
+        assert bool((o[0, :, 5, -1] > o[0, :, 5, 0]).all())  # never mirrored
