@@ -55,6 +55,7 @@ class ModelConfig:
     width: int = 64
     layers: list[int] = field(default_factory=list)  # blocks per stage; empty = the arch's own
     stem_stride: int = 2
+    stem_kernel: list[int] = field(default_factory=list)  # (temporal, spatial); empty = arch's
     init: str = "scratch"  # scratch | checkpoint | inflate
     weights: str = ""  # checkpoint (init=checkpoint) or 2D image checkpoint (init=inflate)
     linear_probe: bool = False  # fine-tune only the new head on a frozen backbone
@@ -166,9 +167,9 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _field_type(key: str) -> Any:
+def _field_type(key: str, cls: type) -> Any:
     """The annotation of a dotted key (list indices skipped), or None if there is none."""
-    tp: Any = Config
+    tp: Any = cls
     for part in key.split("."):
         if typing.get_origin(tp) is list:
             tp = typing.get_args(tp)[0]
@@ -180,14 +181,14 @@ def _field_type(key: str) -> Any:
     return tp
 
 
-def _set_dotted(tree: dict, key: str, value: Any) -> None:
+def _set_dotted(tree: dict, key: str, value: Any, cls: type) -> None:
     parts = key.split(".")
     node = tree
     for i, part in enumerate(parts[:-1]):
         nxt = node[int(part)] if isinstance(node, list) and part.isdigit() else node.get(part)
         if not isinstance(nxt, dict | list):
             raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])} in override {key}; "
-                              f"valid keys: {', '.join(_valid_keys(Config))}")
+                              f"valid keys: {', '.join(_valid_keys(cls))}")
         node = nxt
     last = parts[-1]
     if isinstance(node, list):
@@ -199,9 +200,11 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
-                base: Config | None = None) -> Config:
-    """Merge defaults (or `base`), the YAML file at `path`, and `key=value` overrides."""
-    tree = to_dict(base or Config())
+                base: Any = None, cls: type = Config) -> Any:
+    """Merge defaults (or `base`), the YAML file at `path`, and `key=value` overrides into a
+    `cls` (a run `Config` unless told otherwise)."""
+    cls = type(base) if base is not None else cls
+    tree = to_dict(base if base is not None else cls())
     if path:
         path = Path(path)
         if not path.is_file():
@@ -212,35 +215,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-        _merge(tree, loaded, path)
+        _merge(tree, loaded, path, cls)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
-        if _field_type(key) is str:  # `channels_last=off` means the string, not YAML's False
+        if _field_type(key, cls) is str:  # `channels_last=off` means the string, not YAML's False
             value = raw
         else:
             try:
                 value = yaml.safe_load(raw) if raw else ""
             except yaml.YAMLError:
                 value = raw
-        _set_dotted(tree, key, value)
-    return _from_dict(Config, tree)
+        _set_dotted(tree, key, value, cls)
+    return _from_dict(cls, tree)
 
 
-def _merge(tree: dict, new: dict, source: Path, prefix: str = "") -> None:
+def _merge(tree: dict, new: dict, source: Path, cls: type, prefix: str = "") -> None:
     for k, v in new.items():
         if k not in tree:
             raise ConfigError(f"{source}: unknown config key {prefix}{k}; "
-                              f"valid keys: {', '.join(_valid_keys(Config))}")
+                              f"valid keys: {', '.join(_valid_keys(cls))}")
         if isinstance(tree[k], dict) and isinstance(v, dict):
-            _merge(tree[k], v, source, f"{prefix}{k}.")
+            _merge(tree[k], v, source, cls, f"{prefix}{k}.")
         elif k == "teachers" and isinstance(v, list):
             tree[k] = [{**to_dict(TeacherConfig()), **t} if isinstance(t, dict) else t for t in v]
         else:
             tree[k] = v
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

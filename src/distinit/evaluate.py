@@ -37,6 +37,10 @@ def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int
             logits = net(b[input_key])
         probs = logits.float().softmax(-1).cpu().double()  # (B, K)
         vid, y = batch["video_idx"], batch["label"]
+        # A clip of an unreadable video arrives as a stand-in from another video (bad=1):
+        # scoring it would count that other video twice.
+        good = batch["bad"] == 0 if "bad" in batch else torch.ones(len(y), dtype=torch.bool)
+        probs, vid, y = probs[good], vid[good], y[good]
         prob_sum.index_add_(0, vid, probs)
         labels[vid] = y
         clip_stats += torch.tensor([(probs.argmax(-1) == y).sum().item(), len(y)])

@@ -36,6 +36,8 @@ def make_student(mc: ModelConfig, num_classes: int) -> nn.Module:
         kwargs = {"width": mc.width, "stem_stride": mc.stem_stride}
         if mc.layers:
             kwargs["layers"] = mc.layers
+        if mc.stem_kernel:
+            kwargs["stem_kernel"] = tuple(mc.stem_kernel)
     return build_student(mc.arch, num_classes=num_classes, **kwargs)
 
 
