@@ -247,3 +247,9 @@ def _merge(tree: dict, new: dict, source: Path, cls: type, prefix: str = "") -> 
 
 def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_from_args(args: list[str], cls: type = Config) -> Any:
+    """`[CONFIG.yaml] [key=value ...]` from a command line."""
+    path = args[0] if args and "=" not in args[0] else None
+    return load_config(path, args[1:] if path else args, cls=cls)

@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from distinit.config import Config, DataConfig, ModelConfig, OptimConfig, TeacherConfig, load_config
+from distinit.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    TeacherConfig,
+    config_from_args,
+)
 from distinit.config import DistillConfig as DistillSection
 from distinit.data.datasets import ImageFolderDataset
 from distinit.data.synth import World, generate_world
@@ -63,12 +70,13 @@ class DemoConfig:
     precision: str = "auto"
     channels_last: str = "auto"
     width: int = 16  # the students and the teacher: widths 16-32-64-128, one block per stage
+    stem_stride: int = 2  # spatial stride of the 3x3 stems (teacher and students alike)
     clip_len: int = 8
     num_test_clips: int = 4
     teacher: StageConfig = field(default_factory=lambda: StageConfig(epochs=12, batch_size=64))
-    distill: StageConfig = field(default_factory=lambda: StageConfig(epochs=6, batch_size=32))
-    supervised: StageConfig = field(default_factory=lambda: StageConfig(epochs=6, batch_size=32))
-    finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=30, batch_size=16))
+    distill: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, batch_size=64))
+    supervised: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, batch_size=64))
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=20, batch_size=16))
 
 
 class _Indexed(Dataset):
@@ -87,16 +95,18 @@ class _Indexed(Dataset):
 def _run_config(demo: DemoConfig, world: World, out_dir: Path, stage: StageConfig,
                 arch: str = "r3d_18", **sections) -> Config:
     """One stage's run config: AdamW with warm-up and cosine decay (plain SGD left these tiny
-    nets at chance for several epochs), tiny students, clips cut from an in-memory cache."""
+    nets at chance for several epochs), tiny students, clips cut from decoded videos cached on disk (the corpus is
+    decoded once for all runs and seeds)."""
     optim = OptimConfig(optimizer="adamw", lr=stage.lr, weight_decay=stage.weight_decay,
                         schedule="cosine", warmup_epochs=1.0, epochs=stage.epochs,
                         batch_size=stage.batch_size, clip_grad=5.0)
-    # The teacher's stem (3x3, stride 1, no pooling) in 3D, so inflation maps it one to one.
-    model = ModelConfig(arch=arch, width=demo.width, layers=[1, 1, 1, 1], stem_stride=1,
+    # The teacher's stem (3x3, no pooling) in 3D, so inflation maps it one to one.
+    model = ModelConfig(arch=arch, width=demo.width, layers=[1, 1, 1, 1],
+                        stem_stride=demo.stem_stride,
                         stem_kernel=[3, 3])
     data = DataConfig(clip_len=demo.clip_len, stride=1, resize=0, crop=world.frame_size,
-                      num_test_clips=demo.num_test_clips, mean=MEAN, std=STD, cache="memory",
-                      num_workers=0)
+                      num_test_clips=demo.num_test_clips, mean=MEAN, std=STD, cache="disk",
+                      cache_dir=str(world.root / "cache"), num_workers=0)
     cfg = Config(out_dir=str(out_dir), seed=demo.seed, precision=demo.precision,
                  channels_last=demo.channels_last, threads=demo.threads, log_every=10**9,
                  ckpt_every=10**9, data=data, model=model, optim=optim)
@@ -108,13 +118,17 @@ def _run_config(demo: DemoConfig, world: World, out_dir: Path, stage: StageConfi
 def train_teacher(demo: DemoConfig, world: World, out: Path) -> tuple[Path, float]:
     """The ImageNet analog: a 2D ResNet on the object stills. Returns (checkpoint, test acc)."""
     size = world.frame_size
-    train_tf = ClipTransform(train=True, resize=None, crop=size, mean=MEAN, std=STD, flip=True)
+    # Random crops of slightly enlarged stills: without them the teacher memorises the few
+    # object instances it sees (45% on unseen instances against 58% with them).
+    train_tf = ClipTransform(train=True, resize=size + size // 8, crop=size, mean=MEAN, std=STD,
+                             flip=True)
     test_tf = ClipTransform(train=False, resize=None, crop=size, mean=MEAN, std=STD, flip=False)
     train_set = ImageFolderDataset(world.objects_train, train_tf, cache=True, seed=demo.seed)
     test_set = ImageFolderDataset(world.objects_test, test_tf, cache=True)
     classes = train_set.classes
     torch.manual_seed(demo.seed)
-    net = build_image_model("resnet_tiny", num_classes=len(classes), width=demo.width)
+    arch_kwargs = {"width": demo.width, "stem_stride": demo.stem_stride}
+    net = build_image_model("resnet_tiny", num_classes=len(classes), **arch_kwargs)
     cfg = _run_config(demo, world, out / "teacher", demo.teacher)
     train(cfg, Supervised(net, input_key="image"), train_set, desc="teacher")
     device = next(net.parameters()).device
@@ -124,7 +138,7 @@ def train_teacher(demo: DemoConfig, world: World, out: Path) -> tuple[Path, floa
                    input_key="image")["top1"]
     path = out / "teacher" / "teacher.pt"
     torch.save(teacher_checkpoint(net.cpu(), "resnet_tiny", len(classes),
-                                  arch_kwargs={"width": demo.width}, mean=MEAN, std=STD,
+                                  arch_kwargs=arch_kwargs, mean=MEAN, std=STD,
                                   classes=classes), path)
     return path, acc
 
@@ -222,7 +236,5 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="distinit demo", description=__doc__.splitlines()[0])
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...], e.g. seed=1")
     ns = parser.parse_args(argv)
-    path = ns.args[0] if ns.args and "=" not in ns.args[0] else None
-    demo = load_config(path, ns.args[1:] if path else ns.args, cls=DemoConfig)
-    run_demo(demo)
+    run_demo(config_from_args(ns.args, DemoConfig))
     return 0

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distinit.checkpoint import backbone_state, load_checkpoint, model_state
-from distinit.config import Config, DataConfig, ModelConfig, load_config
+from distinit.config import Config, DataConfig, ModelConfig, config_from_args
 from distinit.data.datasets import VideoClipDataset
 from distinit.data.splits import load_labeled
 from distinit.data.transforms import ClipTransform
@@ -205,9 +205,7 @@ def parse(argv: list[str], prog: str) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     parser.add_argument("--splits", default="", help="comma-separated splits, e.g. 1,2,3")
     ns = parser.parse_args(argv)
-    path = ns.args[0] if ns.args and "=" not in ns.args[0] else None
-    overrides = ns.args[1:] if path else ns.args
-    return load_config(path, overrides), ns
+    return config_from_args(ns.args), ns
 
 
 def main(argv: list[str]) -> int:

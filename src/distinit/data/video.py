@@ -97,10 +97,10 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
             return
         _check_file(path)
         with _open_pyav(path) as container:
-            count = 0
+            count, to_rgb = 0, _rgb_converter()
             for frame in container.decode(_video_stream(container, path)):
                 count += 1
-                yield frame.to_ndarray(format="rgb24")
+                yield to_rgb(frame)
         if count == 0:
             raise VideoDecodeError(path, "no frame could be decoded")
 
@@ -178,6 +178,7 @@ def _pyav_decode(path: Path, wanted: list[int], strict: bool, fast: bool) -> np.
         # In intra-only codecs (MJPEG) the frames between wanted ones need not be decoded.
         skip_packets = fast and stream.codec_context.codec.intra_only
         index, last, skipped = -1, None, False
+        to_rgb = _rgb_converter()
         for packet in container.demux(stream):
             if (skip_packets and packet.size and packet.pts is not None
                     and to_index(packet.pts) < wanted[len(out)]):
@@ -195,7 +196,7 @@ def _pyav_decode(path: Path, wanted: list[int], strict: bool, fast: bool) -> np.
                 last, skipped = frame, False
                 if index < wanted[len(out)]:
                     continue
-                rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                rgb = to_rgb(frame)  # (H, W, 3)
                 # A timestamp gap (variable frame rate) gives the skipped indices this frame.
                 while len(out) < len(wanted) and wanted[len(out)] <= index:
                     out.append(rgb)
@@ -211,8 +212,18 @@ def _pyav_decode(path: Path, wanted: list[int], strict: bool, fast: bool) -> np.
             if strict:
                 raise VideoDecodeError(path, f"frame {wanted[-1]} is past the last decodable "
                                              f"frame {index} (the file may be truncated)")
-            out += [last.to_ndarray(format="rgb24")] * (len(wanted) - len(out))
+            out += [to_rgb(last)] * (len(wanted) - len(out))
     return np.stack(out)
+
+
+def _rgb_converter() -> Callable[[av.VideoFrame], np.ndarray]:
+    """Frame -> (H, W, 3) uint8 RGB through one reformatter for the whole video.
+
+    `frame.to_ndarray(format="rgb24")` builds a new scaler context for every frame; reusing one
+    gives identical pixels and is 2-3x faster on small frames, where that set-up dominates.
+    """
+    reformatter = av.video.reformatter.VideoReformatter()
+    return lambda frame: reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 def _pyav_read_all(path: Path) -> np.ndarray:

@@ -73,13 +73,16 @@ class ImageResNet(nn.Module):
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
                  num_classes: int = 1000, width: int = 64, small_input: bool = False,
-                 in_channels: int = 3, zero_init_residual: bool = False) -> None:
+                 in_channels: int = 3, zero_init_residual: bool = False,
+                 stem_stride: int = 1) -> None:
         super().__init__()
         if len(layers) != 4:
             raise UserError(f"an image ResNet has 4 stages; got layers={list(layers)}")
         if small_input:
             # For 32-64 px inputs: a 7x7/2 conv plus max-pool would leave too little resolution.
-            self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+            # stem_stride 2 quarters the compute at 32 px; the video students mirror it.
+            self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1,
+                                   bias=False)
             self.maxpool: nn.Module = nn.Identity()
         else:
             self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
@@ -164,7 +167,7 @@ IMAGE_MODELS: dict[str, Callable[..., ImageResNet]] = {
 
 
 # What the registered builders accept besides num_classes.
-OPTIONS = ("width", "layers", "small_input", "in_channels", "zero_init_residual")
+OPTIONS = ("width", "layers", "small_input", "in_channels", "zero_init_residual", "stem_stride")
 
 
 def build_image_model(name: str, num_classes: int = 1000, **kwargs) -> ImageResNet:

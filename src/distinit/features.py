@@ -1,0 +1,71 @@
+"""`distinit extract-features`: pooled student features for every video in a folder or list."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from distinit.checkpoint import backbone_state, load_checkpoint
+from distinit.config import config_from_args
+from distinit.data.video import list_videos
+from distinit.errors import UserError
+from distinit.models.students import forward_features
+from distinit.run import clip_dataset, make_student
+from distinit.train import resolve_precision, to_device, use_channels_last
+
+
+@torch.no_grad()
+def extract_features(cfg, out_path: str | Path) -> Path:
+    """Average the student's pooled features over K uniform clips per video; save an .npz with
+    `features` (N, D) float32 and `paths` (N,)."""
+    if not cfg.data.videos:
+        raise UserError("extract-features needs data.videos: a folder of videos or a list file")
+    videos = list_videos(cfg.data.videos, cfg.data.extensions)
+    student = make_student(cfg.model, num_classes=1)
+    if cfg.model.weights:
+        missing, unexpected = student.load_state_dict(
+            backbone_state(load_checkpoint(cfg.model.weights)), strict=False)
+        if [k for k in missing if not k.startswith("fc.")] or unexpected:
+            raise UserError(f"{cfg.model.weights} does not match model.arch={cfg.model.arch}")
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+    amp = resolve_precision(cfg.precision, device)
+    channels_last = use_channels_last(cfg.channels_last, device)
+    student.to(device).eval()
+    if channels_last:
+        student.to(memory_format=torch.channels_last_3d)
+    dataset = clip_dataset(cfg.data, videos, None, train_mode=False, seed=cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size,
+                        num_workers=cfg.data.num_workers)
+    sums: torch.Tensor | None = None
+    counts = torch.zeros(len(videos))
+    for batch in loader:
+        b = to_device(batch, device, channels_last)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            f = forward_features(student, b["video"]).float().cpu()  # (B, D)
+        good = batch["bad"] == 0
+        if sums is None:
+            sums = torch.zeros(len(videos), f.shape[1], dtype=torch.float64)
+        sums.index_add_(0, batch["video_idx"][good], f[good].double())
+        counts.index_add_(0, batch["video_idx"][good], torch.ones(int(good.sum())))
+    keep = counts > 0
+    features = (sums[keep] / counts[keep, None]).float().numpy()
+    paths = np.array([str(p) for p, k in zip(videos, keep.tolist(), strict=True) if k])
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out_path, features=features, paths=paths)
+    print(f"wrote {len(paths)} x {features.shape[1]} features to {out_path}"
+          + (f" ({int((~keep).sum())} unreadable videos skipped)" if (~keep).any() else ""))
+    return out_path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="distinit extract-features")
+    parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
+    parser.add_argument("--out", required=True, help="output .npz file")
+    ns = parser.parse_args(argv)
+    extract_features(config_from_args(ns.args), ns.out)
+    return 0

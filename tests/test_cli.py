@@ -1,0 +1,97 @@
+"""A tiny distill -> finetune -> eval -> extract-features run through the CLI, in-process."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distinit.cli import main
+from distinit.data.synth import generate_world
+from distinit.models.image_resnet import build_image_model
+from distinit.models.teachers import teacher_checkpoint
+
+SMALL = ["model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]", "data.resize=0",
+         "data.crop=32", "data.num_workers=0", "data.num_test_clips=2", "optim.batch_size=4",
+         "optim.epochs=1", "log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("world"), seed=0, size="tiny")
+
+
+@pytest.fixture(scope="module")
+def teacher_file(world, tmp_path_factory):
+    torch.manual_seed(0)
+    net = build_image_model("resnet_tiny", num_classes=len(world.object_classes), width=8)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    torch.save(teacher_checkpoint(net, "resnet_tiny", len(world.object_classes),
+                                  arch_kwargs={"width": 8}, mean=[0.5] * 3, std=[0.25] * 3), path)
+    return path
+
+
+def _labeled(world):
+    return ["data.format=hmdb51", f"data.video_root={world.actions_videos}",
+            f"data.split_dir={world.actions_splits}"]
+
+
+def test_distill_finetune_eval_extract(world, teacher_file, tmp_path, capsys):
+    teachers = f'distill.teachers=[{{spec: "ckpt:{teacher_file}"}}]'
+    assert main(["distill", *SMALL, teachers, f"data.videos={world.corpus_dir}",
+                 f"out_dir={tmp_path / 'distill'}"]) == 0
+    distilled = tmp_path / "distill" / "last.pt"
+    assert distilled.is_file() and (tmp_path / "distill" / "config.yaml").is_file()
+    logged = json.loads((tmp_path / "distill" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss", "loss_t0", "dropped_t0", "lr", "samples_per_s"} <= set(logged)
+
+    assert main(["finetune", *SMALL, *_labeled(world), "model.init=checkpoint",
+                 f"model.weights={distilled}", f"out_dir={tmp_path / 'ft'}"]) == 0
+    result = json.loads((tmp_path / "ft" / "results.json").read_text())
+    n_test = len(world.action_classes)  # tiny world: one test video per action
+    assert result["videos"] == n_test and result["clips"] == 2 * n_test
+    assert 0 <= result["top1"] <= result["top5"] <= 100
+
+    capsys.readouterr()
+    assert main(["eval", *SMALL, *_labeled(world), f"model.weights={tmp_path / 'ft' / 'last.pt'}",
+                 f"out_dir={tmp_path / 'eval'}"]) == 0
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert again["top1"] == pytest.approx(result["top1"]) and again["clip_acc"] == pytest.approx(
+        result["clip_acc"])
+
+    out = tmp_path / "feats.npz"
+    assert main(["extract-features", *SMALL, f"data.videos={world.actions_videos}",
+                 f"model.weights={distilled}", "--out", str(out)]) == 0
+    feats = np.load(out)
+    assert feats["features"].shape == (len(world.action_classes) * 3, 64)  # 8 * 8 channels
+    assert np.isfinite(feats["features"]).all()
+
+
+def test_finetune_all_splits_reports_the_mean(world, tmp_path):
+    assert main(["finetune", *SMALL, *_labeled(world), "--splits", "1,2,3",
+                 f"out_dir={tmp_path}"]) == 0
+    summary = json.loads((tmp_path / "results.json").read_text())
+    tops = [summary["splits"][s]["top1"] for s in ("1", "2", "3")]
+    assert summary["mean"]["top1"] == pytest.approx(sum(tops) / 3)
+
+
+def test_user_errors_are_one_line_not_a_traceback(world, teacher_file, tmp_path, capsys):
+    assert main(["distill", *SMALL, "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr" in err and "valid keys" in err and "Traceback" not in err
+
+    missing = tmp_path / "nope.pt"
+    assert main(["distill", *SMALL, f"data.videos={world.corpus_dir}",
+                 f'distill.teachers=[{{spec: "ckpt:{missing}", arch: resnet_tiny}}]',
+                 f"out_dir={tmp_path / 'd'}"]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+    # a checkpoint fine-tuned for 8 classes evaluated against a 3-class CSV dataset
+    assert main(["finetune", *SMALL, *_labeled(world), f"out_dir={tmp_path / 'ft'}"]) == 0
+    videos = sorted(world.actions_videos.rglob("*.mp4"))[:6]
+    csv = tmp_path / "three.csv"
+    csv.write_text("".join(f"{v},{i % 3}\n" for i, v in enumerate(videos)))
+    assert main(["eval", *SMALL, "data.format=csv", f"data.split_dir={csv}",
+                 f"model.weights={tmp_path / 'ft' / 'last.pt'}", f"out_dir={tmp_path / 'e'}"]) == 2
+    err = capsys.readouterr().err
+    assert "8 classes" in err and "has 3" in err

@@ -1,0 +1,65 @@
+import torch
+from torch import nn
+
+from distinit.losses import soft_target_cross_entropy
+from distinit.methods.distinit import DistInit, MultiHeadStudent, select_frames
+from distinit.models.image_resnet import build_image_model
+from distinit.models.students import TINY, build_student
+from distinit.models.teachers import Teacher
+
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+
+def _clip(B=2, T=4):
+    # frame t of clip b is filled with the value b * 10 + t, so selections can be read back
+    v = torch.arange(B)[:, None] * 10 + torch.arange(T)[None]
+    return v[:, None, :, None, None].float().expand(B, 3, T, 2, 2).clone()
+
+
+def test_select_frames_center_random_multi():
+    clip = _clip()
+    center = select_frames(clip, "center")
+    assert center.shape == (2, 1, 3, 2, 2) and center[:, 0, 0, 0, 0].tolist() == [2.0, 12.0]
+    rand = select_frames(clip, "random")[:, 0, 0, 0, 0]
+    assert rand[0] in range(0, 4) and rand[1] in range(10, 14)
+    multi = select_frames(clip, "multi", num_frames=3)[:, :, 0, 0, 0]
+    assert multi.shape == (2, 3)
+    for b in range(2):  # distinct frames of the right clip
+        assert len(set(multi[b].tolist())) == 3 and all(10 * b <= v < 10 * b + 4 for v in multi[b])
+
+
+def _method(**kw):
+    torch.manual_seed(0)
+    teacher = Teacher(build_image_model("resnet_tiny", num_classes=5, width=8), "t", None,
+                      mean=[0.4, 0.4, 0.4], std=[0.2, 0.2, 0.2])
+    student = build_student("r3d_18", num_classes=1, **{**TINY, "width": 8})
+    net = MultiHeadStudent(student, [teacher.num_classes])
+    return DistInit(net, [teacher], [1.0], MEAN, STD, **kw), teacher
+
+
+def test_distinit_loss_is_eq2_on_the_center_frame_targets():
+    method, teacher = _method(frames="center")
+    method.eval()
+    clip = torch.randn(2, 3, 8, 32, 32)
+    out = method({"video": clip})
+    pixels = clip[:, :, 4] * 0.25 + 0.5  # the student's normalisation undone
+    targets = teacher(pixels.clamp(0, 1)).softmax(-1)
+    expected = soft_target_cross_entropy(method.net(clip)[0], targets).mean()
+    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    out["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(not k.startswith("teacher") for k in method.net.state_dict())
+
+
+def test_entropy_filter_drops_and_logs():
+    method, _ = _method(frames="center", max_entropy=1e-6)  # a random teacher is never that sure
+    out = method({"video": torch.randn(2, 3, 8, 32, 32)})
+    assert out["dropped_t0"].item() == 1.0 and out["loss"].item() == 0.0
+
+
+def test_multi_head_student_one_head_per_teacher():
+    student = build_student("r2plus1d_18", num_classes=1, **{**TINY, "width": 8})
+    net = MultiHeadStudent(student, [5, 7])
+    outs = net(torch.randn(2, 3, 8, 32, 32))
+    assert [o.shape for o in outs] == [(2, 5), (2, 7)]
+    assert isinstance(net.heads[0], nn.Linear)
