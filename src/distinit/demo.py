@@ -62,6 +62,7 @@ class StageConfig:
 class DemoConfig:
     out_dir: str = "runs/demo"
     seed: int = 0  # training seed (teacher, students, data order)
+    seeds: list[int] = field(default_factory=list)  # several seeds: OUT_DIR/seedN + mean and std
     world_seed: int = 0
     size: str = "small"
     world_dir: str = ""  # default: OUT_DIR/../world-<size>-<world_seed>, shared between seeds
@@ -73,10 +74,13 @@ class DemoConfig:
     stem_stride: int = 2  # spatial stride of the 3x3 stems (teacher and students alike)
     clip_len: int = 8
     num_test_clips: int = 4
-    teacher: StageConfig = field(default_factory=lambda: StageConfig(epochs=12, batch_size=64))
+    teacher: StageConfig = field(default_factory=lambda: StageConfig(epochs=16, batch_size=64))
     distill: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, batch_size=64))
     supervised: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, batch_size=64))
-    finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=20, batch_size=16))
+    # One schedule for every row; lr 1e-3 rather than 3e-3 keeps more of what pretraining learnt
+    # (measured on seed 0: DistInit 19.5 vs 15.5 top-1, scratch 12.5 vs 13.2).
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=20, lr=1e-3,
+                                                                      batch_size=16))
 
 
 class _Indexed(Dataset):
@@ -232,9 +236,42 @@ def markdown_table(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_seeds(demo: DemoConfig) -> dict:
+    """The demo once per seed (same world), then the mean and std of every number."""
+    out = Path(demo.out_dir)
+    world_dir = demo.world_dir or str(out / f"world-{demo.size}-{demo.world_seed}")
+    tables = [run_demo(replace(demo, seed=s, seeds=[], out_dir=str(out / f"seed{s}"),
+                               world_dir=world_dir)) for s in demo.seeds]
+    summary = {"seeds": demo.seeds, "size": demo.size, "world_seed": demo.world_seed,
+               "teacher_acc": _mean_std([t["teacher_acc"] for t in tables]), "rows": []}
+    for i, row in enumerate(tables[0]["rows"]):
+        summary["rows"].append({**{k: row[k] for k in ("row", "model", "init")}, **{
+            k: _mean_std([t["rows"][i][k] for t in tables]) for k in ("clip_acc", "top1", "top5")}})
+    summary["seconds_per_seed"] = [round(sum(t["seconds"].values()), 1) for t in tables]
+    lines = [f"Table 1 analog, mean +- std over seeds {demo.seeds} (world {demo.size}, world seed "
+             f"{demo.world_seed}); teacher {summary['teacher_acc'][0]:.1f} +- "
+             f"{summary['teacher_acc'][1]:.1f}% on unseen object stills; chance "
+             f"{tables[0]['chance']}%.", "",
+             "| Model | Initialization | Per clip | Top 1 | Top 5 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['init']} | " + " | ".join(
+        f"{r[k][0]:.1f} +- {r[k][1]:.1f}" for k in ("clip_acc", "top1", "top5")) + " |"
+        for r in summary["rows"]]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines), flush=True)
+    return summary
+
+
+def _mean_std(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    std = t.std().item() if len(values) > 1 else 0.0  # sample std (n - 1)
+    return [round(t.mean().item(), 2), round(std, 2)]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="distinit demo", description=__doc__.splitlines()[0])
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...], e.g. seed=1")
     ns = parser.parse_args(argv)
-    run_demo(config_from_args(ns.args, DemoConfig))
+    demo = config_from_args(ns.args, DemoConfig)
+    run_seeds(demo) if demo.seeds else run_demo(demo)
     return 0
