@@ -271,7 +271,7 @@ def _mean_std(values: list[float]) -> list[float]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="distinit demo", description=__doc__.splitlines()[0])
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...], e.g. seed=1")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)
     demo = config_from_args(ns.args, DemoConfig)
     run_seeds(demo) if demo.seeds else run_demo(demo)
     return 0

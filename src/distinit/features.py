@@ -66,6 +66,6 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="distinit extract-features")
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
     parser.add_argument("--out", required=True, help="output .npz file")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)
     extract_features(config_from_args(ns.args), ns.out)
     return 0

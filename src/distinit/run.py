@@ -204,7 +204,7 @@ def parse(argv: list[str], prog: str) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     parser.add_argument("--splits", default="", help="comma-separated splits, e.g. 1,2,3")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)
     return config_from_args(ns.args), ns
 
 
