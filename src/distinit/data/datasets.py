@@ -57,20 +57,23 @@ def _torch_generator(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(2**62)))
 
 
-class _EpochCounter:
-    """The current epoch, in shared memory so persistent DataLoader workers see `set_epoch`."""
+class _EpochedDataset(Dataset):
+    """A dataset whose items depend on the epoch, kept in shared memory so that persistent
+    DataLoader workers see `set_epoch`."""
 
     def __init__(self) -> None:
-        self._value = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
-    def set(self, epoch: int) -> None:
-        self._value.fill_(int(epoch))
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
-    def get(self) -> int:
-        return int(self._value)
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose clips and augmentations items draw (call before iterating)."""
+        self._epoch.fill_(int(epoch))
 
 
-class VideoClipDataset(Dataset):
+class VideoClipDataset(_EpochedDataset):
     """Clips cut from videos, decoded on the fly or from a cache of decoded frames.
 
     mode "train": one item per video, a random clip per access (see `train_clip_indices`).
@@ -116,20 +119,12 @@ class VideoClipDataset(Dataset):
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.bad_files: set[Path] = set()
         self.bad_reasons: dict[Path, str] = {}
-        self._epoch = _EpochCounter()
+        super().__init__()
         self._num_frames: dict[int, int] = {}
         self._memory: dict[int, np.ndarray] = {}  # video_idx -> (T, H, W, 3) uint8
 
     def __len__(self) -> int:
         return len(self.videos) * self.num_clips
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose clips and augmentations items draw (call before iterating)."""
-        self._epoch.set(epoch)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
@@ -278,7 +273,7 @@ def read_image(path: Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {e}; replace or delete the file") from None
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(_EpochedDataset):
     """Still images in ImageFolder layout -> {"image": float (C, H, W), "label", "index"}.
 
     `cache=True` decodes every image once, up front, into one uint8 tensor (N, H, W, 3)
@@ -291,7 +286,7 @@ class ImageFolderDataset(Dataset):
         self.root = Path(root)
         self.samples, self.classes = list_images(self.root, extensions)
         self.transform, self.seed = transform, seed
-        self._epoch = _EpochCounter()
+        super().__init__()
         self._cache: torch.Tensor | list[torch.Tensor] | None = None
         if cache:
             images = [torch.from_numpy(read_image(p)) for p, _ in self.samples]
@@ -300,14 +295,6 @@ class ImageFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentations items draw (call before iterating)."""
-        self._epoch.set(epoch)
 
     def __getitem__(self, index: int) -> dict:
         path, label = self.samples[index]

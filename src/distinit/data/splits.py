@@ -51,6 +51,15 @@ def _where(path: Path, lineno: int, text: str) -> str:
     return f"{path}:{lineno}: in {text.strip()!r}"
 
 
+def _fields(path: Path, lineno: int, line: str, count: int, layout: str) -> list[str]:
+    """The whitespace-separated fields of a split-file line, or an error naming file and line."""
+    fields = line.split()
+    if len(fields) != count:
+        raise SplitError(f"{_where(path, lineno, line)}: expected {count} field{'s' * (count > 1)} {layout}, "
+                         f"got {len(fields)}; fix or delete the line")
+    return fields
+
+
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     """Non-blank lines with their 1-based numbers (official UCF files use CRLF endings)."""
     if not path.is_file():
@@ -104,12 +113,7 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
     class_file = split_dir / "classInd.txt"
     index_to_name: dict[int, str] = {}
     for lineno, line in _read_lines(class_file):
-        fields = line.split()
-        if len(fields) != 2:
-            raise SplitError(
-                f"{_where(class_file, lineno, line)}: expected 2 fields '<index> <ClassName>', "
-                f"got {len(fields)}; fix or delete the line"
-            )
+        fields = _fields(class_file, lineno, line, 2, "'<index> <ClassName>'")
         index = _parse_int(fields[0], class_file, lineno, line, "class index")
         if index in index_to_name or fields[1] in index_to_name.values():
             raise SplitError(f"{_where(class_file, lineno, line)}: duplicate class; delete the line")
@@ -128,14 +132,9 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
     list_file = split_dir / f"{subset}list{split:02d}.txt"
     rows: list[_Row] = []
     for lineno, line in _read_lines(list_file):
-        fields = line.split()
-        expected = 2 if subset == "train" else 1
-        if len(fields) != expected:
-            layout = "'<Class>/<video> <index>'" if subset == "train" else "'<Class>/<video>'"
-            raise SplitError(
-                f"{_where(list_file, lineno, line)}: expected {expected} field(s) {layout}, "
-                f"got {len(fields)}; fix or delete the line"
-            )
+        fields = (_fields(list_file, lineno, line, 2, "'<Class>/<video> <index>'")
+                  if subset == "train" else
+                  _fields(list_file, lineno, line, 1, "'<Class>/<video>'"))
         relpath = fields[0]
         if subset == "train":
             index = _parse_int(fields[1], list_file, lineno, line, "class index")
@@ -178,12 +177,7 @@ def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subse
     rows: list[_Row] = []
     for label, (name, split_file) in enumerate(zip(classes, files)):
         for lineno, line in _read_lines(split_file):
-            fields = line.split()
-            if len(fields) != 2:
-                raise SplitError(
-                    f"{_where(split_file, lineno, line)}: expected 2 fields '<video> <0|1|2>', "
-                    f"got {len(fields)}; fix or delete the line"
-                )
+            fields = _fields(split_file, lineno, line, 2, "'<video> <0|1|2>'")
             use = _parse_int(fields[1], split_file, lineno, line, "subset id")
             if use not in (0, 1, 2):
                 raise SplitError(
