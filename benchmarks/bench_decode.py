@@ -15,6 +15,7 @@ Each cell: clips per wall-clock second, and in brackets clips per CPU-second of 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                     note = f"  ({str(e)[:70]})"
             print(f"{row:<26}" + "".join(cells) + note)
     print("\ntarget: >= 25 clips/s per core on h264 gop16 with random starts")
+    # Peak resident memory of this process over all cells (backends are loaded side by side).
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (max RSS of the process): {peak_mib:.0f} MiB")
     return 0
 
 
