@@ -95,3 +95,21 @@ def test_user_errors_are_one_line_not_a_traceback(world, teacher_file, tmp_path,
                  f"model.weights={tmp_path / 'ft' / 'last.pt'}", f"out_dir={tmp_path / 'e'}"]) == 2
     err = capsys.readouterr().err
     assert "8 classes" in err and "has 3" in err
+
+
+def test_linear_probe_trains_only_the_head(world, tmp_path):
+    from distinit.config import load_config
+    from distinit.run import make_student
+
+    cfg = load_config(None, SMALL)
+    start = make_student(cfg.model, num_classes=len(world.action_classes)).state_dict()
+    torch.save({"model": start}, tmp_path / "start.pt")
+    assert main(["finetune", *SMALL, *_labeled(world), "model.linear_probe=true",
+                 "model.init=checkpoint", f"model.weights={tmp_path / 'start.pt'}",
+                 "optim.lr=0.1", f"out_dir={tmp_path / 'probe'}"]) == 0
+    end = torch.load(tmp_path / "probe" / "last.pt", weights_only=False)["model"]
+    for k, v in start.items():
+        if k.startswith("fc."):
+            assert not torch.equal(v, end[k]), k  # the new head trained
+        else:
+            assert torch.equal(v, end[k]), k  # backbone and its BN statistics frozen
