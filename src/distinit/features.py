@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from distinit.checkpoint import backbone_state, load_checkpoint
 from distinit.config import config_from_args
 from distinit.data.video import list_videos
+from distinit.dist import resolve_device
 from distinit.errors import UserError
 from distinit.models.students import forward_features
 from distinit.run import clip_dataset, make_student
@@ -31,7 +32,7 @@ def extract_features(cfg, out_path: str | Path) -> Path:
             backbone_state(load_checkpoint(cfg.model.weights)), strict=False)
         if [k for k in missing if not k.startswith("fc.")] or unexpected:
             raise UserError(f"{cfg.model.weights} does not match model.arch={cfg.model.arch}")
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+    device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
     channels_last = use_channels_last(cfg.channels_last, device)
     student.to(device).eval()

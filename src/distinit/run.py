@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from distinit import dist
 from distinit.checkpoint import backbone_state, load_checkpoint, model_state
 from distinit.config import Config, DataConfig, ModelConfig, config_from_args
 from distinit.data.datasets import VideoClipDataset
@@ -175,6 +176,8 @@ def evaluate_checkpoint(cfg: Config) -> dict:
 
 
 def _write_result(cfg: Config, result: dict, classes: list[str]) -> None:
+    if dist.rank_world()[0] != 0:  # only rank 0 writes files
+        return
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({**result, "num_classes": len(classes),
