@@ -197,8 +197,9 @@ def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:
     keys = ("clip_acc", "top1", "top5")
     mean = {k: sum(r[k] for r in per_split.values()) / len(per_split) for k in keys}
     summary = {"splits": per_split, "mean": mean}
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.out_dir) / "results.json").write_text(json.dumps(summary, indent=2))
+    if dist.rank_world()[0] == 0:
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out_dir) / "results.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
