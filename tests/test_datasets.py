@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from distinit.data.datasets import (
     BadVideoWarning,
@@ -12,13 +13,12 @@ from distinit.data.datasets import (
     ImageReadError,
     NoReadableVideosError,
     VideoClipDataset,
-    build_loader,
-    set_loader_epoch,
 )
 from distinit.data.sampling import test_clip_indices as clip_plan
 from distinit.data.transforms import ClipTransform
 from distinit.data.video import write_video
 from distinit.errors import UserError
+from distinit.train import EpochSampler
 
 LEVEL = 12  # frame t is a flat grey of 12 * t + 5, so a decoded frame tells its own index
 
@@ -202,13 +202,15 @@ def test_loader_with_two_workers_matches_in_process(textured, bad_video, tmp_pat
     def run(num_workers):
         ds = VideoClipDataset(files, [0, 1, 2, 3, 4], clip_len=4, stride=2, transform=transform,
                               cache="disk", cache_dir=tmp_path / f"c{num_workers}", seed=9)
-        loader = build_loader(ds, batch_size=2, shuffle=True, num_workers=num_workers,
-                              drop_last=False, seed=9)
+        sampler = EpochSampler(len(ds), batch_size=1, seed=9)  # every item, shuffled
+        loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=num_workers,
+                            persistent_workers=num_workers > 0)
         epochs = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BadVideoWarning)
             for epoch in range(2):
-                set_loader_epoch(loader, epoch)
+                sampler.set_epoch(epoch)
+                ds.set_epoch(epoch)  # shared memory: the persistent workers see it
                 epochs.append([(b["index"].tolist(), b["video"], int(b["bad"].sum())) for b in loader])
         return epochs
 
@@ -246,7 +248,7 @@ def test_image_folder_dataset(tmp_path):
     uncached = ImageFolderDataset(tmp_path / "stills", transform, seed=2)
     assert all(torch.equal(cached[i]["image"], uncached[i]["image"]) for i in range(6))
     assert cached[0]["image"].shape == (3, 16, 16)
-    batch = next(iter(build_loader(cached, batch_size=4, shuffle=True, seed=0)))
+    batch = next(iter(DataLoader(cached, batch_size=4, shuffle=True)))
     assert batch["image"].shape == (4, 3, 16, 16) and batch["label"].shape == (4,)
 
 

@@ -1,8 +1,8 @@
-"""Datasets of video clips and still images, and the DataLoader that feeds them.
+"""Datasets of video clips and still images.
 
-Randomness is a pure function of (seed, epoch, index), so a run's data order and
-augmentation are reproducible, and a resumed run continues exactly: call
-`set_loader_epoch(loader, epoch)` before iterating each epoch.
+Randomness is a pure function of (seed, epoch, index), so augmentation is reproducible and a
+resumed run continues exactly: call `set_epoch(epoch)` before iterating each epoch (the order
+comes from `distinit.train.EpochSampler`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
 
 from distinit.data.sampling import test_clip_indices, train_clip_indices
 from distinit.data.transforms import to_float_clip
@@ -305,32 +305,3 @@ class ImageFolderDataset(_EpochedDataset):
             rng = _item_rng(self.seed, self.epoch, index)
             out = self.transform(image, generator=_torch_generator(rng))
         return {"image": out, "label": label, "index": index}
-
-
-def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
-                 drop_last: bool = False, seed: int = 0, sampler: Sampler | None = None,
-                 pin_memory: bool | None = None) -> DataLoader:
-    """A DataLoader whose order depends only on (seed, epoch); see `set_loader_epoch`.
-
-    Workers are persistent (decoder state and caches survive across epochs). Pass a
-    DistributedSampler as `sampler` under DDP; `shuffle` is then the sampler's business.
-    """
-    if sampler is None and shuffle:
-        # A one-replica DistributedSampler permutes with seed + epoch; a RandomSampler's
-        # order would depend on how many epochs its generator has already drawn, so a
-        # resumed run would see a different order.
-        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        drop_last=drop_last, persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-
-def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Set the epoch on the loader's sampler and dataset (before iterating that epoch)."""
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    if hasattr(loader.dataset, "set_epoch"):
-        loader.dataset.set_epoch(epoch)
