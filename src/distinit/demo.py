@@ -26,7 +26,6 @@ from distinit.config import (
     TeacherConfig,
     config_from_args,
 )
-from distinit.config import DistillConfig as DistillSection
 from distinit.data.datasets import ImageFolderDataset
 from distinit.data.synth import World, generate_world
 from distinit.data.transforms import ClipTransform
@@ -186,7 +185,7 @@ def run_demo(demo: DemoConfig) -> dict:
         if row.endswith("_distinit"):
             cfg = _run_config(demo, world, out / f"{arch}_distill", demo.distill, arch,
                               data={"videos": str(world.corpus_dir)},
-                              distill=vars(DistillSection(teachers=teachers)))
+                              distill={"teachers": teachers})
             distill(cfg)
             inits[row] = ("checkpoint", str(Path(cfg.out_dir) / "last.pt"))
         elif row.endswith("_supervised"):

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from distinit.checkpoint import backbone_state, load_checkpoint
 from distinit.config import config_from_args
 from distinit.data.video import list_videos
 from distinit.dist import resolve_device
 from distinit.errors import UserError
 from distinit.models.students import forward_features
-from distinit.run import clip_dataset, make_student
+from distinit.run import clip_dataset, init_student, make_student
 from distinit.train import resolve_precision, to_device, use_channels_last
 
 
@@ -28,10 +28,7 @@ def extract_features(cfg, out_path: str | Path) -> Path:
     videos = list_videos(cfg.data.videos, cfg.data.extensions)
     student = make_student(cfg.model, num_classes=1)
     if cfg.model.weights:
-        missing, unexpected = student.load_state_dict(
-            backbone_state(load_checkpoint(cfg.model.weights)), strict=False)
-        if [k for k in missing if not k.startswith("fc.")] or unexpected:
-            raise UserError(f"{cfg.model.weights} does not match model.arch={cfg.model.arch}")
+        init_student(student, replace(cfg.model, init="checkpoint"))
     device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
     channels_last = use_channels_last(cfg.channels_last, device)

@@ -135,8 +135,8 @@ def finetune(cfg: Config, resume: bool = False) -> dict:
     student = make_student(cfg.model, num_classes)
     init_student(student, cfg.model)
     method = finetune_method(student, cfg.model)
-    train_set = clip_dataset(cfg.data, *zip(*train_split.samples, strict=True), True, cfg.seed)
-    test_set = clip_dataset(cfg.data, *zip(*test_split.samples, strict=True), False, cfg.seed)
+    train_set = clip_dataset(cfg.data, train_split.videos, train_split.labels, True, cfg.seed)
+    test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
     n_test = len(test_split.samples)
 
     def on_epoch_end(epoch: int) -> dict:
@@ -169,7 +169,7 @@ def evaluate_checkpoint(cfg: Config) -> dict:
     except RuntimeError as e:
         raise UserError(f"{cfg.model.weights} does not match model.arch={cfg.model.arch}: "
                         f"{str(e).splitlines()[0]}") from None
-    test_set = clip_dataset(cfg.data, *zip(*test_split.samples, strict=True), False, cfg.seed)
+    test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
     result = eval_student(cfg, student, test_set, len(test_split.samples), num_classes)
     _write_result(cfg, result, test_split.classes)
     return result

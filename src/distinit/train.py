@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -289,8 +290,6 @@ def _has_conv3d(net: nn.Module) -> bool:
 
 def _maybe_no_sync(net: nn.Module, sync: bool):
     """Skip DDP's gradient all-reduce on accumulation micro-steps."""
-    from contextlib import nullcontext
-
     if not sync and isinstance(net, nn.parallel.DistributedDataParallel):
         return net.no_sync()
     return nullcontext()
