@@ -8,9 +8,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from distinit.data.synth import generate_world
 from distinit.data.video import write_video
+from distinit.models.image_resnet import build_image_model
+from distinit.models.teachers import teacher_checkpoint
 
 # container -> default codec; (container, codec) pairs every decoding test covers
 DEFAULT_CODECS = {"mp4": "libx264", "avi": "mjpeg", "webm": "libvpx-vp9", "mkv": "libx264",
@@ -105,3 +109,27 @@ def make_bad_video(tmp_path: Path, make_video) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The tiny synthetic world: stills, an unlabeled corpus and an HMDB-format action set."""
+    return generate_world(tmp_path_factory.mktemp("world"), seed=0, size="tiny")
+
+
+@pytest.fixture(scope="session")
+def teacher_file(world, tmp_path_factory) -> Path:
+    """An untrained tiny image teacher for the world's object classes, in our checkpoint format."""
+    torch.manual_seed(0)
+    net = build_image_model("resnet_tiny", num_classes=len(world.object_classes), width=8)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    torch.save(teacher_checkpoint(net, "resnet_tiny", len(world.object_classes),
+                                  arch_kwargs={"width": 8}, mean=[0.5] * 3, std=[0.25] * 3), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def labeled(world) -> list[str]:
+    """Overrides that point finetune/eval at the world's action set."""
+    return ["data.format=hmdb51", f"data.video_root={world.actions_videos}",
+            f"data.split_dir={world.actions_splits}"]

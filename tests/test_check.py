@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distinit.data.check import check_video, main
+from distinit.errors import UserError
 
 
 def test_check_videos_lists_every_bad_file_and_exits_1(tmp_path, make_video, make_bad_video,
@@ -51,3 +52,17 @@ def test_check_videos_extension_filter_and_errors(tmp_path, make_video, make_bad
     assert "checked 1 videos" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse rejects an unknown backend
         main([str(tmp_path), "--backend", "nope"])
+
+
+def test_check_videos_on_one_video_file(make_video, make_bad_video, capsys):
+    assert main([str(make_video(container="mp4")), "--workers", "1"]) == 0
+    assert "checked 1 videos: 1 ok, 0 bad" in capsys.readouterr().out
+    bad = make_bad_video("text")  # text.mp4: a video by its name, read as one, not as a list
+    assert main([str(bad), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert f"BAD {bad}: " in out and "checked 1 videos: 0 ok, 1 bad" in out
+
+
+def test_check_videos_suggests_its_own_option(tmp_path):
+    with pytest.raises(UserError, match="no videos .* with --ext$"):
+        main([str(tmp_path), "--workers", "1"])

@@ -7,36 +7,13 @@ import pytest
 import torch
 
 from distinit.cli import main
-from distinit.data.synth import generate_world
-from distinit.models.image_resnet import build_image_model
-from distinit.models.teachers import teacher_checkpoint
 
 SMALL = ["model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]", "data.resize=0",
          "data.crop=32", "data.num_workers=0", "data.num_test_clips=2", "optim.batch_size=4",
          "optim.epochs=1", "log_every=1"]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return generate_world(tmp_path_factory.mktemp("world"), seed=0, size="tiny")
-
-
-@pytest.fixture(scope="module")
-def teacher_file(world, tmp_path_factory):
-    torch.manual_seed(0)
-    net = build_image_model("resnet_tiny", num_classes=len(world.object_classes), width=8)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    torch.save(teacher_checkpoint(net, "resnet_tiny", len(world.object_classes),
-                                  arch_kwargs={"width": 8}, mean=[0.5] * 3, std=[0.25] * 3), path)
-    return path
-
-
-def _labeled(world):
-    return ["data.format=hmdb51", f"data.video_root={world.actions_videos}",
-            f"data.split_dir={world.actions_splits}"]
-
-
-def test_distill_finetune_eval_extract(world, teacher_file, tmp_path, capsys):
+def test_distill_finetune_eval_extract(world, teacher_file, tmp_path, capsys, labeled):
     teachers = f'distill.teachers=[{{spec: "ckpt:{teacher_file}"}}]'
     assert main(["distill", *SMALL, teachers, f"data.videos={world.corpus_dir}",
                  f"out_dir={tmp_path / 'distill'}"]) == 0
@@ -45,7 +22,7 @@ def test_distill_finetune_eval_extract(world, teacher_file, tmp_path, capsys):
     logged = json.loads((tmp_path / "distill" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss", "loss_t0", "dropped_t0", "lr", "samples_per_s"} <= set(logged)
 
-    assert main(["finetune", *SMALL, *_labeled(world), "model.init=checkpoint",
+    assert main(["finetune", *SMALL, *labeled, "model.init=checkpoint",
                  f"model.weights={distilled}", f"out_dir={tmp_path / 'ft'}"]) == 0
     result = json.loads((tmp_path / "ft" / "results.json").read_text())
     n_test = len(world.action_classes)  # tiny world: one test video per action
@@ -53,7 +30,7 @@ def test_distill_finetune_eval_extract(world, teacher_file, tmp_path, capsys):
     assert 0 <= result["top1"] <= result["top5"] <= 100
 
     capsys.readouterr()
-    assert main(["eval", *SMALL, *_labeled(world), f"model.weights={tmp_path / 'ft' / 'last.pt'}",
+    assert main(["eval", *SMALL, *labeled, f"model.weights={tmp_path / 'ft' / 'last.pt'}",
                  f"out_dir={tmp_path / 'eval'}"]) == 0
     again = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert again["top1"] == pytest.approx(result["top1"]) and again["clip_acc"] == pytest.approx(
@@ -67,15 +44,15 @@ def test_distill_finetune_eval_extract(world, teacher_file, tmp_path, capsys):
     assert np.isfinite(feats["features"]).all()
 
 
-def test_finetune_all_splits_reports_the_mean(world, tmp_path):
-    assert main(["finetune", *SMALL, *_labeled(world), "--splits", "1,2,3",
+def test_finetune_all_splits_reports_the_mean(world, tmp_path, labeled):
+    assert main(["finetune", *SMALL, *labeled, "--splits", "1,2,3",
                  f"out_dir={tmp_path}"]) == 0
     summary = json.loads((tmp_path / "results.json").read_text())
     tops = [summary["splits"][s]["top1"] for s in ("1", "2", "3")]
     assert summary["mean"]["top1"] == pytest.approx(sum(tops) / 3)
 
 
-def test_user_errors_are_one_line_not_a_traceback(world, teacher_file, tmp_path, capsys):
+def test_user_errors_are_one_line_not_a_traceback(world, teacher_file, tmp_path, capsys, labeled):
     assert main(["distill", *SMALL, "optim.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert "optim.lrr" in err and "valid keys" in err and "Traceback" not in err
@@ -87,7 +64,7 @@ def test_user_errors_are_one_line_not_a_traceback(world, teacher_file, tmp_path,
     assert str(missing) in capsys.readouterr().err
 
     # a checkpoint fine-tuned for 8 classes evaluated against a 3-class CSV dataset
-    assert main(["finetune", *SMALL, *_labeled(world), f"out_dir={tmp_path / 'ft'}"]) == 0
+    assert main(["finetune", *SMALL, *labeled, f"out_dir={tmp_path / 'ft'}"]) == 0
     videos = sorted(world.actions_videos.rglob("*.mp4"))[:6]
     csv = tmp_path / "three.csv"
     csv.write_text("".join(f"{v},{i % 3}\n" for i, v in enumerate(videos)))
@@ -97,14 +74,14 @@ def test_user_errors_are_one_line_not_a_traceback(world, teacher_file, tmp_path,
     assert "8 classes" in err and "has 3" in err
 
 
-def test_linear_probe_trains_only_the_head(world, tmp_path):
+def test_linear_probe_trains_only_the_head(world, tmp_path, labeled):
     from distinit.config import load_config
     from distinit.run import make_student
 
     cfg = load_config(None, SMALL)
     start = make_student(cfg.model, num_classes=len(world.action_classes)).state_dict()
     torch.save({"model": start}, tmp_path / "start.pt")
-    assert main(["finetune", *SMALL, *_labeled(world), "model.linear_probe=true",
+    assert main(["finetune", *SMALL, *labeled, "model.linear_probe=true",
                  "model.init=checkpoint", f"model.weights={tmp_path / 'start.pt'}",
                  "optim.lr=0.1", f"out_dir={tmp_path / 'probe'}"]) == 0
     end = torch.load(tmp_path / "probe" / "last.pt", weights_only=False)["model"]

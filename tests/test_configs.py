@@ -35,7 +35,21 @@ def weights(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("name", ["distill_r2plus1d18_kinetics", "distill_r3d18_kinetics"])
+# name -> (frames, number of teachers): what makes each config the paper row it quotes
+DISTILL = {
+    "distill_r2plus1d18_table1_center": ("center", 1),  # Table 1: 40.3
+    "distill_r3d18_table1_center": ("center", 1),  # Table 1: 39.9
+    "distill_r2plus1d18_table2_random": ("random", 1),  # Table 2: 43.2
+    "distill_r2plus1d18_table2_2random": ("multi", 1),  # Table 2: 44.0
+    "distill_r2plus1d18_imagenet_places": ("random", 2),  # no paper number
+}
+
+
+def test_every_shipped_config_is_tested():
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == {*DISTILL, *FINETUNE, *SCRATCH}
+
+
+@pytest.mark.parametrize("name", DISTILL)
 def test_distill_configs_run(name, world, weights, tmp_path, monkeypatch):
     monkeypatch.chdir(weights.parent)  # the configs name weights/... relative to the cwd
     (weights.parent / "weights").mkdir(exist_ok=True)
@@ -46,15 +60,27 @@ def test_distill_configs_run(name, world, weights, tmp_path, monkeypatch):
     cfg = load_config(CONFIGS / f"{name}.yaml",
                       [*FAST, f"data.videos={world.corpus_dir}", f"out_dir={tmp_path}",
                        "distill.teachers.0.input_size=64"])
-    assert cfg.optim.lr == 0.01 and cfg.data.clip_len == 8
+    frames, num_teachers = DISTILL[name]
+    assert (cfg.distill.frames, len(cfg.distill.teachers)) == (frames, num_teachers)
+    if frames == "multi":
+        assert cfg.distill.num_frames == 2
+    o = cfg.optim  # the paper's recipe: 45 epochs of 1M clips, lr 0.01 dropped 10x every 10
+    assert (o.lr, o.weight_decay, o.epochs, o.epoch_size, o.step_epochs, o.gamma) == (
+        0.01, 1e-4, 45, 1_000_000, 10, 0.1)
+    assert cfg.data.clip_len == 8 and cfg.data.mean == [] and cfg.data.std == []
     logs = distill(cfg)
     assert (tmp_path / "last.pt").is_file() and torch.isfinite(torch.tensor(logs["loss"]))
-    if len(cfg.distill.teachers) == 2:
+    if num_teachers == 2:
         assert "loss_t1" in logs  # the Places-365 teacher contributed
 
 
-@pytest.mark.parametrize("name", ["finetune_hmdb51", "finetune_ucf101"])
-def test_finetune_configs_run(name, world, tmp_path):
+# name -> (lr, epochs, step_epochs): fine-tuning (8 x 40K clips) and scratch (45 x 40K clips)
+FINETUNE = {"finetune_hmdb51": (0.002, 8, 2), "finetune_ucf101": (0.002, 8, 2)}
+SCRATCH = {"scratch_hmdb51": (0.01, 45, 10), "scratch_ucf101": (0.01, 45, 10)}
+
+
+@pytest.mark.parametrize("name", [*FINETUNE, *SCRATCH])
+def test_finetune_and_scratch_configs_run(name, world, tmp_path):
     if "ucf" in name:  # UCF-101's official split files over the stand-in videos
         split_dir = tmp_path / "ucfTrainTestlist"
         split_dir.mkdir()
@@ -73,6 +99,8 @@ def test_finetune_configs_run(name, world, tmp_path):
     cfg = load_config(CONFIGS / f"{name}.yaml",
                       [*FAST, f"data.video_root={world.actions_videos}", f"data.split_dir={split_dir}",
                        "model.init=scratch", f"out_dir={tmp_path / 'run'}"])
-    assert cfg.optim.lr == 0.002 and cfg.optim.weight_decay == 0.005
+    o = cfg.optim
+    assert (o.lr, o.epochs, o.step_epochs) == {**FINETUNE, **SCRATCH}[name]
+    assert o.weight_decay == 0.005 and o.epoch_size == 40_000 and cfg.data.mean == []
     result = finetune(cfg)
     assert result["videos"] == len(world.action_classes)

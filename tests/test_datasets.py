@@ -1,4 +1,3 @@
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +6,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from distinit.data import datasets
 from distinit.data.datasets import (
-    BadVideoWarning,
     ImageFolderDataset,
     ImageReadError,
     NoReadableVideosError,
@@ -18,7 +17,7 @@ from distinit.data.sampling import test_clip_indices as clip_plan
 from distinit.data.transforms import ClipTransform
 from distinit.data.video import write_video
 from distinit.errors import UserError
-from distinit.train import EpochSampler
+from distinit.sampler import StreamSampler
 
 LEVEL = 12  # frame t is a flat grey of 12 * t + 5, so a decoded frame tells its own index
 
@@ -71,14 +70,14 @@ def test_train_items_read_the_sampled_frames(videos):
     ds = VideoClipDataset(videos, [3, 4, 5], clip_len=4, stride=2, mode="train", seed=1)
     assert len(ds) == 3
     item = ds[0]
-    assert set(item) == {"video", "label", "video_idx", "clip_idx", "index", "bad"}
+    assert set(item) == {"video", "label", "video_idx", "clip_idx", "index", "bad", "rng_seed"}
     assert item["video"].shape == (3, 4, 32, 40) and item["video"].dtype == torch.float32
     assert (item["label"], item["video_idx"], item["clip_idx"], item["index"], item["bad"]) == (3, 0, 0, 0, 0)
     assert frame_ids(item["video"]) == ds.clip_indices(0)
     starts = set()
-    for epoch in range(8):
-        ds.set_epoch(epoch)
-        ids = frame_ids(ds[0]["video"])
+    for pass_ in range(8):  # item 0 of pass p is p * len(ds)
+        ids = frame_ids(ds[pass_ * len(ds)]["video"])
+        assert ids == ds.clip_indices(pass_ * len(ds))
         assert np.all(np.diff(ids) == 2)
         starts.add(ids[0])
     assert len(starts) > 2  # random temporal jitter across epochs
@@ -98,17 +97,18 @@ def test_test_mode_k_clips(videos):
         assert frame_ids(item["video"]) == clip_plan(num_frames, 4, 1, 3)[i % 3]
     assert frame_ids(ds[0]["video"]) == [0, 1, 2, 3]
     assert frame_ids(ds[2]["video"]) == [16, 17, 18, 19]
+    assert ds[9]["index"] == 0  # item 9 is index 0 of the second pass
+    assert len(list(ds)) == 9  # iteration is one pass
     with pytest.raises(IndexError):
-        ds[9]
+        ds[-1]
 
 
-def test_same_seed_and_epoch_give_same_items(textured):
+def test_same_seed_and_pass_give_same_items(textured):
     transform = ClipTransform(train=True, resize=None, crop=24)
 
-    def items(seed, epoch):
+    def items(seed, pass_):
         ds = VideoClipDataset(textured, clip_len=4, stride=2, transform=transform, seed=seed)
-        ds.set_epoch(epoch)
-        return [ds[i]["video"] for i in range(len(ds))]
+        return [ds[pass_ * len(ds) + i]["video"] for i in range(len(ds))]
 
     a, b = items(0, 1), items(0, 1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -124,9 +124,8 @@ def test_memory_and_disk_cache_match_decoding(textured, tmp_path, mode):
     plain = VideoClipDataset(textured, **kwargs)
     memory = VideoClipDataset(textured, cache="memory", **kwargs)
     disk = VideoClipDataset(textured, cache="disk", cache_dir=tmp_path / "cache", **kwargs)
-    for ds in (plain, memory, disk):
-        ds.set_epoch(4)
-    for i in range(len(plain)):
+    base = 4 * len(plain)  # items of pass 4
+    for i in range(base, base + len(plain)):
         expect = plain[i]["video"]
         assert torch.equal(memory[i]["video"], expect)
         assert torch.equal(disk[i]["video"], expect)
@@ -135,8 +134,7 @@ def test_memory_and_disk_cache_match_decoding(textured, tmp_path, mode):
     # A second dataset reuses the files instead of decoding again.
     stamps = [f.stat().st_mtime_ns for f in files]
     again = VideoClipDataset(textured, cache="disk", cache_dir=tmp_path / "cache", **kwargs)
-    again.set_epoch(4)
-    assert torch.equal(again[1]["video"], plain[1]["video"])
+    assert torch.equal(again[base + 1]["video"], plain[base + 1]["video"])
     assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
@@ -159,35 +157,53 @@ def test_memory_cache_decodes_once(textured, monkeypatch):
     monkeypatch.setattr(datasets, "read_all_frames", lambda p, b: calls.append(p) or real(p, b))
     ds = VideoClipDataset(textured[:2], clip_len=4, cache="memory")
     ds.fill_cache()
-    for epoch in range(3):
-        ds.set_epoch(epoch)
-        _ = [ds[i] for i in range(len(ds))]
+    _ = [ds[i] for i in range(3 * len(ds))]  # three passes
     assert sorted(calls) == sorted(textured[:2])
 
 
-def test_bad_video_is_replaced_warned_once_and_counted(videos, bad_video):
+def test_bad_video_is_replaced_warned_once_and_counted(videos, bad_video, capsys):
     ds = VideoClipDataset([videos[0], bad_video, videos[2]], [0, 1, 2], clip_len=4, mode="test",
                           num_clips=2)
-    with pytest.warns(BadVideoWarning, match=r"broken.mp4") as record:
-        item = ds[3]  # video 1, clip 1 -> the same clip of video 2
-    assert len(record) == 1
+    item = ds[3]  # video 1, clip 1 -> the same clip of video 2
+    # One plain line, with no line of library source after it.
+    assert capsys.readouterr().err == (
+        f"warning: skipping video {bad_video}: {ds.bad_reasons[bad_video]}\n")
     assert (item["video_idx"], item["clip_idx"], item["index"], item["label"], item["bad"]) == (2, 1, 5, 2, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a second warning would raise
-        assert ds[2]["bad"] == 1 and ds[2]["video_idx"] == 2
-        assert ds[0]["bad"] == 0
+    assert ds[2]["bad"] == 1 and ds[2]["video_idx"] == 2
+    assert ds[0]["bad"] == 0
+    assert capsys.readouterr().err == ""  # warned once
     assert ds.bad_files == {bad_video}
     assert "1 of 3 videos skipped" in ds.bad_report() and "broken.mp4" in ds.bad_report()
     # The last video wraps around to the first.
     ds = VideoClipDataset([videos[0], bad_video], clip_len=4)
-    with pytest.warns(BadVideoWarning):
-        assert ds[1]["video_idx"] == 0
+    assert ds[1]["video_idx"] == 0
+    assert "skipping video" in capsys.readouterr().err
+
+
+def test_bad_video_warned_once_across_workers_and_epochs(textured, bad_video, capfd,
+                                                         monkeypatch):
+    ds = VideoClipDataset([*textured[:2], bad_video], clip_len=4)
+    # Not persistent: every epoch starts new worker processes.
+    loader = DataLoader(ds, batch_size=1, num_workers=2)
+    for _epoch in range(2):
+        assert sum(int(batch["bad"].sum()) for batch in loader) == 1
+    err = capfd.readouterr().err  # capfd: the workers write to the process's stderr
+    assert err.count(f"warning: skipping video {bad_video}: ") == 1
+    assert err.count("broken.mp4") == 1  # and no line of source naming it
+    # A worker found it, yet this process skips it too, without decoding it again.
+    probed = []
+    real_probe = datasets.probe
+    monkeypatch.setattr(datasets, "probe", lambda path, backend: probed.append(path)
+                        or real_probe(path, backend))
+    assert ds[2]["bad"] == 1 and bad_video not in probed
+    assert ds.bad_files == set() and ds.bad_report() == "1 of 3 videos skipped"
+    assert capfd.readouterr().err == ""
 
 
 def test_all_bad_raises_user_error(bad_video, tmp_path):
     other = tmp_path / "missing.mp4"
     ds = VideoClipDataset([bad_video, other], clip_len=4)
-    with pytest.warns(BadVideoWarning), pytest.raises(NoReadableVideosError) as info:
+    with pytest.raises(NoReadableVideosError) as info:
         ds[0]
     assert isinstance(info.value, UserError)
     assert "none of the 2 videos could be decoded" in str(info.value)
@@ -202,16 +218,13 @@ def test_loader_with_two_workers_matches_in_process(textured, bad_video, tmp_pat
     def run(num_workers):
         ds = VideoClipDataset(files, [0, 1, 2, 3, 4], clip_len=4, stride=2, transform=transform,
                               cache="disk", cache_dir=tmp_path / f"c{num_workers}", seed=9)
-        sampler = EpochSampler(len(ds), batch_size=1, seed=9)  # every item, shuffled
+        sampler = StreamSampler(len(ds), batch_size=1, seed=9)  # every item, shuffled
         loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=num_workers,
                             persistent_workers=num_workers > 0)
         epochs = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", BadVideoWarning)
-            for epoch in range(2):
-                sampler.set_epoch(epoch)
-                ds.set_epoch(epoch)  # shared memory: the persistent workers see it
-                epochs.append([(b["index"].tolist(), b["video"], int(b["bad"].sum())) for b in loader])
+        for epoch in range(2):
+            sampler.set_step(epoch * sampler.steps_per_epoch)
+            epochs.append([(b["index"].tolist(), b["video"], int(b["bad"].sum())) for b in loader])
         return epochs
 
     inline, workers = run(0), run(2)
@@ -220,7 +233,7 @@ def test_loader_with_two_workers_matches_in_process(textured, bad_video, tmp_pat
         assert all(torch.equal(va, vb) for (_, va, _), (_, vb, _) in zip(epoch_a, epoch_b))
         assert sum(bad for _, _, bad in epoch_b) == 1  # the broken file, counted across workers
         assert sorted(i for idx, _, _ in epoch_b for i in idx) == [0, 0, 1, 2, 3]  # 4 -> 0
-    # Each epoch draws new clips for the same items (the workers saw set_epoch).
+    # Each epoch (a new pass) draws new clips for the same items.
     clips = [{i: v for idx, videos, _ in epoch for i, v in zip(idx, videos)} for epoch in workers]
     assert any(not torch.equal(clips[0][i], clips[1][i]) for i in range(4))
 

@@ -1,3 +1,5 @@
+import codecs
+import os
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,23 @@ def test_load_labeled_dispatches_and_lists_formats(ucf, hmdb, tmp_path):
     assert load_labeled("csv", None, folder / "train.csv").videos == [folder / "x.mp4"]
     with pytest.raises(UserError, match="unknown split format 'kinetics'; use one of ucf101, hmdb51, csv"):
         load_labeled("kinetics", videos, splits)
+
+
+def test_videos_whose_names_are_not_utf8_are_found(ucf, hmdb, tmp_path):
+    # Split files name videos in the bytes of the file system; b"\xe9" is latin-1 for é.
+    name = os.fsdecode(b"caf\xe9.avi")
+    videos, splits = ucf
+    touch(videos, f"Archery/{name}")
+    (splits / "trainlist01.txt").write_bytes(b"ApplyEyeMakeup/v_a1.avi 1\r\nArchery/caf\xe9.avi 2\r\n")
+    assert load_ucf101(videos, splits, 1, "train").samples[1] == (videos / "Archery" / name, 1)
+
+    videos, splits = hmdb
+    touch(videos, f"cartwheel/{name}")
+    (splits / "cartwheel_test_split1.txt").write_bytes(b"d.avi 1 \ncaf\xe9.avi 2 \n")
+    assert (videos / "cartwheel" / name, 1) in load_hmdb51(videos, splits, 1, "test").samples
+
+    touch(tmp_path, f"v/{name}")
+    # Spreadsheets save a CSV with a byte-order mark; the header is still recognised.
+    (tmp_path / "s.csv").write_bytes(codecs.BOM_UTF8 + b"path,label\nv/caf\xe9.avi,run\n")
+    split = load_csv(tmp_path / "s.csv")
+    assert split.samples == [(tmp_path / "v" / name, 0)] and split.videos[0].is_file()

@@ -12,8 +12,10 @@ from toy import ToyClips, toy_net
 
 from distinit.checkpoint import load_checkpoint
 from distinit.config import load_config
+from distinit.errors import UserError
 from distinit.methods.supervised import Supervised
-from distinit.train import EpochSampler, lr_factor, train
+from distinit.sampler import StreamSampler
+from distinit.train import lr_factor, train
 
 ARGS = ["precision=fp32", "channels_last=off", "data.num_workers=0", "optim.epochs=3",
         "optim.batch_size=8", "optim.lr=0.1", "optim.schedule=cosine", "optim.warmup_epochs=1",
@@ -39,12 +41,27 @@ def test_resume_continues_exactly(tmp_path):
     assert len(lines) == 18  # 9 before the stop, 9 after
 
 
-def test_sampler_shards_and_skips():
-    full = list(EpochSampler(20, 4, seed=1))
-    s0, s1 = EpochSampler(20, 2, seed=1, rank=0, world=2), EpochSampler(20, 2, seed=1, rank=1, world=2)
-    assert sorted(list(s0) + list(s1)) == sorted(full)
-    s0.set_epoch(0, skip_batches=2)
-    assert list(s0) == list(EpochSampler(20, 2, seed=1, rank=0, world=2))[4:]
+def test_one_process_with_accumulation_sees_the_micro_batches_of_two():
+    one = list(StreamSampler(20, 2, seed=1, accum_steps=2))
+    r0 = list(StreamSampler(20, 2, seed=1, rank=0, world=2))
+    r1 = list(StreamSampler(20, 2, seed=1, rank=1, world=2))
+    # step s: one process's micro-batches 0 and 1 are rank 0's and rank 1's batch
+    assert one == [i for s in range(5) for i in r0[2 * s:2 * s + 2] + r1[2 * s:2 * s + 2]]
+    assert sorted(one) == list(range(20))  # one pass: every item once
+
+
+def test_sampler_resumes_mid_epoch_and_spans_passes():
+    s = StreamSampler(10, 3, seed=2, epoch_size=25)  # 8 steps of 3 from a stream of passes
+    assert s.steps_per_epoch == 8 and len(s) == 24
+    epoch0 = list(s)
+    assert len(set(epoch0)) == 24  # items of passes 0, 1, 2 are distinct stream items
+    assert sorted({i % 10 for i in epoch0}) == list(range(10))
+    assert [i // 10 for i in epoch0] == sorted(i // 10 for i in epoch0)  # passes in order
+    s.set_step(5)
+    assert list(s) == epoch0[15:] and len(s) == 9
+    s.set_step(8)  # epoch 1 starts at stream position 25, not 24
+    epoch1 = list(s)
+    assert epoch1[:5] == list(StreamSampler(10, 1, seed=2, epoch_size=30))[25:30]
 
 
 def test_lr_schedule_warmup_step_and_cosine():
@@ -85,5 +102,5 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
         def forward(self, batch):
             return {"loss": self.net(batch["video"]).sum() * float("nan")}
 
-    with pytest.raises(FloatingPointError, match="step 0"):
+    with pytest.raises(UserError, match="not finite at step 0"):
         train(load_config(None, [*ARGS, f"out_dir={tmp_path}"]), Bad(), ToyClips())

@@ -115,3 +115,18 @@ def test_clip_transform_eval_and_images():
         o = no_flip(frames, torch.Generator().manual_seed(seed))
         assert o.shape == (3, 2, 40, 40)
         assert bool((o[0, :, 5, -1] > o[0, :, 5, 0]).all())  # never mirrored
+
+
+def test_clip_size_errors_name_the_config_keys_and_frame_size():
+    # A resize below the crop can never fit: refused when the transform is built.
+    with pytest.raises(ClipSizeError, match=r"data.resize=20 is smaller than data.crop=32.*"
+                                            r"set data.resize to at least 32 or data.crop to "
+                                            r"at most 20") as info:
+        ClipTransform(train=True, resize=20, crop=32)
+    assert isinstance(info.value, UserError)
+    # Without a resize (data.resize=0) the decoded frames themselves must hold the crop.
+    t = ClipTransform(train=False, resize=None, crop=30)
+    with pytest.raises(ClipSizeError, match=r"frames of 32x24 pixels are smaller than "
+                                            r"data.crop=30 .*set data.crop to at most 24, or "
+                                            r"data.resize to at least 30"):
+        t(gradient_clip(T=2, H=24, W=32))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import os
 import pickle
 
 import av
@@ -261,3 +263,37 @@ def test_list_videos_reads_list_files(tmp_path):
     train.write_text("# nothing here\n\n")
     with pytest.raises(UserError, match="lists no videos"):
         list_videos(train)
+
+
+def test_list_videos_takes_one_video_file(tmp_path):
+    # Any file with a video suffix is one video, never read as a list of paths.
+    one = tmp_path / "one.MP4"
+    one.write_bytes(b"\x00\x00\x00\x18ftypmp42\xff\xfe")
+    assert list_videos(one) == [one]
+    odd = tmp_path / "clip.vid"
+    odd.write_bytes(b"\x00\xff")
+    assert list_videos(odd, extensions=["vid"]) == [odd]
+
+
+def test_list_file_names_a_file_whose_name_is_not_utf8(tmp_path):
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.mp4")
+    latin1.touch()
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(codecs.BOM_UTF8 + b"caf\xe9.mp4\r\n")
+    assert list_videos(listing) == [latin1]
+    assert list_videos(listing)[0].exists()
+
+
+def test_binary_list_file_is_one_clear_error(tmp_path):
+    blob = tmp_path / "clip.bin"  # e.g. a video whose suffix is not a known extension
+    blob.write_bytes(b"\x1aE\xdf\xa3\x00\x00\xff\xfe\x80")
+    with pytest.raises(UserError, match=r"clip.bin is not a text list of videos .*pass a "
+                                        r"folder, a video file or a UTF-8 text file"):
+        list_videos(blob)
+
+
+def test_no_videos_message_names_the_option_to_set(tmp_path):
+    with pytest.raises(UserError, match=r"no videos .* with data.extensions$"):
+        list_videos(tmp_path)
+    with pytest.raises(UserError, match=r"no videos .* with --ext$"):
+        list_videos(tmp_path, extensions_option="--ext")

@@ -4,24 +4,25 @@ from torch import nn
 
 
 class ToyClips(torch.utils.data.Dataset):
-    """Random clips whose label is the sign of their mean, with a random flip per epoch."""
+    """Random clips whose label is the sign of their mean, flipped in every other pass.
+
+    Items are addressed as pass * len + index, as the training loop's sampler asks for them.
+    """
 
     def __init__(self, n=48, seed=0):
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, 3, 4, 8, 8, generator=g)
         self.y = (self.x.mean(dim=(1, 2, 3, 4)) > 0).long()
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
 
     def __len__(self):
         return len(self.x)
 
-    def __getitem__(self, i):
-        flip = (i + self.epoch) % 2 == 1
+    def __getitem__(self, item):
+        pass_, i = divmod(item, len(self.x))
+        flip = (i + pass_) % 2 == 1
         x = self.x[i].flip(-1) if flip else self.x[i]
-        return {"video": x, "label": self.y[i]}
+        return {"video": x, "label": self.y[i], "rng_seed": item}
+
 
 def toy_net():
     torch.manual_seed(0)

@@ -14,12 +14,19 @@ from distinit.errors import UserError
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    """Write to a temporary file, then rename: a crash or a full disk never leaves a half-written
+    checkpoint, and the previous one stays intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = "the previous checkpoint is intact" if path.is_file() else "no checkpoint exists yet"
+        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; {kept}. Free disk "
+                        "space or fix the folder's permissions, then run again with --resume") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -52,12 +59,24 @@ def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if not k.startswith(("fc.", "heads."))}
 
 
+def seed_all(seed: int) -> None:
+    """Seed torch, numpy and random: call before building models, so a seed means a run."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from distinit.errors import UserError
+from distinit.errors import UserError, one_line
 
 # Subcommands are imported lazily so `distinit check-videos` does not pay for model imports.
 COMMANDS = {
@@ -35,15 +35,28 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"distinit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    ok = False
     try:
         module = importlib.import_module(COMMANDS[name][0])
         # Modules serving several commands take the command name first.
         if hasattr(module, "COMMANDS"):
-            return module.main([name, *rest]) or 0
-        return module.main(rest) or 0
+            code = module.main([name, *rest]) or 0
+        else:
+            code = module.main(rest) or 0
+        ok = True
+        return code
     except UserError as e:
-        print(f"distinit {name}: error: {e}", file=sys.stderr)
-        return 2
+        message = f"distinit {name}: error: {one_line(e)}"
+        # A file name that is not UTF-8 must not turn the message into a UnicodeEncodeError.
+        encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+        print(message.encode(encoding, "backslashreplace").decode(encoding), file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    finally:
+        # Leave a torchrun process group (a gloo group alive at exit can abort the process);
+        # looked up, not imported, so commands that never load torch stay fast.
+        dist = sys.modules.get("distinit.dist")
+        if dist is not None:
+            dist.cleanup(wait=ok)
 
 
 if __name__ == "__main__":

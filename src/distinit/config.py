@@ -1,12 +1,15 @@
 """Run configuration: defaults, then a YAML file, then `key=value` overrides, strictly typed.
 
-An unknown key or a value of the wrong type is a `ConfigError` that lists the valid keys, so a
-typo never silently falls back to a default.
+An unknown key, a value of the wrong type or a value outside its field's rules (`checked`) is a
+`ConfigError`, so a typo or a zero batch size fails at start-up, not deep inside training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,38 +28,59 @@ class ConfigError(UserError):
     pass
 
 
+# Rules a field may carry in its metadata: bounds apply to a number, or to each item of a list.
+BOUNDS = {"min": (operator.ge, ">="), "gt": (operator.gt, ">"),
+          "max": (operator.le, "<="), "lt": (operator.lt, "<")}
+RULES = {*BOUNDS, "choices", "sizes"}  # choices: allowed strings; sizes: allowed list lengths
+
+
+def checked(default: Any, **rules: Any) -> Any:
+    """A dataclass field whose values loading checks against `rules`, e.g.
+    `checked(8, min=1)`, `checked(0.01, gt=0)`, `checked("sgd", choices=("sgd", "adamw"))`."""
+    unknown = set(rules) - RULES
+    if unknown:
+        raise TypeError(f"unknown field rules {sorted(unknown)}; valid: {sorted(RULES)}")
+    if isinstance(default, list):  # each instance gets its own copy
+        return field(default_factory=lambda: list(default), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
 @dataclass
 class DataConfig:
     # Unlabeled videos (distill, extract-features): a folder (searched recursively) or a list file.
     videos: str = ""
     extensions: list[str] = field(default_factory=lambda: ["mp4", "avi", "webm", "mkv", "mov"])
     # Labeled videos (finetune, eval): format hmdb51 | ucf101 | csv.
-    format: str = "hmdb51"
+    format: str = checked("hmdb51", choices=("hmdb51", "ucf101", "csv"))
     video_root: str = ""
     split_dir: str = ""  # folder of official split files, or the CSV file for format=csv
-    split: int = 1
-    clip_len: int = 8
-    stride: int = 1
-    resize: int = 128  # short side before cropping; 0 keeps the decoded size
-    crop: int = 112
+    split: int = checked(1, min=1)
+    clip_len: int = checked(8, min=1)
+    stride: int = checked(1, min=1)
+    resize: int = checked(128, min=0)  # short side before cropping; 0 keeps the decoded size
+    crop: int = checked(112, min=1)
     flip: bool = True
-    num_test_clips: int = 10
-    mean: list[float] = field(default_factory=lambda: list(KINETICS_MEAN))
-    std: list[float] = field(default_factory=lambda: list(KINETICS_STD))
+    num_test_clips: int = checked(10, min=1)
+    # Input normalisation; empty = what the initial weights expect: the image model's own for
+    # model.init=inflate, the pretraining run's for model.init=checkpoint, else Kinetics'.
+    mean: list[float] = checked([], sizes=(0, 3))
+    std: list[float] = checked([], sizes=(0, 3), gt=0)
     backend: str = "pyav"
-    cache: str = "none"  # none | memory | disk: decode each video once, cut clips from the cache
+    # memory | disk: decode each video once, cut clips from the cache.
+    cache: str = checked("none", choices=("none", "memory", "disk"))
     cache_dir: str = ""
-    num_workers: int = 4
+    num_workers: int = checked(4, min=0)
 
 
 @dataclass
 class ModelConfig:
     arch: str = "r2plus1d_18"  # a registered student or package.module:function
-    width: int = 64
-    layers: list[int] = field(default_factory=list)  # blocks per stage; empty = the arch's own
-    stem_stride: int = 2
-    stem_kernel: list[int] = field(default_factory=list)  # (temporal, spatial); empty = arch's
-    init: str = "scratch"  # scratch | checkpoint | inflate
+    width: int = checked(64, min=1)
+    layers: list[int] = checked([], min=1)  # blocks per stage; empty = the arch's own
+    stem_stride: int = checked(2, min=1)
+    # (temporal, spatial); empty = the arch's own.
+    stem_kernel: list[int] = checked([], sizes=(0, 2), min=1)
+    init: str = checked("scratch", choices=("scratch", "checkpoint", "inflate"))
     weights: str = ""  # checkpoint (init=checkpoint) or 2D image checkpoint (init=inflate)
     linear_probe: bool = False  # fine-tune only the new head on a frozen backbone
 
@@ -66,37 +90,42 @@ class TeacherConfig:
     spec: str = ""  # torchvision:resnet50 | timm:NAME | torchscript:PATH | ckpt:PATH
     weights: str = ""
     arch: str = ""  # architecture for ckpt:PATH
-    weight: float = 1.0  # this teacher's loss weight (Eq. 3)
-    input_size: int = 0  # 0 = the teacher's own
-    mean: list[float] = field(default_factory=list)  # empty = the teacher's own
-    std: list[float] = field(default_factory=list)
+    weight: float = checked(1.0, min=0)  # this teacher's loss weight (Eq. 3)
+    input_size: int = checked(0, min=0)  # 0 = the teacher's own
+    mean: list[float] = checked([], sizes=(0, 3))  # empty = the teacher's own
+    std: list[float] = checked([], sizes=(0, 3), gt=0)
 
 
 @dataclass
 class DistillConfig:
     teachers: list[TeacherConfig] = field(default_factory=list)
-    frames: str = "random"  # center | random | multi: which frames of the clip the teachers see
-    num_frames: int = 4  # frames averaged when frames=multi
-    temperature: float = 1.0
-    loss: str = "ce"  # ce (soft-target cross-entropy, Eq. 2) | mse (on logits)
-    max_entropy: float = 0.0  # drop examples whose target entropy (nats) is above; 0 = keep all
+    # Which frames of the clip the teachers see: one centre frame, one random, or num_frames random.
+    frames: str = checked("random", choices=("center", "random", "multi"))
+    num_frames: int = checked(4, min=1)  # frames averaged when frames=multi
+    temperature: float = checked(1.0, gt=0)
+    # ce: soft-target cross-entropy (Eq. 2); mse: on the logits.
+    loss: str = checked("ce", choices=("ce", "mse"))
+    # Drop examples whose target entropy (nats) is above this; 0 = keep all.
+    max_entropy: float = checked(0.0, min=0)
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "step"  # step | cosine
-    warmup_epochs: float = 0.0
-    step_epochs: float = 10.0  # step schedule: multiply lr by gamma every step_epochs
-    gamma: float = 0.1
-    epochs: float = 45.0
-    batch_size: int = 32  # per process
-    accum_steps: int = 1
-    clip_grad: float = 0.0  # max gradient norm; 0 = off
-    head_lr_mult: float = 1.0  # fine-tuning: lr multiplier for the new head
+    optimizer: str = checked("sgd", choices=("sgd", "adamw"))
+    lr: float = checked(0.01, gt=0)
+    momentum: float = checked(0.9, min=0, lt=1)
+    weight_decay: float = checked(1e-4, min=0)
+    schedule: str = checked("step", choices=("step", "cosine"))
+    warmup_epochs: float = checked(0.0, min=0)
+    step_epochs: float = checked(10.0, gt=0)  # step schedule: lr times gamma every step_epochs
+    gamma: float = checked(0.1, gt=0, max=1)
+    epochs: float = checked(45.0, gt=0)
+    # Clips per epoch, drawn across passes over the data; 0 = one pass.
+    epoch_size: int = checked(0, min=0)
+    batch_size: int = checked(32, min=1)  # per process
+    accum_steps: int = checked(1, min=1)
+    clip_grad: float = checked(0.0, min=0)  # max gradient norm; 0 = off
+    head_lr_mult: float = checked(1.0, gt=0)  # fine-tuning: lr multiplier for the new head
 
 
 @dataclass
@@ -104,13 +133,16 @@ class Config:
     out_dir: str = "runs/default"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    channels_last: str = "auto"  # auto | on | off (channels_last_3d memory format)
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    log_every: int = 20
-    ckpt_every: int = 500  # steps between checkpoints (and one at the end)
-    stop_after: int = 0  # stop after this many steps (schedule unchanged); 0 = run to the end
-    eval_every: int = 0  # epochs between evaluations during fine-tuning; 0 = only at the end
+    precision: str = checked("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 where supported
+    # The channels_last_3d memory format.
+    channels_last: str = checked("auto", choices=("auto", "on", "off"))
+    threads: int = checked(0, min=0)  # torch intra-op threads; 0 = torch's default
+    log_every: int = checked(20, min=1)
+    ckpt_every: int = checked(500, min=1)  # steps between checkpoints (and one at the end)
+    # Stop after this many steps (schedule unchanged); 0 = run to the end.
+    stop_after: int = checked(0, min=0)
+    # Epochs between evaluations during fine-tuning; 0 = only at the end.
+    eval_every: int = checked(0, min=0)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -129,8 +161,13 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+# A number written as text: YAML 1.1 reads 1e-4 and 5e-3 (no dot, or no exponent sign) as strings.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    """Check `value` against the annotation `tp`; ints and numbers written as text (1e-4) are
+    accepted where floats are expected, as long as they are finite."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -143,6 +180,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported annotation {tp}")  # keep the schema simple: no Optionals
+    if tp is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
     ok = (
         (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -150,17 +189,38 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     )
     if not ok:
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    if tp is float and not math.isfinite(value):  # .inf, .nan or 1e999
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     return float(value) if tp is float else value
+
+
+def _check(value: Any, rules: typing.Mapping[str, Any], key: str) -> None:
+    """Enforce a field's `checked` rules on its coerced value."""
+    if "choices" in rules and value not in rules["choices"]:
+        raise ConfigError(f"{key} must be one of {', '.join(rules['choices'])}; got {value!r}")
+    if "sizes" in rules and len(value) not in rules["sizes"]:
+        sizes = " or ".join(str(n) for n in rules["sizes"])
+        raise ConfigError(f"{key} must have {sizes} values, got {len(value)}: {value!r}")
+    items = enumerate(value) if isinstance(value, list) else [(None, value)]
+    for i, v in items:
+        for rule, (ok, op) in BOUNDS.items():
+            if rule in rules and not ok(v, rules[rule]):
+                where = key if i is None else f"{key}[{i}]"
+                raise ConfigError(f"{where} must be {op} {rules[rule]}, got {v!r}")
 
 
 def _from_dict(cls: type, values: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         valid = ", ".join(_valid_keys(cls, prefix))
         raise ConfigError(f"unknown config key {prefix}{unknown[0]}; valid keys: {valid}")
-    return cls(**{k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()})
+    coerced = {}
+    for k, v in values.items():
+        coerced[k] = _coerce(v, hints[k], f"{prefix}{k}")
+        _check(coerced[k], fields[k].metadata, f"{prefix}{k}")
+    return cls(**coerced)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from distinit.checkpoint import seed_all
 from distinit.config import (
     Config,
     DataConfig,
@@ -118,7 +119,7 @@ def _run_config(demo: DemoConfig, world: World, out_dir: Path, stage: StageConfi
     return cfg
 
 
-def train_teacher(demo: DemoConfig, world: World, out: Path) -> tuple[Path, float]:
+def train_teacher(demo: DemoConfig, world: World, out: Path, restart: dict) -> tuple[Path, float]:
     """The ImageNet analog: a 2D ResNet on the object stills. Returns (checkpoint, test acc)."""
     size = world.frame_size
     # Random crops of slightly enlarged stills: without them the teacher memorises the few
@@ -129,11 +130,11 @@ def train_teacher(demo: DemoConfig, world: World, out: Path) -> tuple[Path, floa
     train_set = ImageFolderDataset(world.objects_train, train_tf, cache=True, seed=demo.seed)
     test_set = ImageFolderDataset(world.objects_test, test_tf, cache=True)
     classes = train_set.classes
-    torch.manual_seed(demo.seed)
+    seed_all(demo.seed)
     arch_kwargs = {"width": demo.width, "stem_stride": demo.stem_stride}
     net = build_image_model("resnet_tiny", num_classes=len(classes), **arch_kwargs)
     cfg = _run_config(demo, world, out / "teacher", demo.teacher)
-    train(cfg, Supervised(net, input_key="image"), train_set, desc="teacher")
+    train(cfg, Supervised(net, input_key="image"), train_set, desc="teacher", **restart)
     device = next(net.parameters()).device
     acc = evaluate(net, _Indexed(test_set), len(test_set), len(classes), batch_size=256,
                    device=device, amp_dtype=resolve_precision(demo.precision, device),
@@ -146,16 +147,18 @@ def train_teacher(demo: DemoConfig, world: World, out: Path) -> tuple[Path, floa
     return path, acc
 
 
-def pretrain_supervised(demo: DemoConfig, world: World, out: Path, arch: str) -> Path:
+def pretrain_supervised(demo: DemoConfig, world: World, out: Path, arch: str,
+                        restart: dict) -> Path:
     """The upper bound: the same student trained with the corpus's hidden action labels."""
     cfg = _run_config(demo, world, out / f"{arch}_supervised", demo.supervised, arch)
+    seed_all(cfg.seed)
     student = make_student(cfg.model, num_classes=len(world.action_classes))
     dataset = clip_dataset(cfg.data, world.corpus_videos, world.corpus_labels, True, cfg.seed)
-    train(cfg, Supervised(student), dataset, desc=f"{arch} supervised")
+    train(cfg, Supervised(student), dataset, desc=f"{arch} supervised", **restart)
     return Path(cfg.out_dir) / "last.pt"
 
 
-def run_demo(demo: DemoConfig) -> dict:
+def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
     unknown = sorted(set(demo.rows) - set(ROWS))
     if unknown:
         raise UserError(f"unknown demo row {unknown[0]}; valid rows: {', '.join(ROWS)}")
@@ -171,7 +174,10 @@ def run_demo(demo: DemoConfig) -> dict:
     print(world.summary(), flush=True)
 
     t = time.perf_counter()
-    teacher_path, teacher_acc = train_teacher(demo, world, out)
+    # Each stage continues its own run when one is there (a finished stage is only reloaded),
+    # so an interrupted demo picks up where it stopped; --overwrite starts every stage again.
+    restart = {"resume": not overwrite, "overwrite": overwrite}
+    teacher_path, teacher_acc = train_teacher(demo, world, out, restart)
     times["teacher"] = time.perf_counter() - t
     print(f"teacher: {teacher_acc:.1f}% on object stills of unseen instances "
           f"({times['teacher']:.0f} s)", flush=True)
@@ -186,10 +192,10 @@ def run_demo(demo: DemoConfig) -> dict:
             cfg = _run_config(demo, world, out / f"{arch}_distill", demo.distill, arch,
                               data={"videos": str(world.corpus_dir)},
                               distill={"teachers": teachers})
-            distill(cfg)
+            distill(cfg, **restart)
             inits[row] = ("checkpoint", str(Path(cfg.out_dir) / "last.pt"))
         elif row.endswith("_supervised"):
-            inits[row] = ("checkpoint", str(pretrain_supervised(demo, world, out, arch)))
+            inits[row] = ("checkpoint", str(pretrain_supervised(demo, world, out, arch, restart)))
         elif row.endswith("_inflated"):
             inits[row] = ("inflate", str(teacher_path))
         else:
@@ -205,7 +211,7 @@ def run_demo(demo: DemoConfig) -> dict:
                           model={"init": init, "weights": weights},
                           data={"format": "hmdb51", "video_root": str(world.actions_videos),
                                 "split_dir": str(world.actions_splits), "split": 1})
-        result = finetune(cfg)
+        result = finetune(cfg, **restart)
         times[f"finetune {row}"] = time.perf_counter() - t
         rows.append({"row": row, "model": ROWS[row][0], "init": ROWS[row][1],
                      **{k: round(result[k], 2) for k in ("clip_acc", "top1", "top5")}})
@@ -235,12 +241,12 @@ def markdown_table(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_seeds(demo: DemoConfig) -> dict:
+def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
     """The demo once per seed (same world), then the mean and std of every number."""
     out = Path(demo.out_dir)
     world_dir = demo.world_dir or str(out / f"world-{demo.size}-{demo.world_seed}")
     tables = [run_demo(replace(demo, seed=s, seeds=[], out_dir=str(out / f"seed{s}"),
-                               world_dir=world_dir)) for s in demo.seeds]
+                               world_dir=world_dir), overwrite) for s in demo.seeds]
     summary = {"seeds": demo.seeds, "size": demo.size, "world_seed": demo.world_seed,
                "teacher_acc": _mean_std([t["teacher_acc"] for t in tables]), "rows": []}
     for i, row in enumerate(tables[0]["rows"]):
@@ -270,7 +276,9 @@ def _mean_std(values: list[float]) -> list[float]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="distinit demo", description=__doc__.splitlines()[0])
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...], e.g. seed=1")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train every stage again instead of continuing the runs in out_dir")
     ns = parser.parse_intermixed_args(argv)
     demo = config_from_args(ns.args, DemoConfig)
-    run_seeds(demo) if demo.seeds else run_demo(demo)
+    run_seeds(demo, ns.overwrite) if demo.seeds else run_demo(demo, ns.overwrite)
     return 0

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from distinit.checkpoint import seed_all
 from distinit.config import config_from_args
 from distinit.data.video import list_videos
 from distinit.dist import resolve_device
 from distinit.errors import UserError
 from distinit.models.students import forward_features
-from distinit.run import clip_dataset, init_student, make_student
+from distinit.run import clip_dataset, init_student, make_student, resolve_normalization
 from distinit.train import resolve_precision, to_device, use_channels_last
 
 
@@ -26,7 +27,9 @@ def extract_features(cfg, out_path: str | Path) -> Path:
     if not cfg.data.videos:
         raise UserError("extract-features needs data.videos: a folder of videos or a list file")
     videos = list_videos(cfg.data.videos, cfg.data.extensions)
-    student = make_student(cfg.model, num_classes=1)
+    cfg = resolve_normalization(cfg, cfg.model.weights)
+    seed_all(cfg.seed)
+    student = make_student(cfg.model, num_classes=0)
     if cfg.model.weights:
         init_student(student, replace(cfg.model, init="checkpoint"))
     device = resolve_device(cfg.device)

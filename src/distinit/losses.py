@@ -41,10 +41,14 @@ def confidence_weights(targets: torch.Tensor, max_entropy: float) -> torch.Tenso
     return (entropy(targets) <= max_entropy).float()
 
 
-def weighted_mean(per_example: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_mean(per_example: torch.Tensor, weights: torch.Tensor,
+                  total: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over the kept examples; zero (with a gradient path) when every example is dropped.
 
     Dividing by the kept count rather than the batch size keeps the step size independent of how
-    many examples the entropy filter dropped.
+    many examples the entropy filter dropped. `total` replaces this batch's kept count with
+    another normaliser: the kept count of the whole global batch, per micro-batch, so that the
+    micro-batches' losses add up to the global batch's mean.
     """
-    return (per_example * weights).sum() / weights.sum().clamp_min(1.0)
+    total = weights.sum() if total is None else total
+    return (per_example * weights).sum() / total.clamp_min(1e-6)

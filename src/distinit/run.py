@@ -10,9 +10,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distinit import dist
-from distinit.checkpoint import backbone_state, load_checkpoint, model_state
-from distinit.config import Config, DataConfig, ModelConfig, config_from_args
+from distinit import dist, run_dir
+from distinit.checkpoint import backbone_state, load_checkpoint, model_state, seed_all
+from distinit.config import (
+    KINETICS_MEAN,
+    KINETICS_STD,
+    Config,
+    DataConfig,
+    ModelConfig,
+    config_from_args,
+)
 from distinit.data.datasets import VideoClipDataset
 from distinit.data.splits import load_labeled
 from distinit.data.transforms import ClipTransform
@@ -23,7 +30,7 @@ from distinit.methods.distinit import DistInit, MultiHeadStudent
 from distinit.methods.supervised import Supervised
 from distinit.models.inflate import inflate_from_file
 from distinit.models.students import STUDENTS, build_student
-from distinit.models.teachers import build_teacher
+from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher, read_checkpoint
 from distinit.train import resolve_precision, train, use_channels_last
 
 COMMANDS = ("distill", "finetune", "eval")
@@ -58,6 +65,26 @@ def labeled_split(dc: DataConfig, subset: str):
     return load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
 
 
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                 mc: ModelConfig, skip: tuple[str, ...] = ()) -> None:
+    """Load `state` into `model`, or say which keys and shapes differ (keys under `skip` may be
+    absent: a fine-tuning run's new classifier)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(skip)]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(shapes)} shapes differ, e.g. {shapes[0]}" if shapes else "",
+                 f"missing {missing[:3]}" if missing else "",
+                 f"unexpected {unexpected[:3]}" if unexpected else ""]
+        raise UserError(
+            f"{source} does not match model.arch={mc.arch} width={mc.width} "
+            f"layers={mc.layers or 'default'}: {'; '.join(p for p in parts if p)}. Set model.arch, "
+            "model.width, model.layers, model.stem_* as the run that wrote it (its config.yaml)")
+    model.load_state_dict(state, strict=not skip)
+
+
 def init_student(student: nn.Module, mc: ModelConfig) -> None:
     """Scratch, a pretrained checkpoint (distillation, supervised or torchvision), or inflation."""
     if mc.init == "scratch":
@@ -70,12 +97,29 @@ def init_student(student: nn.Module, mc: ModelConfig) -> None:
     if mc.init != "checkpoint":
         raise UserError(f"model.init must be scratch, checkpoint or inflate, got {mc.init!r}")
     state = backbone_state(load_checkpoint(mc.weights))
-    missing, unexpected = student.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise UserError(
-            f"{mc.weights} does not match model.arch={mc.arch} (width {mc.width}): "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}; check model.arch/width/layers")
+    load_weights(student, state, mc.weights, mc, skip=("fc.",))
+
+
+def resolve_normalization(cfg: Config, trained_weights: str = "") -> Config:
+    """Fill an empty data.mean/std with what the initial weights expect: an inflated image
+    model's own (ImageNet's for an ImageNet ResNet), the run's that wrote `trained_weights`
+    (a checkpoint of ours), else Kinetics' (torchvision's video models)."""
+    dc, mc = cfg.data, cfg.model
+    if dc.mean and dc.std:
+        return cfg
+    mean, std = KINETICS_MEAN, KINETICS_STD
+    if mc.init == "inflate" and mc.weights:
+        _, meta = read_checkpoint(mc.weights, "a 2D ResNet", what="2D weights to inflate")
+        mean, std = meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD)
+    elif trained_weights:
+        saved = load_checkpoint(trained_weights).get("config", {}).get("data", {})
+        if saved.get("mean") and saved.get("std"):
+            mean, std = saved["mean"], saved["std"]
+    return replace(cfg, data=replace(dc, mean=list(dc.mean or mean), std=list(dc.std or std)))
+
+
+def pretrained_weights(mc: ModelConfig) -> str:
+    return mc.weights if mc.init == "checkpoint" else ""
 
 
 class _FrozenBackbone(Supervised):
@@ -108,28 +152,32 @@ def eval_student(cfg: Config, student: nn.Module, test_set: VideoClipDataset,
 
 # ---- the three jobs ---------------------------------------------------------------------------
 
-def distill(cfg: Config, resume: bool = False) -> dict:
+def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     dc, dcfg = cfg.data, cfg.distill
     if not dcfg.teachers:
         raise UserError("distill needs at least one teacher: set distill.teachers in the config "
                         "(e.g. - {spec: 'torchvision:resnet50', weights: resnet50.pth})")
     if not dc.videos:
         raise UserError("distill needs data.videos: a folder of videos or a list file")
+    cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
+    seed_all(cfg.seed)
     teachers = [build_teacher(t.spec, weights=t.weights or None, arch=t.arch or None,
                               input_size=t.input_size or None, mean=t.mean or None,
                               std=t.std or None) for t in dcfg.teachers]
-    videos = list_videos(dc.videos, dc.extensions)
-    student = make_student(cfg.model, num_classes=1)  # its fc is unused; heads sit beside it
+    videos = list_videos(cfg.data.videos, cfg.data.extensions)
+    student = make_student(cfg.model, num_classes=0)  # no classifier: the heads sit beside it
     init_student(student, cfg.model)
     net = MultiHeadStudent(student, [t.num_classes for t in teachers])
-    method = DistInit(net, teachers, [t.weight for t in dcfg.teachers], dc.mean, dc.std,
-                      frames=dcfg.frames, num_frames=dcfg.num_frames,
+    method = DistInit(net, teachers, [t.weight for t in dcfg.teachers], cfg.data.mean,
+                      cfg.data.std, frames=dcfg.frames, num_frames=dcfg.num_frames,
                       temperature=dcfg.temperature, loss=dcfg.loss, max_entropy=dcfg.max_entropy)
-    dataset = clip_dataset(dc, videos, None, train_mode=True, seed=cfg.seed)
-    return train(cfg, method, dataset, resume=resume, desc="distill")
+    dataset = clip_dataset(cfg.data, videos, None, train_mode=True, seed=cfg.seed)
+    return train(cfg, method, dataset, resume=resume, overwrite=overwrite, desc="distill")
 
 
-def finetune(cfg: Config, resume: bool = False) -> dict:
+def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
+    seed_all(cfg.seed)
     train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
     num_classes = len(train_split.classes)
     student = make_student(cfg.model, num_classes)
@@ -145,30 +193,29 @@ def finetune(cfg: Config, resume: bool = False) -> dict:
                     eval_student(cfg, student, test_set, n_test, num_classes).items()}
         return {}
 
-    logs = train(cfg, method, train_set, resume=resume, head_prefixes=("fc.",),
-                 on_epoch_end=on_epoch_end, desc="finetune")
+    logs = train(cfg, method, train_set, resume=resume, overwrite=overwrite,
+                 head_prefixes=("fc.",), on_epoch_end=on_epoch_end, desc="finetune")
     result = eval_student(cfg, student, test_set, n_test, num_classes)
     result["train_loss"] = logs.get("loss")
     _write_result(cfg, result, train_split.classes)
     return result
 
 
-def evaluate_checkpoint(cfg: Config) -> dict:
-    test_split = labeled_split(cfg.data, "test")
-    num_classes = len(test_split.classes)
+def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
     if not cfg.model.weights:
         raise UserError("eval needs model.weights=PATH (a fine-tuned checkpoint, e.g. RUN/last.pt)")
+    run_dir.claim(Path(cfg.out_dir), resume=False, overwrite=overwrite, what="result")
+    cfg = resolve_normalization(cfg, cfg.model.weights)
+    test_split = labeled_split(cfg.data, "test")
+    num_classes = len(test_split.classes)
     state = model_state(load_checkpoint(cfg.model.weights))
     fc = state.get("fc.weight")
     if fc is not None and fc.shape[0] != num_classes:
         raise UserError(f"{cfg.model.weights} classifies {fc.shape[0]} classes but the test split "
                         f"has {num_classes}; evaluate it on the dataset it was fine-tuned on")
+    seed_all(cfg.seed)
     student = make_student(cfg.model, num_classes)
-    try:
-        student.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"{cfg.model.weights} does not match model.arch={cfg.model.arch}: "
-                        f"{str(e).splitlines()[0]}") from None
+    load_weights(student, state, cfg.model.weights, cfg.model)
     test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
     result = eval_student(cfg, student, test_set, len(test_split.samples), num_classes)
     _write_result(cfg, result, test_split.classes)
@@ -206,7 +253,11 @@ def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:
 def parse(argv: list[str], prog: str) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog=f"distinit {prog}")
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    if prog != "eval":
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the run in out_dir from its last.pt (same config)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run already in out_dir and start again")
     parser.add_argument("--splits", default="", help="comma-separated splits, e.g. 1,2,3")
     ns = parser.parse_intermixed_args(argv)
     return config_from_args(ns.args), ns
@@ -218,11 +269,11 @@ def main(argv: list[str]) -> int:
     splits = [int(s) for s in ns.splits.split(",") if s] or [cfg.data.split]
     torch.set_float32_matmul_precision("high")
     if command == "distill":
-        result = distill(cfg, resume=ns.resume)
+        result = distill(cfg, resume=ns.resume, overwrite=ns.overwrite)
     elif command == "finetune":
-        result = run_splits(cfg, splits, finetune, resume=ns.resume)
+        result = run_splits(cfg, splits, finetune, resume=ns.resume, overwrite=ns.overwrite)
     elif command == "eval":
-        result = run_splits(cfg, splits, evaluate_checkpoint)
+        result = run_splits(cfg, splits, evaluate_checkpoint, overwrite=ns.overwrite)
     else:
         raise UserError(f"unknown command {command}; valid: {', '.join(COMMANDS)}")
     print(json.dumps(result, indent=2, default=str))

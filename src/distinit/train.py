@@ -11,53 +11,31 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from distinit import dist
+from distinit import dist, run_dir
 from distinit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distinit.config import Config, OptimConfig, save_config, to_dict
 from distinit.errors import UserError
-
-
-class EpochSampler(Sampler[int]):
-    """A permutation fixed by (seed, epoch), sharded over ranks, that can start mid-epoch.
-
-    Knowing the order from the seed alone is what makes `--resume` continue with exactly the
-    batches an uninterrupted run would have seen.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 shuffle: bool = True):
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.rank, self.world, self.shuffle = rank, world, shuffle
-        self.epoch, self.skip_batches = 0, 0
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.size // (self.batch_size * self.world)  # drop_last, same on every rank
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch, self.skip_batches = epoch, skip_batches
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
-        mine = order[self.rank:: self.world][: self.batches_per_epoch * self.batch_size]
-        return iter(mine[self.skip_batches * self.batch_size:].tolist())
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch - self.skip_batches) * self.batch_size
+from distinit.interrupt import Interrupted, StopRequest, signal_name
+from distinit.sampler import StreamSampler
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it fast, fp32 otherwise."""
+    """bf16 autocast on GPUs that run it; fp32 on CPU unless asked.
+
+    On CPU, oneDNN's bf16 Conv3d weight gradients are not deterministic and sometimes wrong
+    (measured with torch 2.13 on an AMX CPU: one layer's gradient sum 3% from the fp64 reference
+    in most processes and 16-29% in others; `benchmarks/check_bf16_conv3d.py`), so
+    `precision=bf16` on CPU is an explicit choice of speed over exactness.
+    """
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -66,11 +44,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         raise UserError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    # bf16 autocast on CPU is fast with AVX512-BF16 or AMX (4-5x over fp32) and slow without.
-    cpu = torch.cpu
-    fast = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-        cpu, "_is_amx_tile_supported", lambda: False)()
-    return torch.bfloat16 if fast else None
+    return None
 
 
 def use_channels_last(setting: str, device: torch.device) -> bool:
@@ -129,14 +103,15 @@ def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: OptimConfi
 class MetricLog:
     """JSON lines and TensorBoard, written by rank 0 only."""
 
-    def __init__(self, out_dir: Path, enabled: bool):
+    def __init__(self, out_dir: Path, enabled: bool, purge_step: int | None = None):
         self.enabled = enabled
         self.path = out_dir / "metrics.jsonl"
         self.tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out_dir / "tb"))
+            # purge_step: a resumed run hides the events logged after its checkpoint
+            self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=purge_step)
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -153,18 +128,29 @@ class MetricLog:
 
 
 def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = False,
-          head_prefixes: tuple[str, ...] = (), on_epoch_end: Callable[[int], dict] | None = None,
-          desc: str = "train") -> dict:
+          overwrite: bool = False, head_prefixes: tuple[str, ...] = (),
+          on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train") -> dict:
     """Train `method.net` on `dataset` as `cfg` says; returns the last logged metrics.
 
     Checkpoints go to `cfg.out_dir/last.pt`; with `resume` the run continues from there exactly
-    (weights, optimizer, schedule, step, RNG and data order).
+    (weights, optimizer, schedule, step, every rank's RNG and the data order). SIGTERM and
+    Ctrl-C write a checkpoint at the current step and raise `Interrupted`.
     """
     ctx = dist.setup(cfg.device)
     out_dir = Path(cfg.out_dir)
+    ckpt_path = out_dir / "last.pt"
+    run_dir.claim(out_dir, resume, overwrite)
+    state = None
+    if resume:
+        if ckpt_path.is_file():
+            state = load_checkpoint(ckpt_path)
+            run_dir.check_resumable(state.get("config", {}), to_dict(cfg), ckpt_path)
+        elif ctx.is_main:
+            print(f"[{desc}] --resume: no checkpoint at {ckpt_path}; starting a new run",
+                  flush=True)
+    dist.barrier()  # every rank has looked at out_dir before rank 0 changes it
     if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
+        _prepare_out_dir(out_dir, cfg, overwrite, 0 if state is None else state["step"])
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed * 1000 + ctx.rank)
@@ -180,11 +166,13 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
         method.net = nn.parallel.DistributedDataParallel(net)
 
     o = cfg.optim
-    sampler = EpochSampler(len(dataset), o.batch_size, cfg.seed, ctx.rank, ctx.world)
-    steps_per_epoch = sampler.batches_per_epoch // o.accum_steps
+    sampler = StreamSampler(len(dataset), o.batch_size, cfg.seed, rank=ctx.rank,
+                            world=ctx.world, accum_steps=o.accum_steps, epoch_size=o.epoch_size)
+    steps_per_epoch = sampler.steps_per_epoch
     if steps_per_epoch == 0:
-        raise UserError(f"{len(dataset)} training samples are fewer than one step needs "
-                        f"(batch_size {o.batch_size} x {ctx.world} processes x accum_steps "
+        raise UserError(f"an epoch of {sampler.epoch_len} training samples is less than one step "
+                        f"needs (global batch {sampler.global_batch} = optim.batch_size "
+                        f"{o.batch_size} x {ctx.world} processes x optim.accum_steps "
                         f"{o.accum_steps}); lower optim.batch_size")
     total_steps = max(1, round(o.epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -192,22 +180,43 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
                     for g in optimizer.param_groups])
 
     step = 0
-    ckpt_path = out_dir / "last.pt"
-    if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+    if state is not None:
+        saved_batch = state.get("global_batch", sampler.global_batch)
+        if saved_batch != sampler.global_batch:
+            raise UserError(f"cannot resume {ckpt_path}: its global batch was {saved_batch}, now "
+                            f"{sampler.global_batch} (optim.batch_size x processes x "
+                            "optim.accum_steps); use the run's own, or start a new run")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) == ctx.world:
+            set_rng_state(rngs[ctx.rank])
+        elif ctx.is_main:
+            print(f"[{desc}] resuming {len(rngs)} processes' run with {ctx.world}: the data order "
+                  "is the same, but per-process random streams start afresh", flush=True)
         step = state["step"]
+        del state
+        if ctx.is_main:
+            print(f"[{desc}] resuming {ckpt_path} at step {step}", flush=True)
 
     def checkpoint() -> None:
+        # Every rank's RNG goes into the file; a failed write is reported on every rank.
+        rngs = dist.gather_objects(rng_state())
+        error = None
         if ctx.is_main:
-            save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step,
-                             "rng": rng_state(), "config": to_dict(cfg)}, ckpt_path)
+            try:
+                save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(), "step": step,
+                                 "global_batch": sampler.global_batch, "rng": rngs,
+                                 "config": to_dict(cfg)}, ckpt_path)
+            except UserError as e:
+                error = str(e)
+        error = dist.broadcast_object(error)
+        if error:
+            raise UserError(error)
 
-    log = MetricLog(out_dir, ctx.is_main)
+    log = MetricLog(out_dir, ctx.is_main, purge_step=step + 1 if step else None)
     stop_at = min(total_steps, cfg.stop_after) if cfg.stop_after > 0 else total_steps
     last: dict = {}
     interactive = ctx.is_main and sys.stderr.isatty()
@@ -215,73 +224,124 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
                dynamic_ncols=True)
     method.train()
     t0, seen = time.perf_counter(), 0
-    while step < stop_at:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.data.num_workers,
-                            pin_memory=ctx.device.type == "cuda",
-                            # Worker seeds from their own generator, not the global RNG, so a
-                            # resumed run draws the same random numbers as an uninterrupted one.
-                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        replaced = torch.zeros(1)
-        micro = 0
-        for batch in loader:
-            replaced += batch.get("bad", torch.zeros(1)).sum()
-            batch = to_device(batch, ctx.device, channels_last)
-            sync = (micro + 1) % o.accum_steps == 0
-            with _maybe_no_sync(method.net, sync), torch.autocast(
-                    ctx.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = method(batch)
-                loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the "
-                                             "learning rate or enable optim.clip_grad")
-                (loss / o.accum_steps).backward()
-            seen += o.batch_size * ctx.world
-            micro += 1
-            if not sync:
-                continue
-            grad_norm = (nn.utils.clip_grad_norm_(net.parameters(), o.clip_grad)
-                         if o.clip_grad > 0 else None)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == stop_at:
-                rate = seen / (time.perf_counter() - t0)
-                last = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                        "samples_per_s": round(rate, 2),
-                        **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}}
-                if grad_norm is not None:
-                    last["grad_norm"] = float(grad_norm)
-                log.write(step, last)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", rate=f"{rate:.1f}/s")
-                if ctx.is_main and not interactive:
-                    print(f"[{desc}] step {step}/{stop_at} epoch {epoch} loss {last['loss']:.4f} "
-                          f"{rate:.1f} samples/s", flush=True)
-            if step % cfg.ckpt_every == 0 or step == stop_at:
-                checkpoint()
-            if step == stop_at or step % steps_per_epoch == 0:
-                break
-        n_bad = int(dist.all_reduce_sum(replaced)[0])
-        if n_bad and ctx.is_main:
-            print(f"[{desc}] epoch {epoch}: {n_bad} samples came from unreadable videos and "
-                  "were replaced (files named in the warnings above)", flush=True)
-        if step % steps_per_epoch == 0 and on_epoch_end is not None:
-            extra = on_epoch_end(epoch)
-            if extra:
-                log.write(step, extra)
-                last.update(extra)
-                method.train()
+    with StopRequest(announce=ctx.is_main) as stop:
+        while step < stop_at:
+            epoch = step // steps_per_epoch
+            sampler.set_step(step)
+            loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, drop_last=True,
+                                num_workers=cfg.data.num_workers,
+                                pin_memory=ctx.device.type == "cuda",
+                                # Worker seeds from their own generator, not the global RNG, so a
+                                # resumed run draws the same random numbers as an uninterrupted one.
+                                generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            replaced = torch.zeros(1)
+            batches = iter(loader)
+            while step < stop_at:
+                micro = [b for _, b in zip(range(o.accum_steps), batches)]
+                if len(micro) < o.accum_steps:
+                    break  # end of the epoch
+                for b in micro:
+                    replaced += b.get("bad", torch.zeros(1)).sum()
+                out, finite = _accumulate(method, micro, ctx, amp_dtype, channels_last)
+                flags = dist.all_reduce_max(torch.tensor([float(not finite), float(stop.signum)]))
+                if flags[0]:
+                    raise UserError(
+                        f"the loss is not finite at step {step} (epoch {epoch}); the last "
+                        f"checkpoint in {out_dir} is intact. Lower optim.lr, set "
+                        "optim.clip_grad, or use precision=fp32, and start again (--overwrite "
+                        "or another out_dir)")
+                grad_norm = (nn.utils.clip_grad_norm_(net.parameters(), o.clip_grad)
+                             if o.clip_grad > 0 else None)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                step += 1
+                seen += sampler.global_batch
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == stop_at:
+                    rate = seen / (time.perf_counter() - t0)
+                    last = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                            "samples_per_s": round(rate, 2),
+                            **{k: float(v.detach() if torch.is_tensor(v) else v)
+                               for k, v in out.items()}}
+                    if grad_norm is not None:
+                        last["grad_norm"] = float(grad_norm)
+                    log.write(step, last)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", rate=f"{rate:.1f}/s")
+                    if ctx.is_main and not interactive:
+                        print(f"[{desc}] step {step}/{stop_at} epoch {epoch} loss "
+                              f"{last['loss']:.4f} {rate:.1f} samples/s", flush=True)
+                if step % cfg.ckpt_every == 0 or step == stop_at or flags[1]:
+                    checkpoint()
+                if flags[1]:
+                    bar.close()
+                    log.close()
+                    name = signal_name(int(flags[1]))
+                    raise Interrupted(f"stopped by {name} at step {step}/{stop_at}; checkpoint "
+                                      f"written to {ckpt_path}. Continue with --resume",
+                                      int(flags[1]))
+                if step % steps_per_epoch == 0:
+                    break
+            del batches, loader  # shut the workers down before evaluating
+            n_bad = int(dist.all_reduce_sum(replaced)[0])
+            if n_bad and ctx.is_main:
+                print(f"[{desc}] epoch {epoch}: {n_bad} samples came from unreadable videos and "
+                      "were replaced (files named in the warnings above)", flush=True)
+            if step % steps_per_epoch == 0 and on_epoch_end is not None:
+                extra = on_epoch_end(epoch)
+                if extra:
+                    log.write(step, extra)
+                    last.update(extra)
+                    method.train()
     bar.close()
     log.close()
     method.net = net  # unwrap DDP for whoever uses the model next
     dist.barrier()
     return last
+
+
+def _accumulate(method: nn.Module, micro: list[dict], ctx: dist.DistContext,
+                amp_dtype: torch.dtype | None, channels_last: bool) -> tuple[dict, bool]:
+    """Forward and backward over the micro-batches of one optimizer step.
+
+    A method with `prepare(batch)` first computes, for every micro-batch, what its loss needs
+    from the whole global batch (e.g. how many examples the entropy filter keeps); the sums of
+    `batch["counts"]` over all micro-batches and ranks, divided by their number, come back in
+    `batch["counts"]`, so a loss normalised by them is a mean over the global batch.
+    Returns the last micro-batch's outputs and whether every loss was finite.
+    """
+    autocast = torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,
+                              enabled=amp_dtype is not None)
+    micro = [to_device(b, ctx.device, channels_last) for b in micro]
+    prepare = getattr(method, "prepare", None)
+    if prepare is not None:
+        with autocast, torch.no_grad():
+            micro = [prepare(b) for b in micro]
+        counts = dist.all_reduce_sum(torch.stack([b["counts"] for b in micro]).sum(0))
+        for b in micro:
+            b["counts"] = counts / (len(micro) * ctx.world)
+    finite = True
+    out: dict = {}
+    for i, b in enumerate(micro):
+        sync = i == len(micro) - 1
+        with _maybe_no_sync(method.net, sync), autocast:
+            out = method(b)
+            loss = out["loss"]
+        finite = finite and bool(torch.isfinite(loss))
+        (loss / len(micro)).backward()
+    return out, finite
+
+
+def _prepare_out_dir(out_dir: Path, cfg: Config, overwrite: bool, resume_step: int) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            run_dir.clear(out_dir)
+        run_dir.truncate_metrics(out_dir / "metrics.jsonl", resume_step)
+        save_config(cfg, out_dir / "config.yaml")
+    except OSError as e:
+        raise UserError(f"cannot write to out_dir {out_dir}: {e.strerror or e}; choose a "
+                        "writable out_dir=") from None
 
 
 def _has_conv3d(net: nn.Module) -> bool:

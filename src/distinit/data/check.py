@@ -76,13 +76,19 @@ def check_videos(paths: list[Path], backend: str = "pyav", workers: int = 1,
     return bad
 
 
+def _shown(path: Path) -> str:
+    # A name that is not valid UTF-8 would make print() fail on a strict UTF-8 stdout;
+    # show its odd bytes as \xNN instead.
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="distinit check-videos",
         description="Probe and decode every video (first and last frame); list the bad ones. "
                     "Exits 1 if any video is bad.")
-    parser.add_argument("videos", help="a folder (searched recursively) or a text file listing "
-                                       "videos, one per line")
+    parser.add_argument("videos", help="a folder (searched recursively), one video file, or a "
+                                       "text file listing videos, one per line")
     parser.add_argument("--ext", default=",".join(e.lstrip(".") for e in DEFAULT_EXTENSIONS),
                         help="comma-separated video file extensions to look for in a folder")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -90,9 +96,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--full", action="store_true",
                         help="decode every frame, not only the first and last (slower)")
     args = parser.parse_args(argv)
-    paths = list_videos(args.videos, [e for e in args.ext.split(",") if e])
+    paths = list_videos(args.videos, [e for e in args.ext.split(",") if e],
+                        extensions_option="--ext")
     bad = check_videos(paths, args.backend, args.workers, args.full)
     for path in sorted(bad):
-        print(f"BAD {path}: {bad[path]}")
+        print(f"BAD {_shown(path)}: {bad[path]}")
     print(f"checked {len(paths)} videos: {len(paths) - len(bad)} ok, {len(bad)} bad")
     return 1 if bad else 0

@@ -1,16 +1,17 @@
 """Datasets of video clips and still images.
 
-Randomness is a pure function of (seed, epoch, index), so augmentation is reproducible and a
-resumed run continues exactly: call `set_epoch(epoch)` before iterating each epoch (the order
-comes from `distinit.train.EpochSampler`).
+Items are addressed as `pass * len(dataset) + index` (what `distinit.sampler.StreamSampler`
+yields): index i of pass p. Randomness is a pure function of (seed, pass, index), so
+augmentation is reproducible, a resumed run continues exactly, and the same video seen in two
+passes gets two different clips. Plain indices are pass 0.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,15 +30,12 @@ from distinit.data.video import (
     read_frames,
 )
 from distinit.errors import UserError
+from distinit.sampler import split_index
 
 CACHE_MODES = (None, "memory", "disk")
 
 # transform(frames uint8 (T, H, W, C), generator) -> float (C, T, H, W)
 Transform = Callable[..., torch.Tensor]
-
-
-class BadVideoWarning(UserWarning):
-    """A video could not be decoded and is being skipped."""
 
 
 class NoReadableVideosError(UserError):
@@ -48,32 +46,22 @@ class ImageReadError(UserError):
     """A still image could not be read."""
 
 
-def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    # SeedSequence mixes the three numbers, so neighbouring (epoch, index) pairs are unrelated.
-    return np.random.default_rng([seed % 2**64, epoch, index])
+def _item_rng(seed: int, pass_: int, index: int) -> np.random.Generator:
+    # SeedSequence mixes the three numbers, so neighbouring (pass, index) pairs are unrelated.
+    return np.random.default_rng([seed % 2**64, pass_, index])
+
+
+def _split(item: int, size: int) -> tuple[int, int]:
+    if item < 0:
+        raise IndexError(item)
+    return split_index(item, size)
 
 
 def _torch_generator(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(2**62)))
 
 
-class _EpochedDataset(Dataset):
-    """A dataset whose items depend on the epoch, kept in shared memory so that persistent
-    DataLoader workers see `set_epoch`."""
-
-    def __init__(self) -> None:
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose clips and augmentations items draw (call before iterating)."""
-        self._epoch.fill_(int(epoch))
-
-
-class VideoClipDataset(_EpochedDataset):
+class VideoClipDataset(Dataset):
     """Clips cut from videos, decoded on the fly or from a cache of decoded frames.
 
     mode "train": one item per video, a random clip per access (see `train_clip_indices`).
@@ -81,10 +69,13 @@ class VideoClipDataset(_EpochedDataset):
     Items are dicts: video (C, T, H, W) float, label (-1 when unlabeled), video_idx,
     clip_idx, index, and bad.
 
-    A video that fails to decode is warned about once (per process), remembered in
-    `bad_files`, and replaced by the same clip of the next good video; that item has
-    bad=1. DataLoader workers keep their own `bad_files`, so sum "bad" over an epoch to
-    count, in the training process, the items that hit a bad video.
+    A video that fails to decode is replaced by the same clip of the next good video; that
+    item has bad=1, so sum "bad" over an epoch to count the items that hit a bad video. It
+    is flagged in shared memory, so every DataLoader worker, in this epoch and later ones,
+    skips it without decoding it again, and one line `warning: skipping video PATH: REASON`
+    goes to stderr once, however many workers and epochs hit it. Its name and reason are
+    kept in `bad_files` and `bad_reasons` of the process that found it (a worker's are lost
+    with it).
 
     cache "memory" keeps each decoded video (uint8) in this process (call `fill_cache()`
     before making worker processes so they share it); "disk" writes one .npy per video to
@@ -120,65 +111,80 @@ class VideoClipDataset(_EpochedDataset):
         self.bad_files: set[Path] = set()
         self.bad_reasons: dict[Path, str] = {}
         super().__init__()
+        # 1 = this video failed to decode. In shared memory so that workers,
+        # which are new processes each epoch, see what earlier ones found.
+        self._bad = torch.zeros(len(self.videos), dtype=torch.uint8).share_memory_()
         self._num_frames: dict[int, int] = {}
         self._memory: dict[int, np.ndarray] = {}  # video_idx -> (T, H, W, 3) uint8
 
     def __len__(self) -> int:
         return len(self.videos) * self.num_clips
 
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def __iter__(self):  # one pass; indexing past len() reaches later passes
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, item: int) -> dict:
+        pass_, index = _split(item, len(self))
         first_video, clip_idx = divmod(index, self.num_clips)
         for step in range(len(self.videos)):
             video_idx = (first_video + step) % len(self.videos)
-            path = self.videos[video_idx]
-            if path in self.bad_files:
+            if self._bad[video_idx]:
                 continue
             item_index = video_idx * self.num_clips + clip_idx
             try:
-                video = self._load_clip(item_index, video_idx, clip_idx)
+                video, rng_seed = self._load_clip(item_index, video_idx, clip_idx, pass_)
             except VideoDecodeError as e:
-                self._mark_bad(path, e.reason)
+                self._mark_bad(video_idx, e.reason)
                 continue
             label = -1 if self.labels is None else self.labels[video_idx]
             return {"video": video, "label": label, "video_idx": video_idx, "clip_idx": clip_idx,
-                    "index": item_index, "bad": int(item_index != index)}
+                    "index": item_index, "bad": int(item_index != index), "rng_seed": rng_seed}
         raise NoReadableVideosError(
             f"none of the {len(self.videos)} videos could be decoded ({self.bad_report()}); "
             "run `distinit check-videos` on the dataset and re-encode or remove the bad files"
         )
 
     def bad_report(self) -> str:
-        """One line naming the videos this process could not decode ('' when none)."""
-        if not self.bad_files:
+        """One line counting the videos skipped by any process and naming those this process
+        found ('' when none)."""
+        count = int(self._bad.sum())
+        if not count:
             return ""
         names = [f"{p} ({self.bad_reasons[p]})" for p in sorted(self.bad_files)[:5]]
-        more = ", ..." if len(self.bad_files) > 5 else ""
-        return f"{len(self.bad_files)} of {len(self.videos)} videos skipped: {', '.join(names)}{more}"
+        listed = f": {', '.join(names)}{', ...' if count > len(names) else ''}" if names else ""
+        return f"{count} of {len(self.videos)} videos skipped{listed}"
 
     def fill_cache(self) -> None:
         """Decode every video into the cache now (skipping, and remembering, bad ones)."""
         if self.cache is None:
             raise ValueError("fill_cache() needs cache='memory' or cache='disk'")
-        for video_idx, path in enumerate(self.videos):
-            if path in self.bad_files:
+        for video_idx in range(len(self.videos)):
+            if self._bad[video_idx]:
                 continue
             try:
                 self._cached_frames(video_idx)
             except VideoDecodeError as e:
-                self._mark_bad(path, e.reason)
+                self._mark_bad(video_idx, e.reason)
 
-    def clip_indices(self, index: int) -> list[int]:
-        """The frame indices item `index` reads in the current epoch (probes the video if needed)."""
+    def clip_indices(self, item: int) -> list[int]:
+        """The frame indices item `item` reads (probes the video if needed)."""
+        pass_, index = _split(item, len(self))
         video_idx, clip_idx = divmod(index, self.num_clips)
-        return self._indices(index, video_idx, clip_idx, _item_rng(self.seed, self.epoch, index))
+        return self._indices(index, video_idx, clip_idx, _item_rng(self.seed, pass_, index))
 
-    def _mark_bad(self, path: Path, reason: str) -> None:
-        if path not in self.bad_files:
-            self.bad_files.add(path)
-            self.bad_reasons[path] = reason
-            warnings.warn(f"skipping video {path}: {reason}", BadVideoWarning, stacklevel=3)
+    def _mark_bad(self, video_idx: int, reason: str) -> None:
+        path = self.videos[video_idx]
+        self.bad_files.add(path)
+        self.bad_reasons[path] = reason
+        # Checked again just before setting: another worker may have found the same file
+        # while this one was decoding it. (No lock, so two workers failing within the same
+        # microsecond could both print.)
+        if self._bad[video_idx]:
+            return
+        self._bad[video_idx] = 1
+        # A plain line, not warnings.warn: that prints a line of library source with it,
+        # and each new worker process would warn again.
+        print(f"warning: skipping video {path}: {reason}", file=sys.stderr, flush=True)
 
     def _indices(self, index: int, video_idx: int, clip_idx: int,
                  rng: np.random.Generator) -> list[int]:
@@ -187,17 +193,20 @@ class VideoClipDataset(_EpochedDataset):
             return train_clip_indices(num_frames, self.clip_len, self.stride, rng, self.jitter)
         return test_clip_indices(num_frames, self.clip_len, self.stride, self.num_clips)[clip_idx]
 
-    def _load_clip(self, index: int, video_idx: int, clip_idx: int) -> torch.Tensor:
-        rng = _item_rng(self.seed, self.epoch, index)
+    def _load_clip(self, index: int, video_idx: int, clip_idx: int,
+                   pass_: int) -> tuple[torch.Tensor, int]:
+        """(clip, a seed for the method's own per-clip randomness, e.g. DistInit's frames)."""
+        rng = _item_rng(self.seed, pass_, index)
         indices = self._indices(index, video_idx, clip_idx, rng)
         if self.cache is None:
             frames = read_frames(self.videos[video_idx], indices, self.backend)
         else:
             frames = np.ascontiguousarray(self._cached_frames(video_idx)[indices])
+        rng_seed = int(rng.integers(2**62))
         # frames: (T, H, W, 3) uint8 -> video: (C, T, H, W) float
         if self.transform is None:
-            return to_float_clip(frames)
-        return self.transform(torch.from_numpy(frames), generator=_torch_generator(rng))
+            return to_float_clip(frames), rng_seed
+        return self.transform(torch.from_numpy(frames), generator=_torch_generator(rng)), rng_seed
 
     def _frame_count(self, video_idx: int) -> int:
         if self.cache is not None:
@@ -273,7 +282,7 @@ def read_image(path: Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {e}; replace or delete the file") from None
 
 
-class ImageFolderDataset(_EpochedDataset):
+class ImageFolderDataset(Dataset):
     """Still images in ImageFolder layout -> {"image": float (C, H, W), "label", "index"}.
 
     `cache=True` decodes every image once, up front, into one uint8 tensor (N, H, W, 3)
@@ -286,7 +295,6 @@ class ImageFolderDataset(_EpochedDataset):
         self.root = Path(root)
         self.samples, self.classes = list_images(self.root, extensions)
         self.transform, self.seed = transform, seed
-        super().__init__()
         self._cache: torch.Tensor | list[torch.Tensor] | None = None
         if cache:
             images = [torch.from_numpy(read_image(p)) for p, _ in self.samples]
@@ -296,12 +304,16 @@ class ImageFolderDataset(_EpochedDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict:
+    def __iter__(self):  # one pass; indexing past len() reaches later passes
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, item: int) -> dict:
+        pass_, index = _split(item, len(self))
         path, label = self.samples[index]
         image = self._cache[index] if self._cache is not None else torch.from_numpy(read_image(path))
         if self.transform is None:
             out = to_float_clip(image.unsqueeze(0))[:, 0]  # (C, H, W)
         else:
-            rng = _item_rng(self.seed, self.epoch, index)
+            rng = _item_rng(self.seed, pass_, index)
             out = self.transform(image, generator=_torch_generator(rng))
         return {"image": out, "label": label, "index": index}

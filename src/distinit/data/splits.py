@@ -6,7 +6,10 @@ Every loader checks each line and each video path, and reports the first problem
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +67,14 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     """Non-blank lines with their 1-based numbers (official UCF files use CRLF endings)."""
     if not path.is_file():
         raise SplitError(f"split file not found: {path}; check the split folder and split number")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = _read_names(path)
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _read_names(path: Path) -> str:
+    """The text of a split file, decoded as the OS decodes file names: a video name that is
+    not valid UTF-8 keeps its bytes, so the video is found (with errors="replace" it was not)."""
+    return os.fsdecode(path.read_bytes().removeprefix(codecs.BOM_UTF8))  # Excel writes a BOM
 
 
 def _parse_int(text: str, path: Path, lineno: int, line: str, what: str) -> int:
@@ -202,9 +211,9 @@ def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
     if not csv_path.is_file():
         raise SplitError(f"CSV split file not found: {csv_path}; check the path")
     root = Path(video_root) if video_root is not None else csv_path.parent
-    with csv_path.open(newline="", encoding="utf-8", errors="replace") as f:
-        raw = [(n, row) for n, row in enumerate(csv.reader(f), 1)
-               if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
+    rows_read = csv.reader(io.StringIO(_read_names(csv_path), newline=""))
+    raw = [(n, row) for n, row in enumerate(rows_read, 1)
+           if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
     if raw and raw[0][1][0].strip().lower() in CSV_HEADER_NAMES:
         raw = raw[1:]
     parsed: list[tuple[Path, str, int, str]] = []

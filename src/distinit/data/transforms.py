@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ClipSizeError(UserError, ValueError):
-    """Frames are smaller than the crop."""
+    """Frames are smaller than the crop (data.crop), after any resize (data.resize)."""
 
 
 def to_float_clip(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -63,8 +63,8 @@ def _check_crop(x: torch.Tensor, size: int) -> None:
     height, width = x.shape[-2:]
     if height < size or width < size:
         raise ClipSizeError(
-            f"frames of {height}x{width} are smaller than the crop size {size}; "
-            f"resize the short side to at least {size} first"
+            f"frames of {width}x{height} pixels are smaller than the crop size {size}; "
+            f"resize the short side to at least {size} first (data.resize >= data.crop)"
         )
 
 
@@ -113,6 +113,11 @@ class ClipTransform:
                  flip: bool = True) -> None:
         if len(mean) != len(std):
             raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
+        if resize is not None and resize < crop:  # caught here, before any video is decoded
+            raise ClipSizeError(
+                f"data.resize={resize} is smaller than data.crop={crop}: the frames' short side "
+                f"is resized to {resize} pixels and a {crop}x{crop} crop cannot fit; set "
+                f"data.resize to at least {crop} or data.crop to at most {resize}")
         self.train, self.resize, self.crop, self.flip = train, resize, crop, flip
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
@@ -125,6 +130,12 @@ class ClipTransform:
         clip = to_float_clip(frames)  # (C, T, H, W)
         if self.resize is not None:
             clip = resize_short_side(clip, self.resize)
+        elif min(clip.shape[-2:]) < self.crop:
+            height, width = clip.shape[-2:]
+            raise ClipSizeError(
+                f"frames of {width}x{height} pixels are smaller than data.crop={self.crop} and "
+                f"data.resize is off (0); set data.crop to at most {min(height, width)}, or "
+                f"data.resize to at least {self.crop} to scale the frames up")
         if self.train:
             clip = random_crop(clip, self.crop, generator)
             if self.flip and float(torch.rand((), generator=generator)) < 0.5:

@@ -7,6 +7,7 @@ A "video" is a file any backend can open, or a frame folder: a directory of JPEG
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -446,18 +447,24 @@ def _normalize_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
 
 
-def list_videos(root_or_list: str | Path,
-                extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> list[Path]:
-    """Sorted videos under a folder (recursive; frame folders count as one video) or in a list
-    file (one path per line, relative to the list's folder; blank lines and # comments skipped).
+def list_videos(root_or_list: str | Path, extensions: Sequence[str] = DEFAULT_EXTENSIONS, *,
+                extensions_option: str = "data.extensions") -> list[Path]:
+    """Sorted videos under a folder (recursive; frame folders count as one video), one video
+    file, or the videos in a list file (one path per line, relative to the list's folder; blank
+    lines and # comments skipped).
+
+    A file whose suffix is a known video extension is a video; any other file is a list.
+    `extensions_option` is the option that errors tell the user to set (`--ext` for a CLI).
     """
     root = Path(root_or_list)
     if not root.exists():
-        raise UserError(f"{root} does not exist; pass a folder of videos or a text file "
-                        "listing them")
-    if root.is_file():
-        return _list_from_file(root)
+        raise UserError(f"{root} does not exist; pass a folder of videos, a video file or a "
+                        "text file listing them")
     suffixes = _normalize_extensions(extensions)
+    if root.is_file():
+        if root.suffix.lower() in DEFAULT_EXTENSIONS + suffixes:
+            return [root]
+        return _list_from_file(root, extensions_option)
     videos = []
     for folder, dirs, files in os.walk(root):
         # Hidden names are skipped: reencode writes its unfinished outputs under them.
@@ -469,14 +476,23 @@ def list_videos(root_or_list: str | Path,
             videos += [Path(folder) / f for f in files if Path(f).suffix.lower() in suffixes]
     if not videos:
         raise UserError(f"no videos ({', '.join(suffixes)} files or frame folders) found under "
-                        f"{root}; check the path or pass --ext")
+                        f"{root}; check the path or set the extensions to look for with "
+                        f"{extensions_option}")
     return sorted(videos)
 
 
-def _list_from_file(list_file: Path) -> list[Path]:
+def _list_from_file(list_file: Path, extensions_option: str) -> list[Path]:
+    data = list_file.read_bytes().removeprefix(codecs.BOM_UTF8)  # Notepad may write a BOM
+    if b"\0" in data:  # UTF-8 text never holds NUL bytes; a video or UTF-16 text does
+        raise UserError(
+            f"{list_file} is not a text list of videos (it holds NUL bytes: binary data or "
+            "UTF-16 text); pass a folder, a video file or a UTF-8 text file with one path per "
+            f"line (if it is a video, add its extension with {extensions_option})")
     videos = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        line = line.strip()
+    # Lines are decoded as the OS decodes file names, so a name that is not valid UTF-8
+    # comes back as the same bytes and the file is found.
+    for number, raw in enumerate(data.splitlines(), start=1):
+        line = os.fsdecode(raw.strip())
         if not line or line.startswith("#"):
             continue
         path = Path(os.path.normpath(list_file.parent / line))

@@ -20,12 +20,18 @@ FRAME_CHOICES = ("center", "random", "multi")
 
 
 class MultiHeadStudent(nn.Module):
-    """A video backbone with one linear head per teacher on its pooled features."""
+    """A video backbone with one linear head per teacher on its pooled features.
+
+    The backbone's own classifier is removed: it would get no gradient (and DDP refuses
+    parameters that get none); fine-tuning puts a fresh one on the distilled backbone.
+    """
 
     def __init__(self, backbone: nn.Module, head_classes: Sequence[int]):
         super().__init__()
-        self.backbone = backbone
         dim = feature_dim(backbone)
+        if callable(getattr(backbone, "reset_head", None)):
+            backbone.reset_head(0)
+        self.backbone = backbone
         self.heads = nn.ModuleList(nn.Linear(dim, k) for k in head_classes)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -33,21 +39,26 @@ class MultiHeadStudent(nn.Module):
         return [head(f) for head in self.heads]
 
 
-def select_frames(clip: torch.Tensor, how: str, num_frames: int = 1) -> torch.Tensor:
+def select_frames(clip: torch.Tensor, how: str, num_frames: int = 1,
+                  seeds: torch.Tensor | None = None) -> torch.Tensor:
     """Frames of each clip for the teachers: (B, C, T, H, W) -> (B, T', C, H, W).
 
     center: the middle frame; random: one random frame per clip; multi: `num_frames` random
-    frames per clip (drawn without replacement, so at most T).
+    frames per clip (drawn without replacement, so at most T). With `seeds` (one per clip, from
+    the dataset) a clip's frames depend on the clip alone, not on the process or the batch it is
+    in, so one process and several give the same targets.
     """
     B, _, T = clip.shape[:3]
+    if how not in FRAME_CHOICES:
+        raise ValueError(f"frames must be one of {FRAME_CHOICES}, got {how!r}")
+    n = 1 if how == "random" else min(num_frames, T)
     if how == "center":
         idx = torch.full((B, 1), T // 2, dtype=torch.long)
-    elif how == "random":
-        idx = torch.randint(T, (B, 1))
-    elif how == "multi":
-        idx = torch.rand(B, T).argsort(dim=1)[:, : min(num_frames, T)]
+    elif seeds is None:
+        idx = torch.rand(B, T).argsort(dim=1)[:, :n]
     else:
-        raise ValueError(f"frames must be one of {FRAME_CHOICES}, got {how!r}")
+        idx = torch.stack([torch.randperm(T, generator=torch.Generator().manual_seed(int(s)))[:n]
+                           for s in seeds.tolist()])
     idx = idx.to(clip.device)
     frames = clip.transpose(1, 2)  # (B, T, C, H, W)
     return frames[torch.arange(B, device=clip.device)[:, None], idx]
@@ -84,27 +95,43 @@ class DistInit(nn.Module):
         self.teachers = [t.to(*args, **kwargs) for t in self.teachers]
         return self
 
-    def forward(self, batch: dict) -> dict:
+    @torch.no_grad()
+    def prepare(self, batch: dict) -> dict:
+        """Teacher targets for a batch, and how many examples each teacher keeps (`counts`).
+
+        The training loop sums `counts` over the global batch before the loss is computed, so
+        the entropy-filtered loss is a mean over the kept examples of the whole global batch.
+        """
         clip = batch["video"]  # (B, C, T, H, W)
-        frames = select_frames(clip, self.frames, self.num_frames)  # (B, T', C, H, W)
+        frames = select_frames(clip, self.frames, self.num_frames, batch.get("rng_seed"))
         B, Tp = frames.shape[:2]
         pixels = (frames.float() * self.std + self.mean).clamp(0, 1).flatten(0, 1)  # (B*T', C, H, W)
-        student_logits = self.net(clip)
-        total = clip.new_zeros((), dtype=torch.float32)
+        targets, keeps = [], []
+        for teacher in self.teachers:
+            t_logits = teacher(pixels).float().view(B, Tp, -1)  # (B, T', K)
+            t = teacher_targets(t_logits, self.temperature)  # (B, K)
+            # MSE regresses the frame-averaged logits; CE matches the softmax targets
+            targets.append(t_logits.mean(dim=1) if self.loss == "mse" else t)
+            keeps.append(confidence_weights(t, self.max_entropy))
+        counts = torch.stack([k.sum() for k in keeps])
+        return {**batch, "targets": targets, "keep": keeps, "counts": counts}
+
+    def forward(self, batch: dict) -> dict:
+        if "targets" not in batch:  # called outside the loop: normalise by this batch alone
+            batch = self.prepare(batch)
+        student_logits = self.net(batch["video"])
+        total = batch["video"].new_zeros((), dtype=torch.float32)
         logs = {}
-        for i, (teacher, w, s_logits) in enumerate(
-                zip(self.teachers, self.teacher_weights, student_logits, strict=True)):
-            with torch.no_grad():
-                t_logits = teacher(pixels).float().view(B, Tp, -1)  # (B, T', K)
-                targets = teacher_targets(t_logits, self.temperature)  # (B, K)
-                keep = confidence_weights(targets, self.max_entropy)
+        for i, (w, s_logits, target, keep, count) in enumerate(zip(
+                self.teacher_weights, student_logits, batch["targets"], batch["keep"],
+                batch["counts"], strict=True)):
             if self.loss == "ce":
-                per_example = soft_target_cross_entropy(s_logits, targets, self.temperature)
+                per_example = soft_target_cross_entropy(s_logits, target, self.temperature)
             else:
-                per_example = logit_mse(s_logits, t_logits.mean(dim=1))
-            loss_i = weighted_mean(per_example, keep)
+                per_example = logit_mse(s_logits, target)
+            loss_i = weighted_mean(per_example, keep, count)
             total = total + w * loss_i
             logs[f"loss_t{i}"] = loss_i.detach()
             logs[f"dropped_t{i}"] = 1.0 - keep.mean()
-            logs[f"agree_t{i}"] = (s_logits.argmax(-1) == targets.argmax(-1)).float().mean()
+            logs[f"agree_t{i}"] = (s_logits.argmax(-1) == target.argmax(-1)).float().mean()
         return {"loss": total, **logs}

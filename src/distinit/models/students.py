@@ -146,7 +146,10 @@ class VideoResNet(nn.Module):
         self.layer3 = self._make_layer(conv_makers[2], width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(conv_makers[3], width * 8, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-        self.fc = nn.Linear(width * 8, num_classes)
+        self.feature_dim = width * 8
+        # num_classes=0: no classifier (timm's convention), for methods that put their own heads
+        # on the features; an unused fc would get no gradient and break DDP.
+        self.fc = _classifier(self.feature_dim, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -176,12 +179,9 @@ class VideoResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_fc(self) -> None:
-        nn.init.normal_(self.fc.weight, 0, 0.01)
-        nn.init.zeros_(self.fc.bias)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.fc.in_features
+        if isinstance(self.fc, nn.Linear):
+            nn.init.normal_(self.fc.weight, 0, 0.01)
+            nn.init.zeros_(self.fc.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) clips -> (B, D) features averaged over time and space."""
@@ -195,8 +195,12 @@ class VideoResNet(nn.Module):
 
     def reset_head(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one (for fine-tuning)."""
-        self.fc = nn.Linear(self.feature_dim, num_classes).to(self.fc.weight.device)
+        self.fc = _classifier(self.feature_dim, num_classes).to(self.stem[0].weight.device)
         self._init_fc()
+
+
+def _classifier(dim: int, num_classes: int) -> nn.Module:
+    return nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
 def r3d_18(num_classes: int = 400, **kwargs) -> VideoResNet:
@@ -268,11 +272,8 @@ class BackboneWithHead(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(feature_dim(backbone), num_classes)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.fc.in_features
+        self.feature_dim = feature_dim(backbone)
+        self.fc = _classifier(self.feature_dim, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return forward_features(self.backbone, x)
@@ -281,7 +282,8 @@ class BackboneWithHead(nn.Module):
         return self.fc(self.forward_features(x))
 
     def reset_head(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.feature_dim, num_classes).to(self.fc.weight.device)
+        device = next(self.backbone.parameters()).device
+        self.fc = _classifier(self.feature_dim, num_classes).to(device)
 
 
 def _import_callable(spec: str) -> Callable[..., nn.Module]:

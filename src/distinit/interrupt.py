@@ -1,0 +1,63 @@
+"""Stop cleanly on SIGTERM (what cluster schedulers send before a kill) and Ctrl-C.
+
+The handler only records the signal; the training loop finishes the optimizer step it is in,
+writes a checkpoint and raises `Interrupted`, so `--resume` continues exactly. A second Ctrl-C
+aborts at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from distinit.errors import UserError
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class Interrupted(UserError):
+    """The run stopped on a signal after writing a checkpoint."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 130 for Ctrl-C
+
+
+class StopRequest:
+    """Context manager: `signum` becomes non-zero once SIGTERM or SIGINT arrives.
+
+    DataLoader workers forked inside the context inherit the handler, so a Ctrl-C sent to the
+    whole process group does not kill them mid-epoch either; the main process shuts them down.
+    """
+
+    def __init__(self, announce: bool = True):
+        self.signum = 0
+        self.announce = announce
+        self._pid = os.getpid()
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        first = self.signum == 0
+        self.signum = signum
+        if signum == signal.SIGINT:  # the next Ctrl-C raises KeyboardInterrupt as usual
+            signal.signal(signal.SIGINT, self._previous.get(signum, signal.default_int_handler))
+        if first and self.announce and os.getpid() == self._pid:  # not from workers
+            print(f"\n{signal_name(signum)} received: stopping after this step and "
+                  "writing a checkpoint", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals need the main thread
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()

@@ -1,0 +1,96 @@
+"""A run directory is never silently overwritten, and a run resumes only with its own config.
+
+Starting into an out_dir that holds a run needs a choice: `--resume` (continue it, with the same
+config) or `--overwrite` (delete the run's files and start again); otherwise it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from distinit.errors import UserError
+
+# The files a run writes; --overwrite deletes these and nothing else in the folder.
+RUN_FILES = ("last.pt", "metrics.jsonl", "config.yaml", "results.json", "tb")
+# The ones that hold results: a folder with only a config.yaml (a run that failed before its
+# first step) holds nothing to lose.
+RESULT_FILES = ("last.pt", "metrics.jsonl", "results.json")
+
+# Keys that change how a run is executed or logged, not what it computes; they may differ on
+# --resume. Everything else (recipe, data, model, seed) must match the checkpoint.
+SAFE_ON_RESUME = frozenset({
+    "out_dir", "log_every", "ckpt_every", "eval_every", "stop_after", "threads", "device",
+    "data.num_workers", "data.cache", "data.cache_dir", "data.backend",
+})
+
+
+def existing_run_files(out_dir: Path, names: tuple[str, ...] = RUN_FILES) -> list[str]:
+    return [name for name in names if (out_dir / name).exists()]
+
+
+def claim(out_dir: Path, resume: bool, overwrite: bool, what: str = "run") -> None:
+    """Refuse to start a new run over an existing one unless told to; `overwrite` deletes the
+    previous run's files. Call on every rank before any of them writes (reads only, unless
+    overwriting on rank 0)."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other: continue the run in "
+                        f"{out_dir}, or delete it and start again, not both")
+    if resume:
+        return
+    found = existing_run_files(out_dir, RESULT_FILES)
+    if found and not overwrite:
+        raise UserError(
+            f"{out_dir} already holds a {what} ({', '.join(found)}); continue it with --resume, "
+            "start it again with --overwrite, or choose another out_dir=")
+
+
+def clear(out_dir: Path) -> None:
+    """Delete a previous run's files (rank 0, with --overwrite)."""
+    for name in existing_run_files(out_dir):
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def check_resumable(saved: dict, current: dict, ckpt_path: Path) -> None:
+    """Refuse to resume when a key that shapes the run differs from the checkpoint's config."""
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if k not in SAFE_ON_RESUME and old.get(k) != new.get(k))
+    if changed:
+        diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+        more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
+        raise UserError(
+            f"cannot resume {ckpt_path}: the config differs from the run's in {diffs}{more}. "
+            "Resume with the run's own settings (only "
+            f"{', '.join(sorted(SAFE_ON_RESUME - {'out_dir'}))} may change), or start a new run "
+            "with another out_dir= (model.init=checkpoint model.weights=... starts from its "
+            "weights)")
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from: those steps run again."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _step_of(line) <= last_step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return float("inf")  # a line cut by a crash
