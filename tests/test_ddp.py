@@ -57,6 +57,8 @@ def test_distill_finetune_and_probe_two_processes_equal_one(world, teacher_file,
            if k in one}
     _assert_close(one, two)
     assert not any(k.startswith("backbone.fc") for k in one)  # no unused classifier
+    rngs = load_checkpoint(tmp_path / "d2" / "last.pt")["rng"]  # every rank's, in rank order
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
 
     student = make_student(load_config(None, ARGS).model, num_classes=len(world.action_classes))
     for probe in ("false", "true"):

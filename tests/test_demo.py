@@ -22,6 +22,17 @@ def test_demo_writes_the_table(tmp_path, capsys):
     assert "| Model | Initialization | Per clip | Top 1 | Top 5 |" in capsys.readouterr().out
     assert (tmp_path / "world-tiny-0" / "world.json").is_file()
 
+    # Run again: every stage's finished run is reloaded, not trained again, and gives the same
+    # table; a changed recipe is refused until --overwrite.
+    ckpt = tmp_path / "run" / "r3d_18_distill" / "last.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    assert main(["demo", f"out_dir={tmp_path / 'run'}", *FAST]) == 0
+    assert ckpt.stat().st_mtime_ns == stamp
+    again = json.loads((tmp_path / "run" / "table1.json").read_text())
+    assert again["rows"] == table["rows"]
+    assert main(["demo", f"out_dir={tmp_path / 'run'}", *FAST, "distill.lr=0.01"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+
 
 def test_demo_rejects_unknown_rows(tmp_path, capsys):
     assert main(["demo", f"out_dir={tmp_path}", "size=tiny", "rows=[res3d_magic]"]) == 2

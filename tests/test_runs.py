@@ -174,8 +174,7 @@ def test_demo_teacher_is_the_same_for_the_same_seed(world, tmp_path):
     nets = []
     for name in ("a", "b"):
         torch.rand(3 if name == "a" else 5)
-        path, _ = train_teacher(demo, world, tmp_path / name, {"resume": False,
-                                                               "overwrite": False})
+        path, _ = train_teacher(demo, world, tmp_path / name)
         nets.append(torch.load(path, weights_only=False)["model"])
     assert _same(*nets)
 
@@ -213,3 +212,22 @@ def test_signal_writes_a_checkpoint_and_resume_equals_uninterrupted(labeled, tmp
     assert main(["finetune", *args, f"out_dir={tmp_path / 'straight'}"]) == 0
     assert _same(_model(out), _model(tmp_path / "straight"))
     assert (out / "results.json").read_text() == (tmp_path / "straight" / "results.json").read_text()
+
+
+def test_inputs_are_normalised_the_way_the_initial_weights_expect(tmp_path, teacher_file):
+    from distinit.config import KINETICS_MEAN
+    from distinit.run import resolve_normalization
+
+    inflate = load_config(None, ["model.init=inflate", f"model.weights={teacher_file}"])
+    assert resolve_normalization(inflate).data.mean == [0.5] * 3  # the 2D model's own
+    torchvision_file = tmp_path / "resnet18.pth"
+    torch.save(toy_net().state_dict(), torchvision_file)  # a plain state dict: ImageNet's
+    plain = load_config(None, ["model.init=inflate", f"model.weights={torchvision_file}"])
+    assert resolve_normalization(plain).data.mean == pytest.approx([0.485, 0.456, 0.406])
+    _train(tmp_path / "run", "data.mean=[0.1,0.2,0.3]", "data.std=[1,1,1]")
+    ckpt = load_config(None, ["model.init=checkpoint", f"model.weights={tmp_path}/run/last.pt"])
+    assert resolve_normalization(ckpt, ckpt.model.weights).data.mean == [0.1, 0.2, 0.3]
+    assert resolve_normalization(load_config(None, [])).data.mean == KINETICS_MEAN
+    explicit = load_config(None, ["model.init=inflate", f"model.weights={teacher_file}",
+                                  "data.mean=[0.4,0.4,0.4]", "data.std=[0.2,0.2,0.2]"])
+    assert resolve_normalization(explicit).data.mean == [0.4] * 3  # what the user set wins

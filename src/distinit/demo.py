@@ -119,7 +119,15 @@ def _run_config(demo: DemoConfig, world: World, out_dir: Path, stage: StageConfi
     return cfg
 
 
-def train_teacher(demo: DemoConfig, world: World, out: Path, restart: dict) -> tuple[Path, float]:
+def _restart(cfg: Config, overwrite: bool) -> dict:
+    """Each stage continues its own run when one is there (a finished stage is only reloaded),
+    so an interrupted demo picks up where it stopped; --overwrite trains every stage again."""
+    resume = not overwrite and (Path(cfg.out_dir) / "last.pt").is_file()
+    return {"resume": resume, "overwrite": overwrite}
+
+
+def train_teacher(demo: DemoConfig, world: World, out: Path,
+                  overwrite: bool = False) -> tuple[Path, float]:
     """The ImageNet analog: a 2D ResNet on the object stills. Returns (checkpoint, test acc)."""
     size = world.frame_size
     # Random crops of slightly enlarged stills: without them the teacher memorises the few
@@ -134,7 +142,8 @@ def train_teacher(demo: DemoConfig, world: World, out: Path, restart: dict) -> t
     arch_kwargs = {"width": demo.width, "stem_stride": demo.stem_stride}
     net = build_image_model("resnet_tiny", num_classes=len(classes), **arch_kwargs)
     cfg = _run_config(demo, world, out / "teacher", demo.teacher)
-    train(cfg, Supervised(net, input_key="image"), train_set, desc="teacher", **restart)
+    train(cfg, Supervised(net, input_key="image"), train_set, desc="teacher",
+          **_restart(cfg, overwrite))
     device = next(net.parameters()).device
     acc = evaluate(net, _Indexed(test_set), len(test_set), len(classes), batch_size=256,
                    device=device, amp_dtype=resolve_precision(demo.precision, device),
@@ -148,13 +157,13 @@ def train_teacher(demo: DemoConfig, world: World, out: Path, restart: dict) -> t
 
 
 def pretrain_supervised(demo: DemoConfig, world: World, out: Path, arch: str,
-                        restart: dict) -> Path:
+                        overwrite: bool = False) -> Path:
     """The upper bound: the same student trained with the corpus's hidden action labels."""
     cfg = _run_config(demo, world, out / f"{arch}_supervised", demo.supervised, arch)
     seed_all(cfg.seed)
     student = make_student(cfg.model, num_classes=len(world.action_classes))
     dataset = clip_dataset(cfg.data, world.corpus_videos, world.corpus_labels, True, cfg.seed)
-    train(cfg, Supervised(student), dataset, desc=f"{arch} supervised", **restart)
+    train(cfg, Supervised(student), dataset, desc=f"{arch} supervised", **_restart(cfg, overwrite))
     return Path(cfg.out_dir) / "last.pt"
 
 
@@ -174,10 +183,7 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
     print(world.summary(), flush=True)
 
     t = time.perf_counter()
-    # Each stage continues its own run when one is there (a finished stage is only reloaded),
-    # so an interrupted demo picks up where it stopped; --overwrite starts every stage again.
-    restart = {"resume": not overwrite, "overwrite": overwrite}
-    teacher_path, teacher_acc = train_teacher(demo, world, out, restart)
+    teacher_path, teacher_acc = train_teacher(demo, world, out, overwrite)
     times["teacher"] = time.perf_counter() - t
     print(f"teacher: {teacher_acc:.1f}% on object stills of unseen instances "
           f"({times['teacher']:.0f} s)", flush=True)
@@ -192,10 +198,10 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
             cfg = _run_config(demo, world, out / f"{arch}_distill", demo.distill, arch,
                               data={"videos": str(world.corpus_dir)},
                               distill={"teachers": teachers})
-            distill(cfg, **restart)
+            distill(cfg, **_restart(cfg, overwrite))
             inits[row] = ("checkpoint", str(Path(cfg.out_dir) / "last.pt"))
         elif row.endswith("_supervised"):
-            inits[row] = ("checkpoint", str(pretrain_supervised(demo, world, out, arch, restart)))
+            inits[row] = ("checkpoint", str(pretrain_supervised(demo, world, out, arch, overwrite)))
         elif row.endswith("_inflated"):
             inits[row] = ("inflate", str(teacher_path))
         else:
@@ -211,7 +217,7 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
                           model={"init": init, "weights": weights},
                           data={"format": "hmdb51", "video_root": str(world.actions_videos),
                                 "split_dir": str(world.actions_splits), "split": 1})
-        result = finetune(cfg, **restart)
+        result = finetune(cfg, **_restart(cfg, overwrite))
         times[f"finetune {row}"] = time.perf_counter() - t
         rows.append({"row": row, "model": ROWS[row][0], "init": ROWS[row][1],
                      **{k: round(result[k], 2) for k in ("clip_acc", "top1", "top5")}})

@@ -135,7 +135,7 @@ def main(argv: list[str]) -> int:
                         f"choose another --codec") from None
 
     source, out_dir = Path(args.source), Path(args.out_dir)
-    videos = list_videos(source, [e for e in args.ext.split(",") if e])
+    videos = list_videos(source, [e for e in args.ext.split(",") if e], extensions_option="--ext")
     base = _base_folder(source, videos)
     jobs = {v: output_path(v, base, out_dir, args.codec, args.frames) for v in videos}
     seen: dict[Path, Path] = {}
