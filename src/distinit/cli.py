@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             code = module.main(rest) or 0
         ok = True
         return code
+    except KeyboardInterrupt:  # outside a training loop (which stops at a step by itself)
+        print(f"distinit {name}: interrupted; checkpoints already written are intact (continue "
+              "a training run with --resume)", file=sys.stderr)
+        return 130
     except UserError as e:
         message = f"distinit {name}: error: {one_line(e)}"
         # A file name that is not UTF-8 must not turn the message into a UnicodeEncodeError.
