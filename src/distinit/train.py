@@ -145,6 +145,12 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
         if ckpt_path.is_file():
             state = load_checkpoint(ckpt_path)
             run_dir.check_resumable(state.get("config", {}), to_dict(cfg), ckpt_path)
+            global_batch = cfg.optim.batch_size * ctx.world * cfg.optim.accum_steps
+            if state.get("global_batch", global_batch) != global_batch:
+                raise UserError(f"cannot resume {ckpt_path}: its global batch was "
+                                f"{state['global_batch']}, now {global_batch} (optim.batch_size "
+                                "x processes x optim.accum_steps); use the run's own, or start a "
+                                "new run")
         elif ctx.is_main:
             print(f"[{desc}] --resume: no checkpoint at {ckpt_path}; starting a new run",
                   flush=True)
@@ -181,11 +187,6 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
 
     step = 0
     if state is not None:
-        saved_batch = state.get("global_batch", sampler.global_batch)
-        if saved_batch != sampler.global_batch:
-            raise UserError(f"cannot resume {ckpt_path}: its global batch was {saved_batch}, now "
-                            f"{sampler.global_batch} (optim.batch_size x processes x "
-                            "optim.accum_steps); use the run's own, or start a new run")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
