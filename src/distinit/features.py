@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from distinit.checkpoint import seed_all
 from distinit.config import config_from_args
@@ -18,6 +19,37 @@ from distinit.errors import UserError
 from distinit.models.students import forward_features
 from distinit.run import clip_dataset, init_student, make_student, resolve_normalization
 from distinit.train import resolve_precision, to_device, use_channels_last
+
+
+@torch.no_grad()
+def video_features(net: nn.Module, dataset: Dataset, num_videos: int, *, batch_size: int = 32,
+                   num_workers: int = 0, device: torch.device | None = None,
+                   amp_dtype: torch.dtype | None = None,
+                   channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pooled features averaged over each video's clips: (V', D) float32 for the V' videos with
+    at least one readable clip, their labels (V',), and which of the `num_videos` those are (V,).
+    Stand-in clips of unreadable videos (bad=1) are left out."""
+    device = device or torch.device("cpu")
+    was_training = net.training
+    net.eval()
+    sums: torch.Tensor | None = None
+    counts = torch.zeros(num_videos)
+    labels = torch.full((num_videos,), -1, dtype=torch.long)
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+        b = to_device(batch, device, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            f = forward_features(net, b["video"]).float().cpu()  # (B, D)
+        good = batch["bad"] == 0
+        vid = batch["video_idx"][good]
+        if sums is None:
+            sums = torch.zeros(num_videos, f.shape[1], dtype=torch.float64)
+        sums.index_add_(0, vid, f[good].double())
+        counts.index_add_(0, vid, torch.ones(len(vid)))
+        labels[vid] = torch.as_tensor(batch["label"])[good]
+    net.train(was_training)
+    seen = counts > 0
+    return (sums[seen] / counts[seen, None]).float(), labels[seen], seen
 
 
 @torch.no_grad()
@@ -35,25 +67,15 @@ def extract_features(cfg, out_path: str | Path) -> Path:
     device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
     channels_last = use_channels_last(cfg.channels_last, device)
-    student.to(device).eval()
+    student.to(device)
     if channels_last:
         student.to(memory_format=torch.channels_last_3d)
     dataset = clip_dataset(cfg.data, videos, None, train_mode=False, seed=cfg.seed)
-    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size,
-                        num_workers=cfg.data.num_workers)
-    sums: torch.Tensor | None = None
-    counts = torch.zeros(len(videos))
-    for batch in loader:
-        b = to_device(batch, device, channels_last)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            f = forward_features(student, b["video"]).float().cpu()  # (B, D)
-        good = batch["bad"] == 0
-        if sums is None:
-            sums = torch.zeros(len(videos), f.shape[1], dtype=torch.float64)
-        sums.index_add_(0, batch["video_idx"][good], f[good].double())
-        counts.index_add_(0, batch["video_idx"][good], torch.ones(int(good.sum())))
-    keep = counts > 0
-    features = (sums[keep] / counts[keep, None]).float().numpy()
+    feats, _, keep = video_features(student, dataset, len(videos),
+                                    batch_size=cfg.optim.batch_size,
+                                    num_workers=cfg.data.num_workers, device=device,
+                                    amp_dtype=amp, channels_last=channels_last)
+    features = feats.numpy()
     paths = np.array([str(p) for p, k in zip(videos, keep.tolist(), strict=True) if k])
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

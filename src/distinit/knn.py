@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from distinit.models.students import forward_features
+from distinit.features import video_features
 
 
 def knn_predict(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, k: int,
@@ -26,36 +26,12 @@ def knn_predict(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Ten
     return votes.scatter_add_(1, train_labels[idx], weights)
 
 
-@torch.no_grad()
-def video_features(net: nn.Module, dataset: Dataset, num_videos: int, batch_size: int = 32,
-                   device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features averaged over each video's clips, and the videos' labels: (V, D), (V,).
-    Stand-in clips of unreadable videos (bad=1) are left out."""
-    device = device or torch.device("cpu")
-    was_training = net.training
-    net.eval()
-    sums, counts = None, torch.zeros(num_videos)
-    labels = torch.full((num_videos,), -1, dtype=torch.long)
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        f = forward_features(net, batch["video"].to(device)).float().cpu()  # (B, D)
-        good = batch["bad"] == 0
-        vid = batch["video_idx"][good]
-        if sums is None:
-            sums = torch.zeros(num_videos, f.shape[1], dtype=torch.float64)
-        sums.index_add_(0, vid, f[good].double())
-        counts.index_add_(0, vid, torch.ones(len(vid)))
-        labels[vid] = batch["label"][good]
-    net.train(was_training)
-    seen = counts > 0
-    return (sums[seen] / counts[seen, None]).float(), labels[seen]
-
-
 def knn_accuracy(net: nn.Module, train_set: Dataset, num_train: int, test_set: Dataset,
                  num_test: int, num_classes: int, ks: tuple[int, ...] = (1, 20),
                  temperature: float = 0.07, device: torch.device | None = None) -> dict:
     """Video top-1 of kNN on `net`'s frozen features for each k: {"knn1": ..., "knn20": ...}."""
-    train, train_labels = video_features(net, train_set, num_train, device=device)
-    test, test_labels = video_features(net, test_set, num_test, device=device)
+    train, train_labels, _ = video_features(net, train_set, num_train, device=device)
+    test, test_labels, _ = video_features(net, test_set, num_test, device=device)
     return {f"knn{k}": 100.0 * (knn_predict(train, train_labels, test, k, num_classes,
                                             temperature).argmax(1) == test_labels).float().mean().item()
             for k in ks}
