@@ -19,8 +19,12 @@ def test_distill_finetune_eval_extract(world, teacher_file, tmp_path, capsys, la
                  f"out_dir={tmp_path / 'distill'}"]) == 0
     distilled = tmp_path / "distill" / "last.pt"
     assert distilled.is_file() and (tmp_path / "distill" / "config.yaml").is_file()
-    logged = json.loads((tmp_path / "distill" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"loss", "loss_t0", "dropped_t0", "lr", "samples_per_s"} <= set(logged)
+    lines = [json.loads(line) for line in
+             (tmp_path / "distill" / "metrics.jsonl").read_text().splitlines()]
+    steps = [line for line in lines if "loss" in line]
+    assert {"loss", "loss_t0", "dropped_t0", "lr", "samples_per_s"} <= set(steps[-1])
+    # After each epoch: agreement with the teacher on the held-out corpus videos.
+    assert {"holdout_agree_t0", "holdout_loss_t0"} <= set(lines[-1])
 
     assert main(["finetune", *SMALL, *labeled, "model.init=checkpoint",
                  f"model.weights={distilled}", f"out_dir={tmp_path / 'ft'}"]) == 0

@@ -63,3 +63,35 @@ def test_multi_head_student_one_head_per_teacher():
     outs = net(torch.randn(2, 3, 8, 32, 32))
     assert [o.shape for o in outs] == [(2, 5), (2, 7)]
     assert isinstance(net.heads[0], nn.Linear)
+
+
+def test_holdout_agreement_matches_a_hand_computation():
+    from distinit.losses import entropy
+    from distinit.methods.distinit import holdout_agreement
+
+    method, teacher = _method(frames="center")
+    clips = torch.randn(6, 3, 8, 32, 32)
+    loader = [{"video": clips[:4]}, {"video": clips[4:]}]
+    method.net.train()
+    got = holdout_agreement(method, loader, torch.device("cpu"))
+    assert method.net.training  # put back in the mode it had
+    method.net.eval()
+    with torch.no_grad():
+        targets = teacher((clips[:, :, 4] * 0.25 + 0.5).clamp(0, 1)).softmax(-1)
+        student = method.net(clips)[0]
+    assert abs(got["holdout_agree_t0"]
+               - 100 * (student.argmax(-1) == targets.argmax(-1)).float().mean().item()) < 1e-6
+    assert abs(got["holdout_loss_t0"]
+               - soft_target_cross_entropy(student, targets).mean().item()) < 1e-5
+    assert abs(got["holdout_entropy_t0"] - entropy(targets).mean().item()) < 1e-5
+
+
+def test_holdout_split_is_fixed_and_at_most_a_tenth():
+    from distinit.run import holdout_split
+
+    videos = [f"v{i}" for i in range(50)]
+    train, held = holdout_split(videos, 256)
+    assert len(held) == 5 and len(train) == 45 and not set(train) & set(held)
+    assert holdout_split(videos, 256) == (train, held)  # the same videos every time
+    assert holdout_split(videos, 0) == (videos, [])
+    assert holdout_split(videos[:9], 3) == (videos[:9], [])  # a tenth of 9 is 0

@@ -43,3 +43,20 @@ def test_knn_accuracy_separates_what_the_features_separate():
     train, test = _Clips(20, 0), _Clips(10, 1)
     result = knn_accuracy(net, train, 20, test, 10, num_classes=2)
     assert result == {"knn1": 100.0, "knn20": 100.0}
+
+
+def test_linear_probe_and_frozen_scores():
+    from distinit.probe import frozen_scores, linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 3
+    labels = torch.arange(60) % 3
+    train = centres[labels] + torch.randn(60, 8, generator=g)
+    test = centres[labels[:30]] + torch.randn(30, 8, generator=g)
+    logits = linear_probe(train, labels, test, num_classes=3)
+    assert logits.shape == (30, 3)
+    assert (logits.argmax(1) == labels[:30]).float().mean() > 0.9
+
+    net = nn.Sequential(nn.Flatten(1, 3), nn.Flatten())
+    scores = frozen_scores(net, _Clips(20, 0), 20, _Clips(10, 1), 10, num_classes=2)
+    assert scores == {"knn1": 100.0, "knn20": 100.0, "probe": 100.0}

@@ -167,14 +167,14 @@ def test_same_seed_same_weights_and_results(world, teacher_file, tmp_path, label
 
 def test_demo_teacher_is_the_same_for_the_same_seed(world, tmp_path):
     from distinit.config import load_config as load
-    from distinit.demo import DemoConfig, train_teacher
+    from distinit.demo import DemoConfig, train_2d
 
-    demo = load(None, ["size=tiny", "teacher.epochs=1", "teacher.batch_size=8", "width=8"],
+    demo = load(None, ["size=tiny", "teacher=[optim.epochs=1, optim.batch_size=8, model.width=8]"],
                 cls=DemoConfig)
     nets = []
     for name in ("a", "b"):
         torch.rand(3 if name == "a" else 5)
-        path, _ = train_teacher(demo, world, tmp_path / name)
+        path, _ = train_2d(demo, world, tmp_path / name, "teacher")
         nets.append(torch.load(path, weights_only=False)["model"])
     assert _same(*nets)
 

@@ -18,6 +18,7 @@ from distinit.data.synth.generate import make_recipe
 from distinit.data.synth.items import make_item
 from distinit.data.synth.objects import OBJECT_CLASSES
 from distinit.data.synth.render import Look
+from distinit.data.synth.world import BACKGROUND
 from distinit.data.video import read_all_frames
 
 TINY = SIZES["tiny"]
@@ -104,8 +105,11 @@ def test_hidden_labels_list_every_corpus_video(worlds):
     listed = {world.corpus_dir / path for path, _ in rows[1:]}
     assert listed == set(world.corpus_dir.rglob("*.mp4")) == set(world.corpus_videos)
     classes = (world.corpus_dir / "hidden_classes.txt").read_text().split()
-    assert classes == world.action_classes == sorted(classes)
-    assert [world.action_classes[i] for i in world.corpus_labels] == [label for _, label in rows[1:]]
+    assert classes == world.corpus_classes
+    # The actions (sorted), then BACKGROUND for the uncurated videos that show no object.
+    assert classes[:len(world.action_classes)] == world.action_classes == sorted(world.action_classes)
+    assert classes[len(world.action_classes):] in ([], [BACKGROUND])
+    assert [world.corpus_classes[i] for i in world.corpus_labels] == [label for _, label in rows[1:]]
 
 
 def test_an_action_is_a_motion_of_an_object_group(worlds):
@@ -114,6 +118,9 @@ def test_an_action_is_a_motion_of_an_object_group(worlds):
     for meta in ("actions/meta.csv", "corpus/hidden_meta.csv"):
         with (world.root / meta).open() as f:
             for row in csv.DictReader(f):
+                if row["action"] == BACKGROUND:  # uncurated corpus footage: no object at all
+                    assert meta.startswith("corpus") and not row["object"] and not row["motion"]
+                    continue
                 assert row["action"] == f"{row['motion']}_{row['group']}"
                 assert group_of[row["object"]] == row["group"]
                 assert row["motion"] in world.motions and row["scene"] in world.scene_classes

@@ -130,3 +130,28 @@ def test_clip_size_errors_name_the_config_keys_and_frame_size():
                                             r"data.crop=30 .*set data.crop to at most 24, or "
                                             r"data.resize to at least 30"):
         t(gradient_clip(T=2, H=24, W=32))
+
+
+def test_scale_jitter_takes_one_window_per_clip_and_resizes_it():
+    from distinit.data.transforms import random_resized_crop
+
+    clip = to_float_clip(gradient_clip(T=3, H=36, W=36))
+    g = torch.Generator().manual_seed(0)
+    sizes = set()
+    for _ in range(20):
+        out = random_resized_crop(clip, 32, scale=(0.35, 1.0), generator=g)
+        assert out.shape == (3, 3, 32, 32)
+        assert torch.equal(out[:2, 0], out[:2, 1]) and torch.equal(out[:2, 1], out[:2, 2])
+        span = (out[0, 0, 0, -1] - out[0, 0, 0, 0]).item() * 255 / 7  # x pixels the window spans
+        sizes.add(round(span))
+        assert 0.35 ** 0.5 * 36 * 0.8 <= span + 1 <= 36
+    assert len(sizes) > 3  # the scale varies from clip to clip
+
+
+def test_scale_jitter_in_the_transform_and_its_bounds():
+    tf = ClipTransform(train=True, resize=36, crop=32, flip=False, scale=[0.5, 1.0],
+                       mean=(0, 0, 0), std=(1, 1, 1))
+    assert tf(gradient_clip(T=2, H=36, W=36), generator=torch.Generator().manual_seed(1)).shape == \
+        (3, 2, 32, 32)
+    with pytest.raises(UserError, match="data.scale"):
+        ClipTransform(train=True, resize=36, crop=32, scale=[0.0, 1.0])

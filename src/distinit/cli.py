@@ -12,11 +12,14 @@ COMMANDS = {
     "synth": ("distinit.data.synth.cli", "Write the synthetic world (stills, unlabeled corpus, action set)."),
     "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
+    "train-image": ("distinit.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
     "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),
     "finetune": ("distinit.run", "Fine-tune (or linear-probe) a student on a labeled split."),
     "eval": ("distinit.run", "Evaluate a fine-tuned student: clip and video accuracy."),
     "extract-features": ("distinit.features", "Write pooled student features for every video in a folder."),
     "demo": ("distinit.demo", "Reproduce the paper's Table 1 on the synthetic world."),
+    "reproduce": ("distinit.reproduce", "One of the paper's ablations on the synthetic world, over seeds."),
+    "figures": ("distinit.figures", "Figures of demo runs: conv1 filters, t-SNE, entropy histogram, per-class gain, curves."),
 }
 
 

@@ -50,6 +50,9 @@ class DataConfig:
     # Unlabeled videos (distill, extract-features): a folder (searched recursively) or a list file.
     videos: str = ""
     extensions: list[str] = field(default_factory=lambda: ["mp4", "avi", "webm", "mkv", "mov"])
+    # Still images in ImageFolder layout (train-image): training and evaluation folders.
+    images: str = ""
+    images_test: str = ""
     # Labeled videos (finetune, eval): format hmdb51 | ucf101 | csv.
     format: str = checked("hmdb51", choices=("hmdb51", "ucf101", "csv"))
     video_root: str = ""
@@ -60,6 +63,9 @@ class DataConfig:
     resize: int = checked(128, min=0)  # short side before cropping; 0 keeps the decoded size
     crop: int = checked(112, min=1)
     flip: bool = True
+    # Scale jitter in training: random windows of [min, max] of the frame's area, resized to
+    # data.crop (RandomResizedCrop); empty = plain random crops of data.crop.
+    scale: list[float] = checked([], sizes=(0, 2), gt=0, max=1)
     num_test_clips: int = checked(10, min=1)
     # Input normalisation; empty = what the initial weights expect: the image model's own for
     # model.init=inflate, the pretraining run's for model.init=checkpoint, else Kinetics'.
@@ -107,6 +113,10 @@ class DistillConfig:
     loss: str = checked("ce", choices=("ce", "mse"))
     # Drop examples whose target entropy (nats) is above this; 0 = keep all.
     max_entropy: float = checked(0.0, min=0)
+    # Corpus videos set aside (the same ones in every run) to measure, after each epoch, how
+    # well the student agrees with its teachers on clips it never trained on; at most 1/10 of
+    # the corpus. 0 = off.
+    holdout: int = checked(256, min=0)
 
 
 @dataclass

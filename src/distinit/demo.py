@@ -1,67 +1,85 @@
 """`distinit demo`: the paper's Table 1 (distillation vs inflation vs scratch) on the synthetic world.
 
-Steps: build the world; train the still-image teacher on its object stills (the ImageNet
-analog); distill it into Res3D and R(2+1)D students on the unlabeled corpus (the Kinetics
-analog); train R(2+1)D with the corpus's hidden labels (the supervised upper bound); fine-tune
-every initialisation on split 1 of the labeled action set (the HMDB analog) with one schedule,
-and evaluate per-clip, top-1 and top-5 video accuracy.
+Every stage runs one of the CLI's own jobs on a recipe from `configs/demo/` (YAML, the same files
+a user runs with `distinit train-image | distill | finetune FILE.yaml`); the demo only fills in
+the world's paths, the seed and the run folders:
+
+1. the ResNet-50 analog teacher on the object stills (ImageNet's role), `teacher.yaml`;
+2. a separate ResNet-18 analog on the same stills, the source that inflates one to one into
+   Res3D, `inflation_source.yaml`, and one on the scene stills (Places' role), `scene_net.yaml`;
+3. DistInit: the teacher distilled into Res3D and R(2+1)D on the unlabeled corpus, with the
+   student's agreement with its teacher on held-out corpus clips, `distill.yaml`;
+4. the upper bound: R(2+1)D trained with the corpus's hidden labels, `supervised.yaml`;
+5. every initialisation judged frozen (kNN and linear probe) and fine-tuned on split 1 of the
+   action set (HMDB-51's role) with one schedule, `finetune.yaml`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader
 
 from distinit.checkpoint import seed_all
-from distinit.config import (
-    Config,
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    TeacherConfig,
-    config_from_args,
-)
-from distinit.data.datasets import ImageFolderDataset
+from distinit.config import Config, config_from_args, load_config
 from distinit.data.synth import World, generate_world
-from distinit.data.transforms import ClipTransform
+from distinit.dist import resolve_device
 from distinit.errors import UserError
-from distinit.evaluate import evaluate
-from distinit.methods.supervised import Supervised
-from distinit.models.image_resnet import build_image_model
-from distinit.models.teachers import teacher_checkpoint
-from distinit.run import clip_dataset, distill, finetune, make_student
-from distinit.train import resolve_precision, train, use_channels_last
+from distinit.image_train import CHECKPOINT, train_image_model
+from distinit.models.teachers import build_teacher
+from distinit.probe import frozen_scores
+from distinit.run import (
+    clip_dataset,
+    distill,
+    finetune,
+    holdout_split,
+    init_student,
+    labeled_split,
+    make_student,
+    resolve_normalization,
+)
+from distinit.train import use_channels_last
 
-MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "demo"
+FROZEN_FEATURES = "frozen_features.pt"  # in each finetune_<row> folder
 
 ROWS = {  # name -> (student, initialisation)
     "res3d_scratch": ("Res3D", "Scratch"),
-    "res3d_inflated": ("Res3D", "Inflated from the image teacher"),
+    "res3d_inflated": ("Res3D", "ImageNet-analog inflated (ResNet-18 analog)"),
+    "res3d_places_inflated": ("Res3D", "PlaceNet-analog inflated"),
     "res3d_distinit": ("Res3D", "DistInit (ours)"),
     "r2plus1d_scratch": ("R(2+1)D", "Scratch"),
     "r2plus1d_distinit": ("R(2+1)D", "DistInit (ours)"),
     "r2plus1d_supervised": ("R(2+1)D", "Supervised pretraining on the corpus"),
 }
-
-
-@dataclass
-class StageConfig:
-    epochs: float = 10.0
-    lr: float = 3e-3
-    batch_size: int = 32
-    weight_decay: float = 0.05
+ARCH = {"Res3D": "r3d_18", "R(2+1)D": "r2plus1d_18"}
+PAPER = {"res3d_scratch": 25.4, "res3d_inflated": 35.8, "res3d_places_inflated": 35.6,
+         "res3d_distinit": 39.9, "r2plus1d_scratch": 24.1, "r2plus1d_distinit": 40.3,
+         "r2plus1d_supervised": 51.0}  # Table 1, top-1 on HMDB-51 split 1
+# The paper's orderings: (claim, better row, worse row).
+CLAIMS = [
+    ("DistInit beats scratch (Res3D)", "res3d_distinit", "res3d_scratch"),
+    ("DistInit beats scratch (R(2+1)D)", "r2plus1d_distinit", "r2plus1d_scratch"),
+    ("DistInit beats ImageNet inflation (Res3D)", "res3d_distinit", "res3d_inflated"),
+    ("ImageNet inflation beats scratch (Res3D)", "res3d_inflated", "res3d_scratch"),
+    ("ImageNet inflation at least matches PlaceNet inflation", "res3d_inflated",
+     "res3d_places_inflated"),
+    ("Supervised pretraining on the corpus beats DistInit (R(2+1)D)", "r2plus1d_supervised",
+     "r2plus1d_distinit"),
+]
+STAGES = ("teacher", "inflation_source", "scene_net", "distill", "supervised", "finetune")
 
 
 @dataclass
 class DemoConfig:
     out_dir: str = "runs/demo"
-    seed: int = 0  # training seed (teacher, students, data order)
+    seed: int = 0  # training seed (every network, data order)
     seeds: list[int] = field(default_factory=list)  # several seeds: OUT_DIR/seedN + mean and std
     world_seed: int = 0
     size: str = "small"
@@ -70,53 +88,28 @@ class DemoConfig:
     threads: int = 0
     precision: str = "auto"
     channels_last: str = "auto"
-    width: int = 16  # the students and the teacher: widths 16-32-64-128, one block per stage
-    stem_stride: int = 2  # spatial stride of the 3x3 stems (teacher and students alike)
-    clip_len: int = 8
-    num_test_clips: int = 4
-    teacher: StageConfig = field(default_factory=lambda: StageConfig(epochs=16, batch_size=64))
-    distill: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, batch_size=64))
-    supervised: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, batch_size=64))
-    # One schedule for every row; lr 1e-3 rather than 3e-3 keeps more of what pretraining learnt
-    # (measured on seed 0: DistInit 19.5 vs 15.5 top-1, scratch 12.5 vs 13.2).
-    finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=20, lr=1e-3,
-                                                                      batch_size=16))
+    recipes: str = ""  # folder of the stage recipes (STAGES.yaml); empty = configs/demo
+    # key=value overrides for every stage, then for one stage, e.g. 'distill=[optim.epochs=2]'.
+    all: list[str] = field(default_factory=list)
+    teacher: list[str] = field(default_factory=list)
+    inflation_source: list[str] = field(default_factory=list)
+    scene_net: list[str] = field(default_factory=list)
+    distill: list[str] = field(default_factory=list)
+    supervised: list[str] = field(default_factory=list)
+    finetune: list[str] = field(default_factory=list)
 
 
-class _Indexed(Dataset):
-    """Still images as one-clip 'videos', so `evaluate` scores them like clips."""
-
-    def __init__(self, base: Dataset):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict:
-        return {**self.base[i], "video_idx": i}
-
-
-def _run_config(demo: DemoConfig, world: World, out_dir: Path, stage: StageConfig,
-                arch: str = "r3d_18", **sections) -> Config:
-    """One stage's run config: AdamW with warm-up and cosine decay (plain SGD left these tiny
-    nets at chance for several epochs), tiny students, clips cut from decoded videos cached on disk (the corpus is
-    decoded once for all runs and seeds)."""
-    optim = OptimConfig(optimizer="adamw", lr=stage.lr, weight_decay=stage.weight_decay,
-                        schedule="cosine", warmup_epochs=1.0, epochs=stage.epochs,
-                        batch_size=stage.batch_size, clip_grad=5.0)
-    # The teacher's stem (3x3, no pooling) in 3D, so inflation maps it one to one.
-    model = ModelConfig(arch=arch, width=demo.width, layers=[1, 1, 1, 1],
-                        stem_stride=demo.stem_stride,
-                        stem_kernel=[3, 3])
-    data = DataConfig(clip_len=demo.clip_len, stride=1, resize=0, crop=world.frame_size,
-                      num_test_clips=demo.num_test_clips, mean=MEAN, std=STD, cache="disk",
-                      cache_dir=str(world.root / "cache"), num_workers=0)
-    cfg = Config(out_dir=str(out_dir), seed=demo.seed, precision=demo.precision,
-                 channels_last=demo.channels_last, threads=demo.threads, log_every=10**9,
-                 ckpt_every=10**9, data=data, model=model, optim=optim)
-    for name, values in sections.items():
-        cfg = replace(cfg, **{name: replace(getattr(cfg, name), **values)})
-    return cfg
+def stage_config(demo: DemoConfig, stage: str, out_dir: Path, paths: list[str],
+                 extra: list[str] = ()) -> Config:
+    """A stage's run config: its recipe, then the world's paths, then the user's overrides."""
+    recipe = Path(demo.recipes) if demo.recipes else RECIPES
+    path = recipe / f"{stage}.yaml"
+    if not path.is_file():
+        raise UserError(f"the demo's recipe {path} is missing; point recipes= at a folder with "
+                        f"{', '.join(s + '.yaml' for s in STAGES)}")
+    runtime = [f"seed={demo.seed}", f"precision={demo.precision}", f"threads={demo.threads}",
+               f"channels_last={demo.channels_last}", f"out_dir={out_dir}"]
+    return load_config(path, [*runtime, *paths, *demo.all, *getattr(demo, stage), *extra])
 
 
 def _restart(cfg: Config, overwrite: bool) -> dict:
@@ -126,45 +119,114 @@ def _restart(cfg: Config, overwrite: bool) -> dict:
     return {"resume": resume, "overwrite": overwrite}
 
 
-def train_teacher(demo: DemoConfig, world: World, out: Path,
-                  overwrite: bool = False) -> tuple[Path, float]:
-    """The ImageNet analog: a 2D ResNet on the object stills. Returns (checkpoint, test acc)."""
-    size = world.frame_size
-    # Random crops of slightly enlarged stills: without them the teacher memorises the few
-    # object instances it sees (45% on unseen instances against 58% with them).
-    train_tf = ClipTransform(train=True, resize=size + size // 8, crop=size, mean=MEAN, std=STD,
-                             flip=True)
-    test_tf = ClipTransform(train=False, resize=None, crop=size, mean=MEAN, std=STD, flip=False)
-    train_set = ImageFolderDataset(world.objects_train, train_tf, cache=True, seed=demo.seed)
-    test_set = ImageFolderDataset(world.objects_test, test_tf, cache=True)
-    classes = train_set.classes
-    seed_all(demo.seed)
-    arch_kwargs = {"width": demo.width, "stem_stride": demo.stem_stride}
-    net = build_image_model("resnet_tiny", num_classes=len(classes), **arch_kwargs)
-    cfg = _run_config(demo, world, out / "teacher", demo.teacher)
-    train(cfg, Supervised(net, input_key="image"), train_set, desc="teacher",
-          **_restart(cfg, overwrite))
-    device = next(net.parameters()).device
-    acc = evaluate(net, _Indexed(test_set), len(test_set), len(classes), batch_size=256,
-                   device=device, amp_dtype=resolve_precision(demo.precision, device),
-                   channels_last=use_channels_last(demo.channels_last, device),
-                   input_key="image")["top1"]
-    path = out / "teacher" / "teacher.pt"
-    torch.save(teacher_checkpoint(net.cpu(), "resnet_tiny", len(classes),
-                                  arch_kwargs=arch_kwargs, mean=MEAN, std=STD,
-                                  classes=classes), path)
-    return path, acc
+def _cache(world: World) -> str:
+    return f"data.cache_dir={world.root / 'cache'}"
 
 
-def pretrain_supervised(demo: DemoConfig, world: World, out: Path, arch: str,
-                        overwrite: bool = False) -> Path:
-    """The upper bound: the same student trained with the corpus's hidden action labels."""
-    cfg = _run_config(demo, world, out / f"{arch}_supervised", demo.supervised, arch)
+def train_2d(demo: DemoConfig, world: World, out: Path, stage: str, overwrite: bool = False,
+             scenes: bool = False) -> tuple[Path, dict]:
+    """A 2D network on the object (or scene) stills: (its teacher.pt, its results)."""
+    images = (world.scenes_train, world.scenes_test) if scenes else (world.objects_train,
+                                                                      world.objects_test)
+    cfg = stage_config(demo, stage, out / stage,
+                       [f"data.images={images[0]}", f"data.images_test={images[1]}"])
+    result = train_image_model(cfg, **_restart(cfg, overwrite))
+    return Path(cfg.out_dir) / CHECKPOINT, result
+
+
+def teacher_on_frames(teacher_path: Path, world: World, cfg: Config, every: int = 3) -> float:
+    """Top-1 (%) of an object network on the middle frame of labeled action videos (every
+    `every`-th), against the object each video shows: how much of what it knows survives the
+    shift from framed stills to video frames (motion blur, scale, clutter, compression)."""
+    with (world.root / "actions" / "meta.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))[::every]
+    teacher = build_teacher(f"ckpt:{teacher_path}")
+    classes = list(teacher.classes or world.object_classes)
+    videos = [world.actions_videos / r["path"] for r in rows]
+    labels = [classes.index(r["object"]) for r in rows]
+    data = replace(cfg.data, clip_len=1, num_test_clips=1)
+    dataset = clip_dataset(data, videos, labels, train_mode=False, seed=0)
+    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.std).view(1, 3, 1, 1)
+    correct = 0
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=128):
+            pixels = (batch["video"][:, :, 0] * std + mean).clamp(0, 1)  # the teacher normalises
+            correct += (teacher(pixels).argmax(-1) == batch["label"]).sum().item()
+    return 100.0 * correct / len(videos)
+
+
+def corpus_split(world: World, out: Path, holdout: int) -> Path:
+    """The corpus's hidden labels as train.csv / test.csv (the held-out videos of distillation):
+    supervised pretraining is a fine-tune on them, judged on videos it never trained on."""
+    train, test = holdout_split(list(zip(world.corpus_videos, world.corpus_labels, strict=True)),
+                                holdout)
+    folder = out / "corpus_split"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("test", test or train)):
+        lines = [f"{p},{world.corpus_classes[y]}" for p, y in rows]
+        (folder / f"{name}.csv").write_text("path,label\n" + "\n".join(lines) + "\n")
+    return folder
+
+
+def pretrain(demo: DemoConfig, world: World, out: Path, row: str, teacher: Path,
+             sources: dict[str, Path], overwrite: bool) -> tuple[str, str, dict]:
+    """(model.init, model.weights, stage results) of one row's initialisation."""
+    arch = ARCH[ROWS[row][0]]
+    if row.endswith("_distinit"):
+        cfg = stage_config(demo, "distill", out / f"{arch}_distill",
+                           [f"data.videos={world.corpus_dir}", _cache(world),
+                            f"distill.teachers=[{{spec: 'ckpt:{teacher}'}}]",
+                            f"model.arch={arch}"])
+        result = distill(cfg, **_restart(cfg, overwrite))
+        return "checkpoint", str(Path(cfg.out_dir) / "last.pt"), result
+    if row.endswith("_supervised"):
+        probe = stage_config(demo, "distill", out / "unused", [])  # the same held-out videos
+        split = corpus_split(world, out, probe.distill.holdout)
+        cfg = stage_config(demo, "supervised", out / f"{arch}_supervised",
+                           ["data.format=csv", f"data.split_dir={split}", "data.video_root=",
+                            _cache(world), f"model.arch={arch}"])
+        result = finetune(cfg, **_restart(cfg, overwrite))
+        return "checkpoint", str(Path(cfg.out_dir) / "last.pt"), result
+    if row.endswith("_places_inflated"):
+        return "inflate", str(sources["scene_net"]), {}
+    if row.endswith("_inflated"):
+        return "inflate", str(sources["inflation_source"]), {}
+    return "scratch", "", {}
+
+
+def finetune_row(demo: DemoConfig, world: World, out: Path, row: str, init: str, weights: str,
+                 overwrite: bool) -> dict:
+    """Frozen-feature scores (kNN, linear probe) of the initialisation, then the fine-tune."""
+    arch = ARCH[ROWS[row][0]]
+    cfg = stage_config(demo, "finetune", out / f"finetune_{row}",
+                       ["data.format=hmdb51", f"data.video_root={world.actions_videos}",
+                        f"data.split_dir={world.actions_splits}", "data.split=1", _cache(world),
+                        f"model.arch={arch}", f"model.init={init}", f"model.weights={weights}"])
+    frozen = frozen_eval(cfg)
+    result = finetune(cfg, **_restart(cfg, overwrite))
+    # The initialisation's features of the test videos, for `distinit figures` (t-SNE).
+    classes = json.loads((Path(cfg.out_dir) / "results.json").read_text()).get("classes", [])
+    torch.save({**frozen.pop("features"), "classes": classes}, Path(cfg.out_dir) / FROZEN_FEATURES)
+    return {**result, **frozen}
+
+
+def frozen_eval(cfg: Config) -> dict:
+    """kNN (k = 1, 20) and linear-probe video top-1 of the initial weights, on split 1."""
+    cfg = resolve_normalization(cfg, cfg.model.weights if cfg.model.init == "checkpoint" else "")
     seed_all(cfg.seed)
-    student = make_student(cfg.model, num_classes=len(world.action_classes))
-    dataset = clip_dataset(cfg.data, world.corpus_videos, world.corpus_labels, True, cfg.seed)
-    train(cfg, Supervised(student), dataset, desc=f"{arch} supervised", **_restart(cfg, overwrite))
-    return Path(cfg.out_dir) / "last.pt"
+    train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
+    student = make_student(cfg.model, num_classes=0)
+    init_student(student, cfg.model)
+    device = resolve_device(cfg.device)
+    student.to(device)
+    if use_channels_last(cfg.channels_last, device):
+        student.to(memory_format=torch.channels_last_3d)
+    sets = [clip_dataset(cfg.data, s.videos, s.labels, False, cfg.seed)
+            for s in (train_split, test_split)]
+    return frozen_scores(student, sets[0], len(train_split.videos), sets[1],
+                         len(test_split.videos), len(train_split.classes), device=device,
+                         keep_features=True)
 
 
 def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
@@ -182,69 +244,135 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
     times["world"] = time.perf_counter() - t
     print(world.summary(), flush=True)
 
+    stats: dict = {}
+    sources: dict[str, Path] = {}
     t = time.perf_counter()
-    teacher_path, teacher_acc = train_teacher(demo, world, out, overwrite)
+    teacher, result = train_2d(demo, world, out, "teacher", overwrite)
     times["teacher"] = time.perf_counter() - t
-    print(f"teacher: {teacher_acc:.1f}% on object stills of unseen instances "
+    stats["teacher_stills"] = result.get("test_top1", float("nan"))
+    cfg = stage_config(demo, "teacher", out / "teacher", [])
+    stats["teacher_frames"] = teacher_on_frames(teacher, world, cfg)
+    print(f"teacher (ResNet-50 analog): {stats['teacher_stills']:.1f}% on object stills of unseen "
+          f"instances, {stats['teacher_frames']:.1f}% on frames of labeled videos "
           f"({times['teacher']:.0f} s)", flush=True)
+    wanted = {"inflation_source": any(r.endswith("_inflated") and "places" not in r
+                                      for r in demo.rows),
+              "scene_net": "res3d_places_inflated" in demo.rows}
+    for stage, needed in wanted.items():
+        if not needed:
+            continue
+        t = time.perf_counter()
+        sources[stage], result = train_2d(demo, world, out, stage, overwrite,
+                                          scenes=stage == "scene_net")
+        times[stage] = time.perf_counter() - t
+        stats[f"{stage}_test"] = result.get("test_top1", float("nan"))
+        print(f"{stage}: {stats[f'{stage}_test']:.1f}% on unseen "
+              f"{'scene' if stage == 'scene_net' else 'object'} stills ({times[stage]:.0f} s)",
+              flush=True)
 
-    arch_of = {"Res3D": "r3d_18", "R(2+1)D": "r2plus1d_18"}
-    teachers = [TeacherConfig(spec=f"ckpt:{teacher_path}")]
     inits: dict[str, tuple[str, str]] = {}
     for row in demo.rows:
-        arch = arch_of[ROWS[row][0]]
         t = time.perf_counter()
-        if row.endswith("_distinit"):
-            cfg = _run_config(demo, world, out / f"{arch}_distill", demo.distill, arch,
-                              data={"videos": str(world.corpus_dir)},
-                              distill={"teachers": teachers})
-            distill(cfg, **_restart(cfg, overwrite))
-            inits[row] = ("checkpoint", str(Path(cfg.out_dir) / "last.pt"))
-        elif row.endswith("_supervised"):
-            inits[row] = ("checkpoint", str(pretrain_supervised(demo, world, out, arch, overwrite)))
-        elif row.endswith("_inflated"):
-            inits[row] = ("inflate", str(teacher_path))
-        else:
-            inits[row] = ("scratch", "")
+        init, weights, result = pretrain(demo, world, out, row, teacher, sources, overwrite)
+        inits[row] = (init, weights)
         times[f"pretrain {row}"] = time.perf_counter() - t
+        if "holdout_agree_t0" in result:
+            stats[f"{row}_agree"] = result["holdout_agree_t0"]
+            stats[f"{row}_soft_loss"] = result["holdout_loss_t0"]
+            print(f"{row}: agrees with the teacher's top class on {result['holdout_agree_t0']:.1f}% "
+                  f"of {result['holdout_videos']} held-out corpus clips (soft-target loss "
+                  f"{result['holdout_loss_t0']:.3f})", flush=True)
+        if row.endswith("_supervised"):
+            stats[f"{row}_corpus_test"] = result["top1"]
+            print(f"{row}: {result['top1']:.1f}% top-1 on held-out corpus videos (final "
+                  f"training loss {result.get('train_loss') or float('nan'):.3f})", flush=True)
 
     rows = []
     for row in demo.rows:
-        arch = arch_of[ROWS[row][0]]
-        init, weights = inits[row]
         t = time.perf_counter()
-        cfg = _run_config(demo, world, out / f"finetune_{row}", demo.finetune, arch,
-                          model={"init": init, "weights": weights},
-                          data={"format": "hmdb51", "video_root": str(world.actions_videos),
-                                "split_dir": str(world.actions_splits), "split": 1})
-        result = finetune(cfg, **_restart(cfg, overwrite))
+        result = finetune_row(demo, world, out, row, *inits[row], overwrite)
         times[f"finetune {row}"] = time.perf_counter() - t
         rows.append({"row": row, "model": ROWS[row][0], "init": ROWS[row][1],
-                     **{k: round(result[k], 2) for k in ("clip_acc", "top1", "top5")}})
-        print(f"{ROWS[row][0]:8s} {ROWS[row][1]:40s} clip {result['clip_acc']:5.1f}  "
-              f"top1 {result['top1']:5.1f}  top5 {result['top5']:5.1f}", flush=True)
+                     **{k: round(result[k], 2) for k in ("clip_acc", "top1", "top5", "knn1",
+                                                          "knn20", "probe")}})
+        r = rows[-1]
+        print(f"{r['model']:8s} {r['init']:44s} clip {r['clip_acc']:5.1f}  top1 {r['top1']:5.1f}  "
+              f"top5 {r['top5']:5.1f}  kNN-20 {r['knn20']:5.1f}  probe {r['probe']:5.1f}",
+              flush=True)
 
     table = {"seed": demo.seed, "world_seed": demo.world_seed, "size": demo.size,
-             "teacher_acc": round(teacher_acc, 2), "rows": rows,
+             "stats": {k: round(v, 2) for k, v in stats.items()}, "rows": rows,
              "seconds": {k: round(v, 1) for k, v in times.items()},
              "chance": round(100.0 / len(world.action_classes), 2)}
     (out / "table1.json").write_text(json.dumps(table, indent=2))
-    (out / "table1.md").write_text(markdown_table(table))
-    print("\n" + markdown_table(table), flush=True)
+    (out / "table1.md").write_text(markdown_table(table, [table]))
+    print("\n" + markdown_table(table, [table]), flush=True)
     return table
 
 
-def markdown_table(table: dict) -> str:
-    lines = [f"Table 1 analog on the synthetic world ({table['size']}, world seed "
-             f"{table['world_seed']}, seed {table['seed']}); teacher {table['teacher_acc']}% on "
-             f"unseen object stills; chance {table['chance']}%.", "",
-             "| Model | Initialization | Per clip | Top 1 | Top 5 |", "|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['init']} | {r['clip_acc']:.1f} | {r['top1']:.1f} | "
-              f"{r['top5']:.1f} |" for r in table["rows"]]
-    total = sum(table["seconds"].values())
-    lines += ["", f"Wall time {total:.0f} s: " + ", ".join(
-        f"{k} {v:.0f} s" for k, v in table["seconds"].items())]
+COLUMNS = ("clip_acc", "top1", "top5", "knn1", "knn20", "probe")
+HEADER = ("| Model | Initialization | Per clip | Top 1 | Top 5 | kNN-1 | kNN-20 | Linear probe "
+          "| Paper top 1 |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def markdown_table(summary: dict, tables: list[dict]) -> str:
+    """The table (mean +- std when several seeds) and each claim's verdict."""
+    several = len(tables) > 1
+
+    def cell(v) -> str:
+        return f"{v[0]:.1f} +- {v[1]:.1f}" if several else f"{v:.1f}"
+
+    s = summary["stats"]
+    head = (f"Table 1 analog on the synthetic world ({summary['size']}, world seed "
+            f"{summary['world_seed']}, {'seeds ' + str(summary['seeds']) if several else 'seed ' + str(summary['seed'])}); "
+            f"chance {tables[0]['chance']}%.")
+    facts = [f"Teacher (ResNet-50 analog): {cell(s['teacher_stills'])}% on object stills of unseen "
+             f"instances, {cell(s['teacher_frames'])}% on frames of labeled videos."]
+    for key, text in (("inflation_source_test", "ResNet-18 analog (inflation source): {}% on "
+                       "unseen object stills."), ("scene_net_test", "Scene network (PlaceNet "
+                       "analog): {}% on unseen scene stills.")):
+        if key in s:
+            facts.append(text.format(cell(s[key])))
+    for row in ROWS:
+        if f"{row}_agree" in s:
+            facts.append(f"{ROWS[row][0]} DistInit student: agrees with the teacher's top class on "
+                         f"{cell(s[f'{row}_agree'])}% of held-out corpus clips (soft-target loss "
+                         f"{cell(s[f'{row}_soft_loss'])}).")
+        if f"{row}_corpus_test" in s:
+            facts.append(f"{ROWS[row][0]} supervised pretraining: {cell(s[f'{row}_corpus_test'])}% "
+                         f"top-1 on held-out corpus videos.")
+    lines = [head, "", *[f"- {f}" for f in facts], "", HEADER]
+    for r in summary["rows"]:
+        lines.append(f"| {r['model']} | {r['init']} | " + " | ".join(cell(r[k]) for k in COLUMNS)
+                     + f" | {PAPER[r['row']]} |")
+    lines += ["", "Which of the paper's orderings hold here (video top-1 after fine-tuning):"]
+    lines += [f"- {v}" for v in verdicts(tables)]
+    if not several:
+        total = sum(summary["seconds"].values())
+        lines += ["", f"Wall time {total:.0f} s: " + ", ".join(
+            f"{k} {v:.0f} s" for k, v in summary["seconds"].items())]
     return "\n".join(lines) + "\n"
+
+
+def verdicts(tables: list[dict]) -> list[str]:
+    """One line per claim whose rows ran: holds / does not hold, the margin and its spread."""
+    out = []
+    for claim, better, worse in CLAIMS:
+        margins = []
+        for t in tables:
+            top1 = {r["row"]: r["top1"] for r in t["rows"]}
+            if better in top1 and worse in top1:
+                margins.append(top1[better] - top1[worse])
+        if not margins:
+            continue
+        m = torch.tensor(margins, dtype=torch.float64)
+        mean, std = m.mean().item(), (m.std().item() if len(m) > 1 else 0.0)
+        wins = int((m > 0).sum())
+        verdict = "holds" if mean > 0 else "does not hold"
+        paper = PAPER[better] - PAPER[worse]
+        spread = f" +- {std:.1f}, ahead in {wins} of {len(m)} seeds" if len(m) > 1 else ""
+        out.append(f"{claim}: **{verdict}** (margin {mean:+.1f}{spread}; paper {paper:+.1f})")
+    return out
 
 
 def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
@@ -254,22 +382,17 @@ def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
     tables = [run_demo(replace(demo, seed=s, seeds=[], out_dir=str(out / f"seed{s}"),
                                world_dir=world_dir), overwrite) for s in demo.seeds]
     summary = {"seeds": demo.seeds, "size": demo.size, "world_seed": demo.world_seed,
-               "teacher_acc": _mean_std([t["teacher_acc"] for t in tables]), "rows": []}
+               "stats": {k: _mean_std([t["stats"][k] for t in tables])
+                         for k in tables[0]["stats"]}, "rows": []}
     for i, row in enumerate(tables[0]["rows"]):
         summary["rows"].append({**{k: row[k] for k in ("row", "model", "init")}, **{
-            k: _mean_std([t["rows"][i][k] for t in tables]) for k in ("clip_acc", "top1", "top5")}})
+            k: _mean_std([t["rows"][i][k] for t in tables]) for k in COLUMNS}})
     summary["seconds_per_seed"] = [round(sum(t["seconds"].values()), 1) for t in tables]
-    lines = [f"Table 1 analog, mean +- std over seeds {demo.seeds} (world {demo.size}, world seed "
-             f"{demo.world_seed}); teacher {summary['teacher_acc'][0]:.1f} +- "
-             f"{summary['teacher_acc'][1]:.1f}% on unseen object stills; chance "
-             f"{tables[0]['chance']}%.", "",
-             "| Model | Initialization | Per clip | Top 1 | Top 5 |", "|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['init']} | " + " | ".join(
-        f"{r[k][0]:.1f} +- {r[k][1]:.1f}" for k in ("clip_acc", "top1", "top5")) + " |"
-        for r in summary["rows"]]
+    summary["verdicts"] = verdicts(tables)
+    text = markdown_table(summary, tables)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines), flush=True)
+    (out / "summary.md").write_text(text)
+    print("\n" + text, flush=True)
     return summary
 
 

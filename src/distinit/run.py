@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from distinit import dist, run_dir
 from distinit.checkpoint import backbone_state, load_checkpoint, model_state, seed_all
@@ -26,7 +27,7 @@ from distinit.data.transforms import ClipTransform
 from distinit.data.video import list_videos
 from distinit.errors import UserError
 from distinit.evaluate import evaluate
-from distinit.methods.distinit import DistInit, MultiHeadStudent
+from distinit.methods.distinit import DistInit, MultiHeadStudent, holdout_agreement
 from distinit.methods.supervised import Supervised
 from distinit.models.inflate import inflate_from_file
 from distinit.models.students import STUDENTS, build_student
@@ -52,7 +53,8 @@ def make_student(mc: ModelConfig, num_classes: int) -> nn.Module:
 def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_mode: bool,
                  seed: int) -> VideoClipDataset:
     transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
-                              mean=dc.mean, std=dc.std, flip=dc.flip and train_mode)
+                              mean=dc.mean, std=dc.std, flip=dc.flip and train_mode,
+                              scale=dc.scale)
     return VideoClipDataset(videos, labels, clip_len=dc.clip_len, stride=dc.stride,
                             mode="train" if train_mode else "test",
                             num_clips=1 if train_mode else dc.num_test_clips,
@@ -171,8 +173,39 @@ def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     method = DistInit(net, teachers, [t.weight for t in dcfg.teachers], cfg.data.mean,
                       cfg.data.std, frames=dcfg.frames, num_frames=dcfg.num_frames,
                       temperature=dcfg.temperature, loss=dcfg.loss, max_entropy=dcfg.max_entropy)
+    videos, held = holdout_split(videos, dcfg.holdout)
     dataset = clip_dataset(cfg.data, videos, None, train_mode=True, seed=cfg.seed)
-    return train(cfg, method, dataset, resume=resume, overwrite=overwrite, desc="distill")
+    on_epoch_end = None
+    if held:
+        held_set = clip_dataset(replace(cfg.data, num_test_clips=1), held, None, False, cfg.seed)
+        loader = DataLoader(held_set, batch_size=cfg.optim.batch_size,
+                            sampler=list(range(dist.rank_world()[0], len(held), dist.rank_world()[1])))
+
+        def on_epoch_end(epoch: int, per_clip: bool = False) -> dict:
+            device = next(net.parameters()).device
+            return holdout_agreement(method, loader, device, resolve_precision(cfg.precision, device),
+                                     use_channels_last(cfg.channels_last, device), per_clip)
+
+    logs = train(cfg, method, dataset, resume=resume, overwrite=overwrite,
+                 on_epoch_end=on_epoch_end, desc="distill")
+    result = {}
+    if held:  # the trained student on the held-out clips, with each clip's target entropy
+        result = {**on_epoch_end(-1, per_clip=dist.rank_world()[1] == 1),
+                  "holdout_videos": len(held)}
+        _write_result(cfg, result, [])
+    return {**logs, **result}
+
+
+def holdout_split(videos: list, n: int) -> tuple[list, list]:
+    """(training videos, held-out videos): n videos (at most a tenth) chosen by a fixed
+    permutation, so every run on the same corpus holds out the same ones."""
+    n = min(n, len(videos) // 10)
+    if n == 0:
+        return list(videos), []
+    order = torch.randperm(len(videos), generator=torch.Generator().manual_seed(0)).tolist()
+    held = set(order[:n])
+    return ([v for i, v in enumerate(videos) if i not in held],
+            [v for i, v in enumerate(videos) if i in held])
 
 
 def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
@@ -227,8 +260,9 @@ def _write_result(cfg: Config, result: dict, classes: list[str]) -> None:
         return
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({**result, "num_classes": len(classes),
-                                                  "split": cfg.data.split}, indent=2))
+    extra = {"num_classes": len(classes), "classes": list(classes)} if classes else {}
+    (out / "results.json").write_text(json.dumps({**result, **extra, "split": cfg.data.split},
+                                                 indent=2))
 
 
 def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:

@@ -85,6 +85,34 @@ def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = 
     return x[..., top:top + size, left:left + size]
 
 
+def random_resized_crop(x: torch.Tensor, size: int, scale: Sequence[float],
+                        ratio: Sequence[float] = (3 / 4, 4 / 3),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Scale jitter (Inception-style, torchvision's RandomResizedCrop): a random window covering
+    a share of the area in `scale` with aspect ratio in `ratio`, resized to `size` x `size`.
+    The same window for all frames of (..., H, W)."""
+    height, width = x.shape[-2:]
+    area = height * width
+    log_ratio = (float(np.log(ratio[0])), float(np.log(ratio[1])))
+    h, w = min(height, width), min(height, width)  # fallback: the central square
+    top, left = (height - h) // 2, (width - w) // 2
+    for _ in range(10):
+        u = torch.rand(2, generator=generator).tolist()
+        target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+        aspect = float(np.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0])))
+        cw, ch = int(round((target * aspect) ** 0.5)), int(round((target / aspect) ** 0.5))
+        if 0 < cw <= width and 0 < ch <= height:
+            h, w = ch, cw
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            break
+    window = x[..., top:top + h, left:left + w]
+    *lead, _, _ = window.shape
+    out = F.interpolate(window.reshape(1, -1, h, w).float(), size=(size, size), mode="bilinear",
+                        align_corners=False, antialias=h > size or w > size)
+    return out.to(x.dtype).reshape(*lead, size, size)
+
+
 def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
     """Mirror (..., H, W) left to right."""
     return x.flip(-1)
@@ -101,7 +129,8 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
 class ClipTransform:
     """Training or evaluation preprocessing of one clip.
 
-    Train: short-side resize, random crop, random horizontal flip (p = 0.5 when `flip`).
+    Train: short-side resize, random crop (or, with `scale`, a random window of that share of
+    the area resized to the crop: scale jitter), random horizontal flip (p = 0.5 when `flip`).
     Eval: short-side resize, centre crop. Then scale to [0, 1] and normalise with mean/std.
     Input: uint8 (T, H, W, C) -> float32 (C, T, H, W). A single image (H, W, C) is treated
     as a one-frame clip and comes back as (C, H, W). Pass a `torch.Generator` to make the
@@ -110,7 +139,7 @@ class ClipTransform:
 
     def __init__(self, train: bool, resize: int | None, crop: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 flip: bool = True) -> None:
+                 flip: bool = True, scale: Sequence[float] = ()) -> None:
         if len(mean) != len(std):
             raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
         if resize is not None and resize < crop:  # caught here, before any video is decoded
@@ -118,7 +147,11 @@ class ClipTransform:
                 f"data.resize={resize} is smaller than data.crop={crop}: the frames' short side "
                 f"is resized to {resize} pixels and a {crop}x{crop} crop cannot fit; set "
                 f"data.resize to at least {crop} or data.crop to at most {resize}")
+        if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+            raise UserError(f"data.scale is [min, max] shares of the frame's area with "
+                            f"0 < min <= max <= 1, e.g. [0.35, 1]; got {list(scale)}")
         self.train, self.resize, self.crop, self.flip = train, resize, crop, flip
+        self.scale = tuple(float(v) for v in scale)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def __call__(self, frames: np.ndarray | torch.Tensor,
@@ -136,7 +169,9 @@ class ClipTransform:
                 f"frames of {width}x{height} pixels are smaller than data.crop={self.crop} and "
                 f"data.resize is off (0); set data.crop to at most {min(height, width)}, or "
                 f"data.resize to at least {self.crop} to scale the frames up")
-        if self.train:
+        if self.train and self.scale:
+            clip = random_resized_crop(clip, self.crop, self.scale, generator=generator)
+        elif self.train:
             clip = random_crop(clip, self.crop, generator)
             if self.flip and float(torch.rand((), generator=generator)) < 0.5:
                 clip = horizontal_flip(clip)
@@ -147,4 +182,4 @@ class ClipTransform:
 
     def __repr__(self) -> str:
         return (f"ClipTransform(train={self.train}, resize={self.resize}, crop={self.crop}, "
-                f"mean={self.mean}, std={self.std}, flip={self.flip})")
+                f"mean={self.mean}, std={self.std}, flip={self.flip}, scale={self.scale})")

@@ -7,14 +7,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from distinit import dist
 from distinit.losses import (
     confidence_weights,
+    entropy,
     logit_mse,
     soft_target_cross_entropy,
     teacher_targets,
     weighted_mean,
 )
 from distinit.models.students import feature_dim, forward_features
+from distinit.train import to_device
 
 FRAME_CHOICES = ("center", "random", "multi")
 
@@ -135,3 +138,51 @@ class DistInit(nn.Module):
             logs[f"dropped_t{i}"] = 1.0 - keep.mean()
             logs[f"agree_t{i}"] = (s_logits.argmax(-1) == target.argmax(-1)).float().mean()
         return {"loss": total, **logs}
+
+
+@torch.no_grad()
+def holdout_agreement(method: DistInit, loader, device: torch.device,
+                      autocast_dtype: torch.dtype | None = None,
+                      channels_last: bool = False, per_clip: bool = False) -> dict:
+    """How well the student matches its teachers on clips it never trains on.
+
+    For each teacher: `holdout_agree_t{i}`, the share of clips where the student's top class is
+    the teacher's (%), `holdout_loss_t{i}`, the soft-target loss there, and
+    `holdout_entropy_t{i}`, the mean entropy of the teacher's targets (nats); with `per_clip`,
+    `entropies`: each teacher's target entropy of every clip. The student runs
+    in eval mode (its BatchNorm statistics); sums are all-reduced across processes.
+    """
+    net = getattr(method.net, "module", method.net)  # under DDP: the student itself, no syncing
+    was_training = net.training
+    net.eval()
+    n_teachers = len(method.teachers)
+    sums = torch.zeros(n_teachers, 4, dtype=torch.float64)  # agree, loss, entropy, count
+    entropies: list[list[torch.Tensor]] = [[] for _ in range(n_teachers)]
+    for batch in loader:
+        b = method.prepare(to_device(batch, device, channels_last))
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            student_logits = net(b["video"])
+        for i, (s, t) in enumerate(zip(student_logits, b["targets"], strict=True)):
+            s = s.float()
+            if method.loss == "ce":
+                loss = soft_target_cross_entropy(s, t, method.temperature)
+                probs = t
+            else:
+                loss = logit_mse(s, t)
+                probs = t.softmax(-1)
+            ent = entropy(probs).cpu()
+            entropies[i].append(ent)
+            sums[i] += torch.tensor([(s.argmax(-1) == t.argmax(-1)).sum().item(),
+                                     loss.sum().item(), ent.sum().item(), len(s)],
+                                    dtype=torch.float64)
+    dist.all_reduce_sum(sums)
+    net.train(was_training)
+    out = {}
+    for i, (agree, loss, ent, n) in enumerate(sums.tolist()):
+        n = max(n, 1.0)
+        out.update({f"holdout_agree_t{i}": 100.0 * agree / n, f"holdout_loss_t{i}": loss / n,
+                    f"holdout_entropy_t{i}": ent / n})
+    if per_clip:  # this process's clips only (the demo and figures run in one process)
+        out["entropies"] = [torch.cat(e).tolist() if e else [] for e in entropies]
+    return out

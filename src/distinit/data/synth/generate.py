@@ -26,6 +26,7 @@ from distinit.data.synth.objects import GROUPS, OBJECT_CLASSES
 from distinit.data.synth.render import Look
 from distinit.data.synth.scenes import SCENE_CLASSES
 from distinit.data.synth.world import (
+    BACKGROUND,
     FORMAT_VERSION,
     MANIFEST,
     World,
@@ -147,7 +148,8 @@ def _write_tables(root: Path, recipe: Recipe, ws: WorldSize, rows: dict[str, lis
     corpus, actions = root / "corpus", recipe.action_classes
     _write_csv(corpus / "hidden_labels.csv",
                [{"path": r["path"], "label": r["action"]} for r in rows["corpus"]], ["path", "label"])
-    (corpus / "hidden_classes.txt").write_text("\n".join(actions) + "\n")
+    classes = actions + ([BACKGROUND] if any(r["action"] == BACKGROUND for r in rows["corpus"]) else [])
+    (corpus / "hidden_classes.txt").write_text("\n".join(classes) + "\n")
     _write_csv(corpus / "hidden_meta.csv", rows["corpus"], columns)
     _write_csv(root / "actions" / "meta.csv", rows["action"], columns)
     for a, action in enumerate(actions):

@@ -17,6 +17,7 @@ from PIL import Image
 from distinit.data.synth.objects import GROUPS, OBJECT_CLASSES, Instance, sample_instance
 from distinit.data.synth.render import Look, object_still, render_frames, scene_still
 from distinit.data.synth.scenes import SCENE_CLASSES
+from distinit.data.synth.world import BACKGROUND
 from distinit.data.video import write_video
 
 # Stable codes for the kinds of random draws; never reorder (that would change every world).
@@ -52,6 +53,7 @@ class Recipe:
     scene_test_per_class: int
     action_videos_per_class: int
     scene_bias: float
+    corpus_background: float
     crf: int
     pix_fmt: str
     look: Look
@@ -99,6 +101,13 @@ def _video(recipe: Recipe, rng: np.random.Generator, action: str) -> tuple[np.nd
     return frames, {"action": action, "motion": motion, "group": group, "object": cls.name, "scene": scene}
 
 
+def _background_video(recipe: Recipe, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    scene = SCENE_CLASSES[rng.integers(len(SCENE_CLASSES))]
+    frames = render_frames(rng, recipe.frame_size, recipe.frames_per_video, scene, None,
+                           look=recipe.look)
+    return frames, {"action": BACKGROUND, "motion": "", "group": "", "object": "", "scene": scene}
+
+
 # x264's macroblock-tree rate control made 27 of 150 tiny videos come out different from one
 # run to the next (same frames, one thread); weighted P-prediction a few more. Without both,
 # 4 runs x 300 videos were byte-identical, and the files are slightly smaller.
@@ -132,9 +141,13 @@ def make_item(recipe: Recipe, kind: str, index: int) -> dict | None:
                    scene_still(rng, size, SCENE_CLASSES[c], recipe.look))
         return None
     if kind == "corpus":
-        # Actions drawn uniformly: the corpus is a large, balanced, unlabeled pool (Kinetics-like).
+        # Actions drawn uniformly: the corpus is a large, balanced, unlabeled pool (Kinetics-like),
+        # and uncurated: some of its videos show no object of any class.
         actions = recipe.action_classes
-        frames, meta = _video(recipe, rng, actions[rng.integers(len(actions))])
+        if rng.random() < recipe.corpus_background:
+            frames, meta = _background_video(recipe, rng)
+        else:
+            frames, meta = _video(recipe, rng, actions[rng.integers(len(actions))])
         rel = corpus_path(index)
         _encode(recipe, recipe.root / "corpus" / rel, frames)
         return {"path": rel, **meta}

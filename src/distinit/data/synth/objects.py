@@ -44,7 +44,7 @@ def _square(u, v, t):
 
 
 def _plus(u, v, t):
-    w = 0.2 + 0.15 * t
+    w = 0.26 + 0.12 * t
     return ((np.abs(u) < w) & (np.abs(v) < 0.95)) | ((np.abs(v) < w) & (np.abs(u) < 0.95))
 
 
@@ -70,26 +70,26 @@ def _heart(u, v, t):
 
 
 def _arrow(u, v, t):
-    shaft = (np.abs(v) < 0.15 + 0.1 * t) & (u > -0.95) & (u < 0.2)
+    shaft = (np.abs(v) < 0.22 + 0.1 * t) & (u > -0.95) & (u < 0.2)
     head = (u >= 0.1) & (u < 0.95) & (np.abs(v) < 0.8 * (0.95 - u))
     return shaft | head
 
 
 def _tee(u, v, t):
-    w = 0.16 + 0.1 * t
+    w = 0.24 + 0.1 * t
     bar = (v > -0.8) & (v < -0.8 + 2 * w) & (np.abs(u) < 0.75)
     return bar | ((np.abs(u) < w) & (v > -0.7) & (v < 0.85))
 
 
 def _ell(u, v, t):
-    w = 0.18 + 0.1 * t
+    w = 0.26 + 0.1 * t
     return ((u > -0.65) & (u < -0.65 + 2 * w) & (np.abs(v) < 0.8)) | (
         (v < 0.8) & (v > 0.8 - 2 * w) & (u > -0.65) & (u < 0.65)
     )
 
 
 def _bowtie(u, v, t):
-    return (np.abs(v) < (0.12 + 0.08 * t) + 0.65 * np.abs(u)) & (np.abs(u) < 0.8)
+    return (np.abs(v) < (0.2 + 0.08 * t) + 0.65 * np.abs(u)) & (np.abs(u) < 0.8)
 
 
 def _halfdisc(u, v, t):
@@ -97,7 +97,7 @@ def _halfdisc(u, v, t):
 
 
 def _bar(u, v, t):
-    return (np.abs(u) < 0.95) & (np.abs(v) < 0.25 + 0.1 * t)
+    return (np.abs(u) < 0.95) & (np.abs(v) < 0.3 + 0.1 * t)
 
 
 def _frame(u, v, t):
@@ -107,7 +107,7 @@ def _frame(u, v, t):
 
 def _dumbbell(u, v, t):
     ends = ((u - 0.55) ** 2 + v * v < 0.16) | ((u + 0.55) ** 2 + v * v < 0.16)
-    return ends | ((np.abs(u) < 0.6) & (np.abs(v) < 0.12 + 0.08 * t))
+    return ends | ((np.abs(u) < 0.6) & (np.abs(v) < 0.2 + 0.08 * t))
 
 
 # 16 shapes, chosen to stay distinct under any rotation (no square/diamond or plus/cross pairs).

@@ -28,8 +28,10 @@ from distinit.data.synth.scenes import SCENE_CLASSES, render_scene
 
 SUPERSAMPLE = 2  # samples per pixel side: edges and stripes get anti-aliased, not jagged
 RADIUS_RANGE = (0.19, 0.27)  # object radius in frame widths: 12-17 px across at 32 px
-STILL_RADIUS = (0.15, 0.33)  # object stills: wider, log-uniform
-STILL_CENTRE = (0.28, 0.72)  # object stills: centre coordinates, uniform
+# Object stills are photos framed around their subject (as ImageNet's are): the object is large
+# and near the centre. Videos are not framed: objects move, zoom and leave the centre.
+STILL_RADIUS = (0.22, 0.36)  # object stills: log-uniform
+STILL_CENTRE = (0.38, 0.62)  # object stills: centre coordinates, uniform
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,10 @@ class Look:
     noise_std: float = 2.0  # sensor noise, in 0..255 grey levels
     camera_prob: float = 0.6  # share of videos with a panning camera
     max_pan: float = 0.02  # camera speed, frame widths per frame
-    max_clutter: int = 2  # grey background shapes per image
+    max_clutter: int = 2  # grey background shapes per still (photos are framed around their subject)
+    video_clutter: int = 3  # ... and per video (footage is not framed around anything)
+    shutter_samples: int = 3  # video frames average the object over this many instants...
+    shutter: float = 0.5  # ... spread over this share of the frame interval (motion blur)
 
 
 def _pool(a: np.ndarray, ss: int) -> np.ndarray:
@@ -166,25 +171,47 @@ def render_frames(rng: np.random.Generator, size: int, T: int, scene: str,
     """Render T frames (T, size, size, 3) uint8: `obj` moving by `motion` over `scene`.
 
     `obj` is a class (a fresh instance is drawn), a given instance, or None (scene only);
-    a given `pose` replaces the motion's.
+    a given `pose` replaces the motion's. `camera=True` renders video footage: a panning
+    camera, more clutter and motion blur; `camera=False` a still photo.
     """
     pan = _camera(rng, T, look) if camera else np.zeros((T, 2), np.float32)
     frames = _background(rng, scene, size, pan)
-    _draw_clutter(frames, rng, pan, int(rng.integers(0, look.max_clutter + 1)))
+    clutter = look.video_clutter if camera else look.max_clutter
+    _draw_clutter(frames, rng, pan, int(rng.integers(0, clutter + 1)))
     if obj is not None:
         inst = obj if isinstance(obj, Instance) else sample_instance(obj, rng, look.contrast)
         if pose is None:
             pose = motion_path(motion, rng, T, rng.uniform(*RADIUS_RANGE))
-        draw_object(frames, inst, pose)
+        k = look.shutter_samples if camera and T > 1 else 1
+        if k > 1:  # motion blur: the object drawn at k instants of an open shutter, averaged
+            layers = np.repeat(frames, k, axis=0)
+            draw_object(layers, inst, _shutter_poses(pose, k, look.shutter))
+            frames = layers.reshape(T, k, *frames.shape[1:]).mean(axis=1)
+        else:
+            draw_object(frames, inst, pose)
     return _finish(frames, rng, look)
+
+
+def _shutter_poses(pose: Pose, k: int, shutter: float) -> Pose:
+    """The pose at k instants within `shutter` of each frame interval: (T * k,) arrays, frame-major.
+
+    Linear between frames; the last frame moves on as the one before it did.
+    """
+    offsets = np.linspace(0.0, shutter, k, endpoint=False, dtype=np.float32)
+
+    def spread(a: np.ndarray) -> np.ndarray:
+        step = np.diff(a, append=2 * a[-1:] - a[-2:-1]) if len(a) > 1 else np.zeros_like(a)
+        return (a[:, None] + step[:, None] * offsets[None, :]).reshape(-1).astype(np.float32)
+
+    return Pose(spread(pose.x), spread(pose.y), spread(pose.radius), spread(pose.angle))
 
 
 def object_still(rng: np.random.Generator, size: int, obj: ObjectClass | Instance,
                  look: Look = Look()) -> np.ndarray:
     """An object over a random scene: (size, size, 3) uint8."""
     scene = SCENE_CLASSES[rng.integers(len(SCENE_CLASSES))]
-    # Positions and sizes span those that motions reach in videos (off-centre, zoomed in or
-    # out), as photos of objects do: a teacher must recognise objects wherever frames show them.
+    # Framed like a photo: large and near the centre (see STILL_RADIUS); video frames show
+    # objects smaller, off-centre and blurred, the shift a teacher must bridge on frames.
     x, y = rng.uniform(*STILL_CENTRE, 2)
     radius = np.exp(rng.uniform(*np.log(STILL_RADIUS)))
     pose = Pose(np.array([x], np.float32), np.array([y], np.float32),

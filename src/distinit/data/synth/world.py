@@ -20,8 +20,9 @@ from pathlib import Path
 from distinit.data.synth.motions import MOTIONS
 from distinit.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: distinct training instances, motion blur, background videos
 MANIFEST = "world.json"
+BACKGROUND = "background"  # hidden label of corpus videos that show no object of any class
 
 
 class WorldError(UserError):
@@ -43,10 +44,15 @@ class WorldSize:
     split_test: int = 20
     object_train_per_class: int = 160
     object_test_per_class: int = 40
-    object_train_instances: int = 12  # distinct instances per class behind the train stills
+    # Distinct instances per class behind the train stills (ImageNet: a new object in nearly
+    # every photo); fewer than object_train_per_class repeats them.
+    object_train_instances: int = 160
     scene_train_per_class: int = 100
     scene_test_per_class: int = 30
     scene_bias: float = 0.3  # share of videos shot in their action's usual scene
+    # Share of corpus videos with no object of any class (uncurated footage: empty scenes,
+    # establishing shots); their hidden label is BACKGROUND.
+    corpus_background: float = 0.15
     crf: int = 18  # x264 quality (lower is better)
     # Full-resolution colour: 4:2:0 halves chroma to 16x16 at 32 px and cost a still-image
     # teacher 14 points of accuracy on frames (4:4:4: 4 points, at the same file size).
@@ -62,6 +68,8 @@ class WorldSize:
                 f"split_train + split_test ({self.split_train} + {self.split_test}) exceeds "
                 f"action_videos_per_class ({self.action_videos_per_class})"
             )
+        if not 0 <= self.corpus_background < 1:
+            raise WorldError(f"corpus_background must be in [0, 1), got {self.corpus_background}")
         if self.frame_size % 2:
             raise WorldError(f"frame_size must be even (yuv420p video), got {self.frame_size}")
 
@@ -77,7 +85,7 @@ SIZES: dict[str, WorldSize] = {
     "medium": WorldSize("medium", frame_size=64, frames_per_video=24, n_motions=8,
                         corpus_videos=12000, action_videos_per_class=70, split_train=30,
                         split_test=30, object_train_per_class=500, object_test_per_class=100,
-                        object_train_instances=40, scene_train_per_class=300,
+                        object_train_instances=500, scene_train_per_class=300,
                         scene_test_per_class=60),
 }
 
@@ -97,7 +105,8 @@ class World:
     motions: list[str]
     groups: list[str]
     corpus_videos: list[Path]
-    corpus_labels: list[int]  # hidden: index into action_classes, for the supervised upper bound
+    corpus_labels: list[int]  # hidden: index into corpus_classes, for the supervised upper bound
+    corpus_classes: list[str]  # the actions, then BACKGROUND when the corpus has such videos
     frame_size: int
     frames_per_video: int
     fps: int
@@ -188,11 +197,13 @@ def load_world(out_dir: str | Path) -> World:
     missing = [p for p in paths.values() if not p.exists()]
     if missing:
         raise WorldError(f"{root} is incomplete: {missing[0]} is missing; {redo}")
-    videos, labels = _read_hidden_labels(paths["hidden_labels"], world_kwargs["action_classes"], redo)
+    corpus_classes = paths["hidden_classes"].read_text().split()
+    videos, labels = _read_hidden_labels(paths["hidden_labels"], corpus_classes, redo)
     absent = next((v for v in videos if not v.is_file()), None)
     if absent is not None:
         raise WorldError(f"{root} is incomplete: corpus video {absent} is missing; {redo}")
-    return World(corpus_videos=videos, corpus_labels=labels, **world_kwargs)
+    return World(corpus_videos=videos, corpus_labels=labels, corpus_classes=corpus_classes,
+                 **world_kwargs)
 
 
 def _read_hidden_labels(path: Path, actions: list[str], redo: str) -> tuple[list[Path], list[int]]:
