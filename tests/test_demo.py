@@ -34,6 +34,11 @@ def test_demo_writes_the_table(tmp_path, capsys):
     teacher = torch.load(tmp_path / "run" / "teacher" / "teacher.pt", weights_only=False)
     source = torch.load(tmp_path / "run" / "inflation_source" / "teacher.pt", weights_only=False)
     assert (teacher["arch"], source["arch"]) == ("resnet50", "resnet18")
+    # The demo draws the paper's figures from its own runs.
+    figures = tmp_path / "run" / "figures"
+    for name in ("conv1_filters", "tsne", "entropy_hist", "per_class_gain", "curves"):
+        assert (figures / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
+    assert "conv1_filters.png" in (figures / "figures.md").read_text()
     # The distillation logged the held-out agreement after its epoch.
     lines = (tmp_path / "run" / "r3d_18_distill" / "metrics.jsonl").read_text().splitlines()
     assert any("holdout_agree_t0" in line for line in lines)

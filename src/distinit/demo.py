@@ -89,6 +89,7 @@ class DemoConfig:
     precision: str = "auto"
     channels_last: str = "auto"
     recipes: str = ""  # folder of the stage recipes (STAGES.yaml); empty = configs/demo
+    figures: bool = True  # write the paper's figures (distinit figures) next to the table
     # key=value overrides for every stage, then for one stage, e.g. 'distill=[optim.epochs=2]'.
     all: list[str] = field(default_factory=list)
     teacher: list[str] = field(default_factory=list)
@@ -307,7 +308,19 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
     (out / "table1.json").write_text(json.dumps(table, indent=2))
     (out / "table1.md").write_text(markdown_table(table, [table]))
     print("\n" + markdown_table(table, [table]), flush=True)
+    if demo.figures:
+        figures([out])
     return table
+
+
+def figures(run_dirs: list[Path]) -> None:
+    """The paper's figures from these runs, in the first one's figures/ folder."""
+    from distinit.figures import make_figures
+
+    made = make_figures(run_dirs, run_dirs[0].parent / "figures" if len(run_dirs) > 1
+                        else run_dirs[0] / "figures")
+    if made:
+        print(f"figures: {', '.join(str(p) for p in made.values())}", flush=True)
 
 
 COLUMNS = ("clip_acc", "top1", "top5", "knn1", "knn20", "probe")
@@ -380,7 +393,8 @@ def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
     out = Path(demo.out_dir)
     world_dir = demo.world_dir or str(out / f"world-{demo.size}-{demo.world_seed}")
     tables = [run_demo(replace(demo, seed=s, seeds=[], out_dir=str(out / f"seed{s}"),
-                               world_dir=world_dir), overwrite) for s in demo.seeds]
+                               world_dir=world_dir, figures=False), overwrite)
+              for s in demo.seeds]
     summary = {"seeds": demo.seeds, "size": demo.size, "world_seed": demo.world_seed,
                "stats": {k: _mean_std([t["stats"][k] for t in tables])
                          for k in tables[0]["stats"]}, "rows": []}
@@ -393,6 +407,8 @@ def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(text)
     print("\n" + text, flush=True)
+    if demo.figures:
+        figures([out / f"seed{s}" for s in demo.seeds])
     return summary
 
 
