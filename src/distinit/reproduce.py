@@ -11,6 +11,7 @@ its section of docs/REPRODUCTION.md (or --doc) with the command and the wall tim
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from distinit.config import config_from_args
+from distinit.config import config_from_args, to_dict
 from distinit.data.synth import World, generate_world
 from distinit.data.synth.world import with_overrides
 from distinit.demo import DemoConfig, finetune_row, pretrain, train_2d
@@ -163,9 +164,11 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
         v = todo[0]
         ctx.results[v.label] = []
         for seed in seeds:
-            run = replace(demo, seed=seed, distill=[*demo.distill, *v.overrides],
-                          out_dir=str(ctx.out / _slug(v.label) / f"seed{seed}"))
-            run_out = Path(run.out_dir)
+            run = replace(demo, seed=seed, distill=[*demo.distill, *v.overrides])
+            # Runs are kept by what they train, so experiments share identical ones (the recipe
+            # itself is a variant of several) and a second command reloads them.
+            run_out = out / "runs" / _recipe_key(run) / f"seed{seed}"
+            run = replace(run, out_dir=str(run_out))
             _, weights, pre = pretrain(run, world, run_out, ROW, teacher, {}, overwrite)
             result = finetune_row(run, world, run_out, ROW, "checkpoint", weights, overwrite)
             ctx.results[v.label].append({**pre, **result})
@@ -178,8 +181,14 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
     return table
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()[:40]
+def _recipe_key(demo: DemoConfig) -> str:
+    """A short hash of the distill and fine-tune configs a run resolves to (paths aside)."""
+    from distinit.demo import stage_config
+
+    trees = [to_dict(stage_config(demo, stage, Path("."), [])) for stage in ("distill", "finetune")]
+    for tree in trees:
+        tree.pop("out_dir")
+    return hashlib.sha1(json.dumps(trees, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
