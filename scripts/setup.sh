@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or reuse .venv and install distinit into it. torch stays pinned to the CPU wheel:
 # an unpinned torch pulls gigabytes of CUDA packages.
-# Usage: scripts/setup.sh [lean|full]   (full adds torchvision, timm, torchcodec, decord and test tools)
+# Usage: scripts/setup.sh [lean|plots|full]   (plots adds matplotlib and scikit-learn for figures;
+# full adds torchvision, timm, torchcodec, decord and test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-lean}
@@ -18,6 +19,8 @@ if [ "$MODE" = full ]; then
         (apt-get update -qq && apt-get install -y -qq ffmpeg) >/dev/null 2>&1 || echo "note: could not install ffmpeg; torchcodec backend will be unavailable"
     fi
     "${PIP[@]}" -e ".[test,torchvision,timm,torchcodec,decord,opencv]"
+elif [ "$MODE" = plots ]; then
+    "${PIP[@]}" -e ".[plots]"
 else
     "${PIP[@]}" -e .
 fi

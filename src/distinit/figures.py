@@ -20,6 +20,7 @@ from distinit.checkpoint import backbone_state, load_checkpoint
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_kernel
 from distinit.models.teachers import read_checkpoint
+from distinit.optional import require
 
 TSNE_ROWS = ("res3d_scratch", "res3d_distinit", "r2plus1d_scratch", "r2plus1d_distinit",
              "r2plus1d_supervised")
@@ -41,8 +42,7 @@ class Missing(Exception):
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots")
     matplotlib.use("Agg")  # files only: no display needed, and no import-time side effect
     import matplotlib.pyplot as plt
 
@@ -157,8 +157,8 @@ def conv1_r2plus1d(runs: list[Path], out: Path) -> tuple[Path, str]:
 
 def tsne(runs: list[Path], out: Path) -> tuple[Path, str]:
     """Fig. 5: t-SNE of the initial weights' pooled features of the labeled test videos."""
-    from sklearn.manifold import TSNE
-    from sklearn.metrics import silhouette_score
+    TSNE = require("sklearn.manifold", "plots").TSNE
+    silhouette_score = require("sklearn.metrics", "plots").silhouette_score
 
     found = {}
     for row in TSNE_ROWS:
