@@ -23,7 +23,7 @@ def test_reproduce_runs_each_variant_over_seeds_and_writes_its_section(tmp_path,
     assert summary["verdicts"][0].startswith("cross-entropy beats MSE: **")
     # The MSE variant really ran with MSE at a tenth of the recipe's lr.
     configs = [p.read_text() for p in (tmp_path / "r" / "runs").glob(
-        "*/seed0/r2plus1d_18_distill/config.yaml")]
+        "*/seed0/r3d_18_distill/config.yaml")]
     assert len(configs) == 2
     assert any("loss: mse" in c and "lr: 0.0003" in c for c in configs)
     text = doc.read_text()
