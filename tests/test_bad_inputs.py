@@ -46,6 +46,19 @@ CASES = [
                                                   "data.num_workers=2"], "data.crop"),
     ("resume and overwrite", [*FINETUNE, "--resume", "--overwrite"], "exclude each other"),
     ("run already there", [*FINETUNE[:-1], "out_dir={tmp}/ft8"], "already holds a run"),
+    ("scale jitter out of range", [*FINETUNE, "data.scale=[0.5, 1.5]"], "data.scale"),
+    ("train-image with a video model", ["train-image", "model.arch=r3d_18",
+                                        "data.images={world.objects_train}", "out_dir={tmp}/i"],
+     "needs an image model"),
+    ("train-image test classes differ", ["train-image", "model.arch=resnet18", "model.width=8",
+                                         "model.layers=[1,1,1,1]", "optim.epochs=1",
+                                         "optim.batch_size=4", "data.resize=36", "data.crop=32",
+                                         "data.images={world.objects_train}",
+                                         "data.images_test={world.scenes_test}",
+                                         "out_dir={tmp}/i"], "need the same class folders"),
+    ("demo recipe folder without recipes", ["demo", "size=tiny", "out_dir={tmp}/demo",
+                                            "world_dir={world.root}", "recipes={tmp}/empty"],
+     "recipe"),
 ]
 
 

@@ -76,14 +76,15 @@ def train_image_model(cfg: Config, resume: bool = False, overwrite: bool = False
                              std=std, flip=dc.flip, scale=dc.scale)
     train_set = ImageFolderDataset(dc.images, train_tf, cache=dc.cache != "none", seed=cfg.seed)
     classes = train_set.classes
+    test_set = test_images(cfg, classes) if dc.images_test else None  # checked before training
     seed_all(cfg.seed)
     kwargs = arch_kwargs(cfg)
     net = build_image_model(mc.arch, num_classes=len(classes), **kwargs)
     logs = train(cfg, Supervised(net, input_key="image"), train_set, resume=resume,
                  overwrite=overwrite, desc="train-image")
     result = {"train_loss": logs.get("loss"), "num_classes": len(classes)}
-    if dc.images_test:
-        result.update(evaluate_images(cfg, net, classes))
+    if test_set is not None:
+        result.update(evaluate_images(cfg, net, test_set))
     if dist.rank_world()[0] == 0:
         out = Path(cfg.out_dir)
         torch.save(teacher_checkpoint(net.cpu(), mc.arch, len(classes), arch_kwargs=kwargs,
@@ -93,8 +94,8 @@ def train_image_model(cfg: Config, resume: bool = False, overwrite: bool = False
     return result
 
 
-def evaluate_images(cfg: Config, net: torch.nn.Module, classes: list[str]) -> dict:
-    """Top-1 and top-5 (%) on data.images_test, centre crops; its classes must be the training's."""
+def test_images(cfg: Config, classes: list[str]) -> ImageFolderDataset:
+    """data.images_test with centre crops; its class folders must be the training set's."""
     dc = cfg.data
     test_tf = ClipTransform(train=False, resize=dc.resize or None, crop=dc.crop, mean=dc.mean,
                             std=dc.std, flip=False)
@@ -102,8 +103,13 @@ def evaluate_images(cfg: Config, net: torch.nn.Module, classes: list[str]) -> di
     if test_set.classes != classes:
         raise UserError(f"data.images_test ({dc.images_test}) has classes {test_set.classes[:5]}"
                         f"... but data.images has {classes[:5]}...; both need the same class folders")
+    return test_set
+
+
+def evaluate_images(cfg: Config, net: torch.nn.Module, test_set: ImageFolderDataset) -> dict:
+    """Top-1 and top-5 (%) on the test stills."""
     device = next(net.parameters()).device
-    r = evaluate(net, _AsClips(test_set), len(test_set), len(classes),
+    r = evaluate(net, _AsClips(test_set), len(test_set), len(test_set.classes),
                  batch_size=max(cfg.optim.batch_size, 64), device=device,
                  amp_dtype=resolve_precision(cfg.precision, device),
                  channels_last=use_channels_last(cfg.channels_last, device), input_key="image")
