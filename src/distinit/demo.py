@@ -337,8 +337,8 @@ def markdown_table(summary: dict, tables: list[dict]) -> str:
     """The table (mean +- std when several seeds) and each claim's verdict."""
     several = len(tables) > 1
 
-    def cell(v) -> str:
-        return f"{v[0]:.1f} +- {v[1]:.1f}" if several else f"{v:.1f}"
+    def cell(v, digits: int = 1) -> str:
+        return f"{v[0]:.{digits}f} +- {v[1]:.{digits}f}" if several else f"{v:.{digits}f}"
 
     s = summary["stats"]
     head = (f"Table 1 analog on the synthetic world ({summary['size']}, world seed "
@@ -355,7 +355,7 @@ def markdown_table(summary: dict, tables: list[dict]) -> str:
         if f"{row}_agree" in s:
             facts.append(f"{ROWS[row][0]} DistInit student: agrees with the teacher's top class on "
                          f"{cell(s[f'{row}_agree'])}% of held-out corpus clips (soft-target loss "
-                         f"{cell(s[f'{row}_soft_loss'])}).")
+                         f"{cell(s[f'{row}_soft_loss'], 3)}).")
         if f"{row}_corpus_test" in s:
             facts.append(f"{ROWS[row][0]} supervised pretraining: {cell(s[f'{row}_corpus_test'])}% "
                          f"top-1 on held-out corpus videos.")
