@@ -54,6 +54,9 @@ def test_write_section_appends_then_replaces(tmp_path):
     assert "A2" in text and "A1" not in text and text.index("A2") < text.index("B1")
 
 
-def test_unknown_experiment_is_one_line(capsys):
-    with pytest.raises(SystemExit):
+def test_unknown_experiment_names_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "magic"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'magic'" in err and "frames" in err and "Traceback" not in err
