@@ -182,8 +182,9 @@ def pretrain(demo: DemoConfig, world: World, out: Path, row: str, teacher: Path,
         result = distill(cfg, **_restart(cfg, overwrite))
         return "checkpoint", str(Path(cfg.out_dir) / "last.pt"), result
     if row.endswith("_supervised"):
-        probe = stage_config(demo, "distill", out / "unused", [])  # the same held-out videos
-        split = corpus_split(world, out, probe.distill.holdout)
+        # Held out: the videos distillation holds out, so both are judged on the same ones.
+        holdout = stage_config(demo, "distill", out / "unused", []).distill.holdout
+        split = corpus_split(world, out, holdout)
         cfg = stage_config(demo, "supervised", out / f"{arch}_supervised",
                            ["data.format=csv", f"data.split_dir={split}", "data.video_root=",
                             _cache(world), f"model.arch={arch}"])
