@@ -176,23 +176,30 @@ def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     videos, held = holdout_split(videos, dcfg.holdout)
     dataset = clip_dataset(cfg.data, videos, None, train_mode=True, seed=cfg.seed)
     on_epoch_end = None
+    last: dict = {}  # the latest held-out measurement, with each clip's target entropy
     if held:
+        rank, world = dist.rank_world()
         held_set = clip_dataset(replace(cfg.data, num_test_clips=1), held, None, False, cfg.seed)
         loader = DataLoader(held_set, batch_size=cfg.optim.batch_size,
-                            sampler=list(range(dist.rank_world()[0], len(held), dist.rank_world()[1])))
+                            sampler=list(range(rank, len(held), world)))
 
-        def on_epoch_end(epoch: int, per_clip: bool = False) -> dict:
+        def on_epoch_end(epoch: int) -> dict:
             device = next(net.parameters()).device
-            return holdout_agreement(method, loader, device, resolve_precision(cfg.precision, device),
-                                     use_channels_last(cfg.channels_last, device), per_clip)
+            last.clear()
+            last.update(holdout_agreement(method, loader, device,
+                                          resolve_precision(cfg.precision, device),
+                                          use_channels_last(cfg.channels_last, device),
+                                          per_clip=world == 1))
+            return {k: v for k, v in last.items() if k != "entropies"}  # metrics.jsonl: scalars
 
     logs = train(cfg, method, dataset, resume=resume, overwrite=overwrite,
                  on_epoch_end=on_epoch_end, desc="distill")
-    result = {}
-    if held:  # the trained student on the held-out clips, with each clip's target entropy
-        result = {**on_epoch_end(-1, per_clip=dist.rank_world()[1] == 1),
-                  "holdout_videos": len(held)}
-        _write_result(cfg, result, [])
+    if not held:
+        return logs
+    if not last:  # a finished run reloaded: measure its student once
+        on_epoch_end(-1)
+    result = {**last, "holdout_videos": len(held)}
+    _write_result(cfg, result, [])
     return {**logs, **result}
 
 
@@ -260,9 +267,10 @@ def _write_result(cfg: Config, result: dict, classes: list[str]) -> None:
         return
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    extra = {"num_classes": len(classes), "classes": list(classes)} if classes else {}
-    (out / "results.json").write_text(json.dumps({**result, **extra, "split": cfg.data.split},
-                                                 indent=2))
+    # A labeled split's classes; distillation has none.
+    extra = ({"num_classes": len(classes), "classes": list(classes), "split": cfg.data.split}
+             if classes else {})
+    (out / "results.json").write_text(json.dumps({**result, **extra}, indent=2))
 
 
 def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:
