@@ -26,7 +26,7 @@ import torch
 from distinit.config import config_from_args, to_dict
 from distinit.data.synth import World, generate_world
 from distinit.data.synth.world import with_overrides
-from distinit.demo import ROWS, DemoConfig, finetune_row, pretrain, train_2d
+from distinit.demo import ROWS, DemoConfig, finetune_row, pretrain, stage_config, train_2d
 from distinit.errors import UserError
 
 STUDENTS = {"res3d": "res3d_distinit", "r2plus1d": "r2plus1d_distinit"}
@@ -140,8 +140,6 @@ EXPERIMENTS = {
 
 
 def _distill_lr(demo: DemoConfig) -> float:
-    from distinit.demo import stage_config
-
     return stage_config(demo, "distill", Path("unused"), []).optim.lr
 
 
@@ -188,8 +186,6 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
 
 def _recipe_key(demo: DemoConfig) -> str:
     """A short hash of the distill and fine-tune configs a run resolves to (paths aside)."""
-    from distinit.demo import stage_config
-
     trees = [to_dict(stage_config(demo, stage, Path("."), [])) for stage in ("distill", "finetune")]
     for tree in trees:
         tree.pop("out_dir")
