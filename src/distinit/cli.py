@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from distinit.errors import UserError, one_line
@@ -66,5 +67,18 @@ def main(argv: list[str] | None = None) -> int:
             dist.cleanup(wait=ok)
 
 
+def entry() -> None:
+    """The console script. Under torchrun a process leaves without interpreter finalization once
+    `main` has closed its files and left the process group: gloo's C++ worker threads can still
+    be torn down during finalization, which aborts the process ("terminate called without an
+    active exception") after a run that succeeded. Seen in CI on torch 2.13 CPU."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
