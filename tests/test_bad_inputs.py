@@ -67,9 +67,9 @@ def prepared(world, tmp_path_factory):
     """Files the cases point at: a width-8 checkpoint, a fine-tuned run, bad data."""
     import torch
 
+    from distinit.build import make_student
     from distinit.config import load_config
     from distinit.data.video import list_videos
-    from distinit.run import make_student
 
     tmp = tmp_path_factory.mktemp("bad")
     labeled = ["data.format=hmdb51", f"data.video_root={world.actions_videos}",

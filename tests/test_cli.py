@@ -79,8 +79,8 @@ def test_user_errors_are_one_line_not_a_traceback(world, teacher_file, tmp_path,
 
 
 def test_linear_probe_trains_only_the_head(world, tmp_path, labeled):
+    from distinit.build import make_student
     from distinit.config import load_config
-    from distinit.run import make_student
 
     cfg = load_config(None, SMALL)
     start = make_student(cfg.model, num_classes=len(world.action_classes)).state_dict()

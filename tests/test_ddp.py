@@ -41,8 +41,8 @@ def _assert_close(one, two):
 @pytest.mark.slow
 def test_distill_finetune_and_probe_two_processes_equal_one(world, teacher_file, labeled,
                                                             tmp_path):
+    from distinit.build import make_student
     from distinit.config import load_config
-    from distinit.run import make_student
 
     teachers = f'distill.teachers=[{{spec: "ckpt:{teacher_file}"}}]'
     distill = [*ARGS, teachers, f"data.videos={world.corpus_dir}", "distill.frames=multi",

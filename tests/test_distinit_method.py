@@ -44,11 +44,11 @@ def test_distinit_loss_is_eq2_on_the_center_frame_targets():
     out = method({"video": clip})
     pixels = clip[:, :, 4] * 0.25 + 0.5  # the student's normalisation undone
     targets = teacher(pixels.clamp(0, 1)).softmax(-1)
-    expected = soft_target_cross_entropy(method.net(clip)[0], targets).mean()
+    expected = soft_target_cross_entropy(method.trainable(clip)[0], targets).mean()
     assert torch.allclose(out["loss"], expected, atol=1e-5)
     out["loss"].backward()
     assert all(p.grad is None for p in teacher.parameters())
-    assert all(not k.startswith("teacher") for k in method.net.state_dict())
+    assert all(not k.startswith("teacher") for k in method.trainable.state_dict())
 
 
 def test_entropy_filter_drops_and_logs():
@@ -72,13 +72,13 @@ def test_holdout_agreement_matches_a_hand_computation():
     method, teacher = _method(frames="center")
     clips = torch.randn(6, 3, 8, 32, 32)
     loader = [{"video": clips[:4]}, {"video": clips[4:]}]
-    method.net.train()
+    method.trainable.train()
     got = holdout_agreement(method, loader, torch.device("cpu"))
-    assert method.net.training  # put back in the mode it had
-    method.net.eval()
+    assert method.trainable.training  # put back in the mode it had
+    method.trainable.eval()
     with torch.no_grad():
         targets = teacher((clips[:, :, 4] * 0.25 + 0.5).clamp(0, 1)).softmax(-1)
-        student = method.net(clips)[0]
+        student = method.trainable(clips)[0]
     assert abs(got["holdout_agree_t0"]
                - 100 * (student.argmax(-1) == targets.argmax(-1)).float().mean().item()) < 1e-6
     assert abs(got["holdout_loss_t0"]
@@ -87,7 +87,7 @@ def test_holdout_agreement_matches_a_hand_computation():
 
 
 def test_holdout_split_is_fixed_and_at_most_a_tenth():
-    from distinit.run import holdout_split
+    from distinit.build import holdout_split
 
     videos = [f"v{i}" for i in range(50)]
     train, held = holdout_split(videos, 256)

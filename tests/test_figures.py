@@ -29,8 +29,9 @@ def _teacher(folder, width, classes):
 
 def _student_run(folder, stem_shape, distill=False):
     folder.mkdir(parents=True)
-    torch.save({"model": {"backbone.stem.0.weight": torch.randn(*stem_shape),
-                          "heads.0.weight": torch.randn(10, 8)}, "step": 4}, folder / "last.pt")
+    stem = torch.randn(*stem_shape)  # what a distillation run's checkpoint holds
+    torch.save({"model": {"backbone.stem.0.weight": stem, "heads.0.weight": torch.randn(10, 8)},
+                "backbone": {"stem.0.weight": stem}, "step": 4}, folder / "last.pt")
     _metrics(folder, ["loss", "agree_t0", "holdout_agree_t0"] if distill else ["loss"])
     if distill:
         g = torch.Generator().manual_seed(0)

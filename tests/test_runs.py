@@ -215,8 +215,8 @@ def test_signal_writes_a_checkpoint_and_resume_equals_uninterrupted(labeled, tmp
 
 
 def test_inputs_are_normalised_the_way_the_initial_weights_expect(tmp_path, teacher_file):
+    from distinit.build import resolve_normalization
     from distinit.config import KINETICS_MEAN
-    from distinit.run import resolve_normalization
 
     inflate = load_config(None, ["model.init=inflate", f"model.weights={teacher_file}"])
     assert resolve_normalization(inflate).data.mean == [0.5] * 3  # the 2D model's own

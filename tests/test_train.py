@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 import torch
-from torch import nn
 from toy import ToyClips, toy_net
 
 from distinit.checkpoint import load_checkpoint
 from distinit.config import load_config
 from distinit.errors import UserError
+from distinit.methods.base import Method
 from distinit.methods.supervised import Supervised
 from distinit.sampler import StreamSampler
 from distinit.train import lr_factor, train
@@ -94,13 +94,12 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
-    class Bad(nn.Module):
+    class Bad(Method):
         def __init__(self):
-            super().__init__()
-            self.net = toy_net()
+            super().__init__(toy_net())
 
         def forward(self, batch):
-            return {"loss": self.net(batch["video"]).sum() * float("nan")}
+            return {"loss": self.trainable(batch["video"]).sum() * float("nan")}
 
     with pytest.raises(UserError, match="not finite at step 0"):
         train(load_config(None, [*ARGS, f"out_dir={tmp_path}"]), Bad(), ToyClips())

@@ -51,12 +51,12 @@ def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Student backbone weights from a distillation run, a supervised run or a torchvision
-    checkpoint: heads and the classifier are dropped (fine-tuning replaces them)."""
-    sd = model_state(ckpt)
-    if any(k.startswith("backbone.") for k in sd):
-        sd = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
-    return {k: v for k, v in sd.items() if not k.startswith(("fc.", "heads."))}
+    """Student backbone weights: what the method that wrote a run exported
+    (`Method.backbone_state_dict`), or a plain or torchvision state dict without its classifier
+    (fine-tuning replaces it)."""
+    if ckpt.get("backbone") is not None:
+        return dict(ckpt["backbone"])
+    return {k: v for k, v in model_state(ckpt).items() if not k.startswith("fc.")}
 
 
 def seed_all(seed: int) -> None:

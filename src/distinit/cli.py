@@ -14,6 +14,7 @@ COMMANDS = {
     "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
     "train-image": ("distinit.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
+    "pretrain": ("distinit.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
     "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),
     "finetune": ("distinit.run", "Fine-tune (or linear-probe) a student on a labeled split."),
     "eval": ("distinit.run", "Evaluate a fine-tuned student: clip and video accuracy."),

@@ -159,6 +159,16 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
+def with_section(base: type, key: str, section: type) -> type:
+    """`base` with one more config section `key` (a method's own settings); a section the base
+    already has (DistInit's `distill`) is returned as is."""
+    if key in {f.name for f in dataclasses.fields(base)}:
+        return base
+    name = f"{key.title().replace('_', '')}{base.__name__}"
+    return dataclasses.make_dataclass(name, [(key, section, field(default_factory=section))],
+                                      bases=(base,))
+
+
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     hints = typing.get_type_hints(cls)

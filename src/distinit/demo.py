@@ -26,6 +26,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from distinit.build import (
+    clip_dataset,
+    holdout_split,
+    init_student,
+    labeled_split,
+    make_student,
+    resolve_normalization,
+)
 from distinit.checkpoint import seed_all
 from distinit.config import Config, config_from_args, load_config
 from distinit.data.synth import World, generate_world
@@ -34,16 +42,7 @@ from distinit.errors import UserError
 from distinit.image_train import CHECKPOINT, train_image_model
 from distinit.models.teachers import build_teacher
 from distinit.probe import frozen_scores
-from distinit.run import (
-    clip_dataset,
-    distill,
-    finetune,
-    holdout_split,
-    init_student,
-    labeled_split,
-    make_student,
-    resolve_normalization,
-)
+from distinit.run import distill, finetune
 from distinit.train import use_channels_last
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "demo"

@@ -107,3 +107,65 @@ def cleanup(wait: bool = True) -> None:
 def barrier() -> None:
     if td.is_initialized():
         td.barrier()
+
+
+@torch.no_grad()
+def gather_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's `t` concatenated along dim 0 in rank order: (B, ...) -> (world*B, ...).
+
+    No gradient flows back through the gather (MoCo gathers keys and the key branch only), so
+    the result is detached at world size 1 too, to keep one behaviour for one process and many.
+    Every rank must give the same shape; it is checked first, since a mismatch would otherwise
+    hang or fail inside the backend with a message that does not say why.
+    """
+    if not td.is_initialized():
+        return t.detach()
+    world = td.get_world_size()
+    shape = torch.tensor(t.shape, dtype=torch.long, device=t.device)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    td.all_gather(shapes, shape)
+    if any(not torch.equal(s, shape) for s in shapes):
+        # every rank sees the same shapes, so every rank raises: none is left waiting
+        raise ValueError(f"gather_tensor needs the same shape on every rank, got "
+                         f"{[tuple(s.tolist()) for s in shapes]} in rank order; give every rank "
+                         "the same batch size (a DataLoader with drop_last=True)")
+    out = [torch.empty_like(t) for _ in range(world)]
+    td.all_gather(out, t.contiguous())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def shuffle_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoCo's shuffling BN: deal the global batch out to the ranks in a random order.
+
+    With BatchNorm computed per rank, a query and its key computed from the same local batch
+    share batch statistics, which leaks which key is the positive; encoding the keys from a
+    shuffled batch breaks that. x (B, ...) on each rank -> (B, ...) of the shuffled global
+    batch, and the (world*B,) index that `unshuffle_batch` needs. Key branch only: no gradient.
+
+    At world size 1 the shuffled batch is the same batch, so BatchNorm sees the same statistics
+    and the remedy does nothing; the permutation is still drawn so that one process runs the
+    same code path (and consumes the same random numbers) as many.
+    """
+    rank, world = rank_world()
+    everything = gather_tensor(x)  # (world*B, ...)
+    # every rank draws, so every rank's RNG advances alike; rank 0's draw is the one used
+    perm = torch.randperm(len(everything), device=x.device)
+    if td.is_initialized():
+        td.broadcast(perm, src=0)
+    mine = perm.view(world, -1)[rank]  # (B,)
+    return everything[mine], torch.argsort(perm)
+
+
+@torch.no_grad()
+def unshuffle_batch(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Undo `shuffle_batch`: each rank gets back the rows of its own original batch, in order.
+
+    x (B, ...) as computed from the shuffled batch, idx (world*B,) from `shuffle_batch`.
+    """
+    rank, world = rank_world()
+    everything = gather_tensor(x)  # (world*B, ...)
+    if len(idx) != len(everything):
+        raise ValueError(f"unshuffle_batch got an index of {len(idx)} rows for a global batch "
+                         f"of {len(everything)}; pass the index shuffle_batch returned")
+    return everything[idx.view(world, -1)[rank]]

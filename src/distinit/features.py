@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from distinit.build import clip_dataset, init_student, make_student, resolve_normalization
 from distinit.checkpoint import seed_all
 from distinit.config import config_from_args
 from distinit.data.video import list_videos
 from distinit.dist import resolve_device
 from distinit.errors import UserError
 from distinit.models.students import forward_features
-from distinit.run import clip_dataset, init_student, make_student, resolve_normalization
 from distinit.train import resolve_precision, to_device, use_channels_last
 
 

@@ -77,7 +77,7 @@ def _conv1(path: Path) -> torch.Tensor:
     """The student's first conv kernel (O, C, T, H, W) from a training run's checkpoint."""
     state = backbone_state(load_checkpoint(path))
     if "stem.0.weight" not in state:
-        raise Missing(f"{path} holds no student stem (backbone.stem.0.weight)")
+        raise Missing(f"{path} holds no student stem (stem.0.weight of its backbone)")
     return state["stem.0.weight"].float()
 
 

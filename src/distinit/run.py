@@ -1,4 +1,4 @@
-"""`distinit distill | finetune | eval`: build data, models and method from a config and run."""
+"""`distinit pretrain | distill | finetune | eval`: build a run from its config and train it."""
 
 from __future__ import annotations
 
@@ -9,127 +9,37 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from distinit import dist, run_dir
-from distinit.checkpoint import backbone_state, load_checkpoint, model_state, seed_all
-from distinit.config import (
-    KINETICS_MEAN,
-    KINETICS_STD,
-    Config,
-    DataConfig,
-    ModelConfig,
-    config_from_args,
+from distinit.build import (
+    clip_dataset,
+    init_student,
+    labeled_split,
+    load_weights,
+    make_student,
+    pretrained_weights,
+    resolve_normalization,
 )
+from distinit.checkpoint import load_checkpoint, model_state, seed_all
+from distinit.config import Config, ModelConfig, config_from_args
 from distinit.data.datasets import VideoClipDataset
-from distinit.data.splits import load_labeled
-from distinit.data.transforms import ClipTransform
-from distinit.data.video import list_videos
 from distinit.errors import UserError
 from distinit.evaluate import evaluate
-from distinit.methods.distinit import DistInit, MultiHeadStudent, holdout_agreement
+from distinit.methods import config_class, get_method
 from distinit.methods.supervised import Supervised
-from distinit.models.inflate import inflate_from_file
-from distinit.models.students import STUDENTS, build_student
-from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher, read_checkpoint
 from distinit.train import resolve_precision, train, use_channels_last
 
-COMMANDS = ("distill", "finetune", "eval")
+COMMANDS = ("pretrain", "distill", "finetune", "eval")
 
 
 # ---- building blocks (the demo and tests use these too) -------------------------------------
-
-def make_student(mc: ModelConfig, num_classes: int) -> nn.Module:
-    kwargs = {}
-    if mc.arch in STUDENTS:  # user architectures take no scaling arguments
-        kwargs = {"width": mc.width, "stem_stride": mc.stem_stride}
-        if mc.layers:
-            kwargs["layers"] = mc.layers
-        if mc.stem_kernel:
-            kwargs["stem_kernel"] = tuple(mc.stem_kernel)
-    return build_student(mc.arch, num_classes=num_classes, **kwargs)
-
-
-def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_mode: bool,
-                 seed: int) -> VideoClipDataset:
-    transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
-                              mean=dc.mean, std=dc.std, flip=dc.flip and train_mode,
-                              scale=dc.scale)
-    return VideoClipDataset(videos, labels, clip_len=dc.clip_len, stride=dc.stride,
-                            mode="train" if train_mode else "test",
-                            num_clips=1 if train_mode else dc.num_test_clips,
-                            transform=transform, backend=dc.backend,
-                            cache=None if dc.cache == "none" else dc.cache,
-                            cache_dir=dc.cache_dir or None, seed=seed)
-
-
-def labeled_split(dc: DataConfig, subset: str):
-    return load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                 mc: ModelConfig, skip: tuple[str, ...] = ()) -> None:
-    """Load `state` into `model`, or say which keys and shapes differ (keys under `skip` may be
-    absent: a fine-tuning run's new classifier)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(skip)]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-              for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = [f"{len(shapes)} shapes differ, e.g. {shapes[0]}" if shapes else "",
-                 f"missing {missing[:3]}" if missing else "",
-                 f"unexpected {unexpected[:3]}" if unexpected else ""]
-        raise UserError(
-            f"{source} does not match model.arch={mc.arch} width={mc.width} "
-            f"layers={mc.layers or 'default'}: {'; '.join(p for p in parts if p)}. Set model.arch, "
-            "model.width, model.layers, model.stem_* as the run that wrote it (its config.yaml)")
-    model.load_state_dict(state, strict=not skip)
-
-
-def init_student(student: nn.Module, mc: ModelConfig) -> None:
-    """Scratch, a pretrained checkpoint (distillation, supervised or torchvision), or inflation."""
-    if mc.init == "scratch":
-        return
-    if not mc.weights:
-        raise UserError(f"model.init={mc.init} needs model.weights=PATH")
-    if mc.init == "inflate":
-        inflate_from_file(student, mc.weights)
-        return
-    if mc.init != "checkpoint":
-        raise UserError(f"model.init must be scratch, checkpoint or inflate, got {mc.init!r}")
-    state = backbone_state(load_checkpoint(mc.weights))
-    load_weights(student, state, mc.weights, mc, skip=("fc.",))
-
-
-def resolve_normalization(cfg: Config, trained_weights: str = "") -> Config:
-    """Fill an empty data.mean/std with what the initial weights expect: an inflated image
-    model's own (ImageNet's for an ImageNet ResNet), the run's that wrote `trained_weights`
-    (a checkpoint of ours), else Kinetics' (torchvision's video models)."""
-    dc, mc = cfg.data, cfg.model
-    if dc.mean and dc.std:
-        return cfg
-    mean, std = KINETICS_MEAN, KINETICS_STD
-    if mc.init == "inflate" and mc.weights:
-        _, meta = read_checkpoint(mc.weights, "a 2D ResNet", what="2D weights to inflate")
-        mean, std = meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD)
-    elif trained_weights:
-        saved = load_checkpoint(trained_weights).get("config", {}).get("data", {})
-        if saved.get("mean") and saved.get("std"):
-            mean, std = saved["mean"], saved["std"]
-    return replace(cfg, data=replace(dc, mean=list(dc.mean or mean), std=list(dc.std or std)))
-
-
-def pretrained_weights(mc: ModelConfig) -> str:
-    return mc.weights if mc.init == "checkpoint" else ""
-
 
 class _FrozenBackbone(Supervised):
     """Linear probe: only the classifier trains; batch-norm statistics stay frozen too."""
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for m in self.net.modules():
+        for m in self.trainable.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
         return self
@@ -154,65 +64,26 @@ def eval_student(cfg: Config, student: nn.Module, test_set: VideoClipDataset,
 
 # ---- the three jobs ---------------------------------------------------------------------------
 
-def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
-    dc, dcfg = cfg.data, cfg.distill
-    if not dcfg.teachers:
-        raise UserError("distill needs at least one teacher: set distill.teachers in the config "
-                        "(e.g. - {spec: 'torchvision:resnet50', weights: resnet50.pth})")
-    if not dc.videos:
-        raise UserError("distill needs data.videos: a folder of videos or a list file")
+def pretrain(cfg: Config, name: str = "distinit", resume: bool = False,
+             overwrite: bool = False) -> dict:
+    """Pretrain with the method registered as `name` (`distinit.methods.METHODS`)."""
+    plugin = get_method(name)
+    dist.setup(cfg.device)  # the plugin may shard its held-out data by rank
     cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
     seed_all(cfg.seed)
-    teachers = [build_teacher(t.spec, weights=t.weights or None, arch=t.arch or None,
-                              input_size=t.input_size or None, mean=t.mean or None,
-                              std=t.std or None) for t in dcfg.teachers]
-    videos = list_videos(cfg.data.videos, cfg.data.extensions)
-    student = make_student(cfg.model, num_classes=0)  # no classifier: the heads sit beside it
-    init_student(student, cfg.model)
-    net = MultiHeadStudent(student, [t.num_classes for t in teachers])
-    method = DistInit(net, teachers, [t.weight for t in dcfg.teachers], cfg.data.mean,
-                      cfg.data.std, frames=dcfg.frames, num_frames=dcfg.num_frames,
-                      temperature=dcfg.temperature, loss=dcfg.loss, max_entropy=dcfg.max_entropy)
-    videos, held = holdout_split(videos, dcfg.holdout)
-    dataset = clip_dataset(cfg.data, videos, None, train_mode=True, seed=cfg.seed)
-    on_epoch_end = None
-    last: dict = {}  # the latest held-out measurement, with each clip's target entropy
-    if held:
-        rank, world = dist.rank_world()
-        held_set = clip_dataset(replace(cfg.data, num_test_clips=1), held, None, False, cfg.seed)
-        loader = DataLoader(held_set, batch_size=cfg.optim.batch_size,
-                            sampler=list(range(rank, len(held), world)))
-
-        def on_epoch_end(epoch: int) -> dict:
-            device = next(net.parameters()).device
-            last.clear()
-            last.update(holdout_agreement(method, loader, device,
-                                          resolve_precision(cfg.precision, device),
-                                          use_channels_last(cfg.channels_last, device),
-                                          per_clip=world == 1))
-            return {k: v for k, v in last.items() if k != "entropies"}  # metrics.jsonl: scalars
-
-    logs = train(cfg, method, dataset, resume=resume, overwrite=overwrite,
-                 on_epoch_end=on_epoch_end, desc="distill")
-    if not held:
+    job = plugin.build(cfg)
+    logs = train(cfg, job.method, job.dataset, resume=resume, overwrite=overwrite,
+                 on_epoch_end=job.on_epoch_end, desc=name)
+    if job.finish is None:
         return logs
-    if not last:  # a finished run reloaded: measure its student once
-        on_epoch_end(-1)
-    result = {**last, "holdout_videos": len(held)}
+    result = job.finish(logs)
     _write_result(cfg, result, [])
     return {**logs, **result}
 
 
-def holdout_split(videos: list, n: int) -> tuple[list, list]:
-    """(training videos, held-out videos): n videos (at most a tenth) chosen by a fixed
-    permutation, so every run on the same corpus holds out the same ones."""
-    n = min(n, len(videos) // 10)
-    if n == 0:
-        return list(videos), []
-    order = torch.randperm(len(videos), generator=torch.Generator().manual_seed(0)).tolist()
-    held = set(order[:n])
-    return ([v for i, v in enumerate(videos) if i not in held],
-            [v for i, v in enumerate(videos) if i in held])
+def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    """DistInit (`distinit distill`): `pretrain` with the distinit method."""
+    return pretrain(cfg, "distinit", resume, overwrite)
 
 
 def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
@@ -292,30 +163,39 @@ def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:
     return summary
 
 
-def parse(argv: list[str], prog: str) -> tuple[Config, argparse.Namespace]:
+def parse(argv: list[str], prog: str, cls: type = Config) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog=f"distinit {prog}")
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
-    if prog != "eval":
+    if prog not in ("eval",):
         parser.add_argument("--resume", action="store_true",
                             help="continue the run in out_dir from its last.pt (same config)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the run already in out_dir and start again")
-    parser.add_argument("--splits", default="", help="comma-separated splits, e.g. 1,2,3")
+    if prog in ("finetune", "eval"):
+        parser.add_argument("--splits", default="", help="comma-separated splits, e.g. 1,2,3")
     ns = parser.parse_intermixed_args(argv)
-    return config_from_args(ns.args), ns
+    return config_from_args(ns.args, cls=cls), ns
 
 
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
-    cfg, ns = parse(rest, command)
-    splits = [int(s) for s in ns.splits.split(",") if s] or [cfg.data.split]
+    name = "distinit"
+    if command == "pretrain":
+        if not rest or rest[0].startswith("-") or "=" in rest[0] or rest[0].endswith(".yaml"):
+            from distinit.methods import METHODS
+
+            raise UserError("usage: distinit pretrain METHOD [CONFIG.yaml] [key=value ...]; "
+                            f"methods: {', '.join(METHODS)}")
+        name, rest = rest[0], rest[1:]
+    cfg, ns = parse(rest, command, config_class(name) if command == "pretrain" else Config)
     torch.set_float32_matmul_precision("high")
-    if command == "distill":
-        result = distill(cfg, resume=ns.resume, overwrite=ns.overwrite)
-    elif command == "finetune":
-        result = run_splits(cfg, splits, finetune, resume=ns.resume, overwrite=ns.overwrite)
-    elif command == "eval":
-        result = run_splits(cfg, splits, evaluate_checkpoint, overwrite=ns.overwrite)
+    if command in ("pretrain", "distill"):
+        result = pretrain(cfg, name, resume=ns.resume, overwrite=ns.overwrite)
+    elif command in ("finetune", "eval"):
+        splits = [int(s) for s in ns.splits.split(",") if s] or [cfg.data.split]
+        job = finetune if command == "finetune" else evaluate_checkpoint
+        kwargs = {"resume": ns.resume} if command == "finetune" else {}
+        result = run_splits(cfg, splits, job, overwrite=ns.overwrite, **kwargs)
     else:
         raise UserError(f"unknown command {command}; valid: {', '.join(COMMANDS)}")
     print(json.dumps(result, indent=2, default=str))

@@ -1,8 +1,9 @@
 """The one training loop: distillation, fine-tuning and supervised training all run here.
 
-A method is an `nn.Module` whose `forward(batch)` returns `{"loss": ..., **logs}` and whose
-trainable part is `method.net`. The loop owns everything else: devices, precision, DDP,
-optimizer, schedule, accumulation, clipping, logging, checkpoints and exact resumption.
+A method (`distinit.methods.base.Method`) returns `{"loss": ..., **logs}` from `forward(batch)`
+and names its trainable part `method.trainable`. The loop owns everything else: devices,
+precision, DDP, optimizer, schedule, accumulation, clipping, logging, checkpoints (with the
+method's own state) and exact resumption.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from distinit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set
 from distinit.config import Config, OptimConfig, save_config, to_dict
 from distinit.errors import UserError
 from distinit.interrupt import Interrupted, StopRequest, signal_name
+from distinit.methods.base import Method
 from distinit.sampler import StreamSampler
 
 
@@ -127,10 +129,10 @@ class MetricLog:
             self.tb.close()
 
 
-def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = False,
+def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False,
           overwrite: bool = False, head_prefixes: tuple[str, ...] = (),
           on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train") -> dict:
-    """Train `method.net` on `dataset` as `cfg` says; returns the last logged metrics.
+    """Train `method.trainable` on `dataset` as `cfg` says; returns the last logged metrics.
 
     Checkpoints go to `cfg.out_dir/last.pt`; with `resume` the run continues from there exactly
     (weights, optimizer, schedule, step, every rank's RNG and the data order). SIGTERM and
@@ -164,12 +166,15 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
     channels_last = use_channels_last(cfg.channels_last, ctx.device)
 
     method.to(ctx.device)
-    net = method.net
+    net = method.student
     if channels_last:
-        net.to(memory_format=torch.channels_last_3d if _has_conv3d(net) else torch.channels_last)
+        for name, child in method.named_children():
+            if name not in method._frozen:  # teachers keep the layout they were given
+                child.to(memory_format=torch.channels_last_3d if _has_conv3d(child)
+                         else torch.channels_last)
     optimizer = build_optimizer(net, cfg.optim, head_prefixes)
-    if ctx.world > 1:  # only the trainable part; teachers stay outside DDP
-        method.net = nn.parallel.DistributedDataParallel(net)
+    if ctx.world > 1:  # only the trainable part; teachers and momentum encoders stay outside DDP
+        method.trainable = nn.parallel.DistributedDataParallel(net)
 
     o = cfg.optim
     sampler = StreamSampler(len(dataset), o.batch_size, cfg.seed, rank=ctx.rank,
@@ -188,6 +193,7 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
     step = 0
     if state is not None:
         net.load_state_dict(state["model"])
+        method.load_method_state(state.get("method", {}))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
@@ -207,7 +213,9 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
         error = None
         if ctx.is_main:
             try:
-                save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                save_checkpoint({"model": net.state_dict(), "method": method.method_state(),
+                                 "backbone": _backbone(method),
+                                 "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(), "step": step,
                                  "global_batch": sampler.global_batch, "rng": rngs,
                                  "config": to_dict(cfg)}, ckpt_path)
@@ -257,6 +265,7 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 step += 1
+                method.after_step(step)
                 seen += sampler.global_batch
                 bar.update(1)
                 if step % cfg.log_every == 0 or step == stop_at:
@@ -296,12 +305,12 @@ def train(cfg: Config, method: nn.Module, dataset: Dataset, *, resume: bool = Fa
                     method.train()
     bar.close()
     log.close()
-    method.net = net  # unwrap DDP for whoever uses the model next
+    method.trainable = net  # unwrap DDP for whoever uses the model next
     dist.barrier()
     return last
 
 
-def _accumulate(method: nn.Module, micro: list[dict], ctx: dist.DistContext,
+def _accumulate(method: Method, micro: list[dict], ctx: dist.DistContext,
                 amp_dtype: torch.dtype | None, channels_last: bool) -> tuple[dict, bool]:
     """Forward and backward over the micro-batches of one optimizer step.
 
@@ -325,7 +334,7 @@ def _accumulate(method: nn.Module, micro: list[dict], ctx: dist.DistContext,
     out: dict = {}
     for i, b in enumerate(micro):
         sync = i == len(micro) - 1
-        with _maybe_no_sync(method.net, sync), autocast:
+        with _maybe_no_sync(method.trainable, sync), autocast:
             out = method(b)
             loss = out["loss"]
         finite = finite and bool(torch.isfinite(loss))
@@ -343,6 +352,14 @@ def _prepare_out_dir(out_dir: Path, cfg: Config, overwrite: bool, resume_step: i
     except OSError as e:
         raise UserError(f"cannot write to out_dir {out_dir}: {e.strerror or e}; choose a "
                         "writable out_dir=") from None
+
+
+def _backbone(method: Method) -> dict | None:
+    """What fine-tuning loads (tensors shared with "model": torch.save stores them once)."""
+    try:
+        return method.backbone_state_dict()
+    except NotImplementedError:
+        return None
 
 
 def _has_conv3d(net: nn.Module) -> bool:

@@ -1,0 +1,33 @@
+"""Pretraining methods by name: `distinit pretrain NAME CONFIG.yaml key=value ...`.
+
+Each entry is a module with
+- `SECTION`: `(key, dataclass)` of the method's own config section, or None;
+- `build(cfg) -> methods.base.Pretraining`: the method and its data recipe.
+
+Adding a method is one new file and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from distinit.errors import UserError
+
+METHODS = {
+    "distinit": "distinit.methods.distinit",
+}
+
+
+def get_method(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+    return importlib.import_module(METHODS[name])
+
+
+def config_class(name: str) -> type:
+    """The run config of method `name`: the common sections plus the method's own."""
+    from distinit.config import Config, with_section
+
+    section = get_method(name).SECTION
+    return Config if section is None else with_section(Config, *section)

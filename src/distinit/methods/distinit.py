@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from distinit import dist
+from distinit.build import clip_dataset, holdout_split, init_student, make_student
+from distinit.config import Config, DistillConfig
+from distinit.data.video import list_videos
+from distinit.errors import UserError
 from distinit.losses import (
     confidence_weights,
     entropy,
@@ -16,8 +22,12 @@ from distinit.losses import (
     teacher_targets,
     weighted_mean,
 )
+from distinit.methods.base import Method, Pretraining
 from distinit.models.students import feature_dim, forward_features
-from distinit.train import to_device
+from distinit.models.teachers import build_teacher
+from distinit.train import resolve_precision, to_device, use_channels_last
+
+SECTION = ("distill", DistillConfig)
 
 FRAME_CHOICES = ("center", "random", "multi")
 
@@ -67,24 +77,23 @@ def select_frames(clip: torch.Tensor, how: str, num_frames: int = 1,
     return frames[torch.arange(B, device=clip.device)[:, None], idx]
 
 
-class DistInit(nn.Module):
+class DistInit(Method):
     """Soft targets from the teachers (Eq. 1), per-teacher losses (Eq. 2), weighted sum (Eq. 3).
 
-    Teachers are kept in a plain list, not as submodules: they are not trained, not saved in the
-    student's checkpoint and never wrapped in DDP. `net` is the trainable student with its heads.
+    `trainable` is the student with one head per teacher. The teachers are frozen submodules:
+    not trained, not saved in checkpoints (the config names their files) and never in DDP.
     """
 
     def __init__(self, net: MultiHeadStudent, teachers: Sequence[nn.Module],
                  teacher_weights: Sequence[float], mean: Sequence[float], std: Sequence[float],
                  frames: str = "random", num_frames: int = 4, temperature: float = 1.0,
                  loss: str = "ce", max_entropy: float = 0.0):
-        super().__init__()
+        super().__init__(net)
         if loss not in ("ce", "mse"):
             raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
         if frames not in FRAME_CHOICES:
             raise ValueError(f"frames must be one of {FRAME_CHOICES}, got {frames!r}")
-        self.net = net
-        self.teachers = list(teachers)
+        self.freeze("teachers", nn.ModuleList(teachers))
         self.teacher_weights = list(teacher_weights)
         self.frames, self.num_frames = frames, num_frames
         self.temperature, self.loss, self.max_entropy = temperature, loss, max_entropy
@@ -92,11 +101,6 @@ class DistInit(nn.Module):
         # their own normalisation.
         self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
-
-    def to(self, *args, **kwargs):
-        super().to(*args, **kwargs)
-        self.teachers = [t.to(*args, **kwargs) for t in self.teachers]
-        return self
 
     @torch.no_grad()
     def prepare(self, batch: dict) -> dict:
@@ -122,7 +126,7 @@ class DistInit(nn.Module):
     def forward(self, batch: dict) -> dict:
         if "targets" not in batch:  # called outside the loop: normalise by this batch alone
             batch = self.prepare(batch)
-        student_logits = self.net(batch["video"])
+        student_logits = self.trainable(batch["video"])
         total = batch["video"].new_zeros((), dtype=torch.float32)
         logs = {}
         for i, (w, s_logits, target, keep, count) in enumerate(zip(
@@ -139,6 +143,9 @@ class DistInit(nn.Module):
             logs[f"agree_t{i}"] = (s_logits.argmax(-1) == target.argmax(-1)).float().mean()
         return {"loss": total, **logs}
 
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.student.backbone.state_dict()
+
 
 @torch.no_grad()
 def holdout_agreement(method: DistInit, loader, device: torch.device,
@@ -152,7 +159,7 @@ def holdout_agreement(method: DistInit, loader, device: torch.device,
     `entropies`: each teacher's target entropy of every clip. The student runs
     in eval mode (its BatchNorm statistics); sums are all-reduced across processes.
     """
-    net = getattr(method.net, "module", method.net)  # under DDP: the student itself, no syncing
+    net = method.student  # under DDP: the student itself, no gradient syncing
     was_training = net.training
     net.eval()
     n_teachers = len(method.teachers)
@@ -186,3 +193,49 @@ def holdout_agreement(method: DistInit, loader, device: torch.device,
     if per_clip:  # this process's clips only (the demo and figures run in one process)
         out["entropies"] = [torch.cat(e).tolist() if e else [] for e in entropies]
     return out
+
+
+def build(cfg: Config) -> Pretraining:
+    """DistInit's plugin: the teachers, a student with one head per teacher, one RGB clip per
+    corpus video, and the held-out agreement measured after each epoch."""
+    dc, dcfg = cfg.data, cfg.distill
+    if not dcfg.teachers:
+        raise UserError("distill needs at least one teacher: set distill.teachers in the config "
+                        "(e.g. - {spec: 'torchvision:resnet50', weights: resnet50.pth})")
+    if not dc.videos:
+        raise UserError("distill needs data.videos: a folder of videos or a list file")
+    teachers = [build_teacher(t.spec, weights=t.weights or None, arch=t.arch or None,
+                              input_size=t.input_size or None, mean=t.mean or None,
+                              std=t.std or None) for t in dcfg.teachers]
+    videos = list_videos(dc.videos, dc.extensions)
+    student = make_student(cfg.model, num_classes=0)  # no classifier: the heads sit beside it
+    init_student(student, cfg.model)
+    net = MultiHeadStudent(student, [t.num_classes for t in teachers])
+    method = DistInit(net, teachers, [t.weight for t in dcfg.teachers], dc.mean, dc.std,
+                      frames=dcfg.frames, num_frames=dcfg.num_frames,
+                      temperature=dcfg.temperature, loss=dcfg.loss, max_entropy=dcfg.max_entropy)
+    videos, held = holdout_split(videos, dcfg.holdout)
+    dataset = clip_dataset(dc, videos, None, train_mode=True, seed=cfg.seed)
+    if not held:
+        return Pretraining(method, dataset)
+    rank, world = dist.rank_world()
+    held_set = clip_dataset(replace(dc, num_test_clips=1), held, None, False, cfg.seed)
+    loader = DataLoader(held_set, batch_size=cfg.optim.batch_size,
+                        sampler=list(range(rank, len(held), world)))
+    last: dict = {}  # the latest held-out measurement, with each clip's target entropy
+
+    def on_epoch_end(epoch: int) -> dict:
+        device = next(net.parameters()).device
+        last.clear()
+        last.update(holdout_agreement(method, loader, device,
+                                      resolve_precision(cfg.precision, device),
+                                      use_channels_last(cfg.channels_last, device),
+                                      per_clip=world == 1))
+        return {k: v for k, v in last.items() if k != "entropies"}  # metrics.jsonl: scalars
+
+    def finish(logs: dict) -> dict:
+        if not last:  # a finished run reloaded: measure its student once
+            on_epoch_end(-1)
+        return {**last, "holdout_videos": len(held)}
+
+    return Pretraining(method, dataset, on_epoch_end, finish)

@@ -1,0 +1,116 @@
+"""Building a run's parts from its config: students, their initial weights, clip datasets,
+labeled splits, input normalisation. Every job and method plugin builds through these."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from distinit.checkpoint import backbone_state, load_checkpoint
+from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, ModelConfig
+from distinit.data.datasets import VideoClipDataset
+from distinit.data.splits import load_labeled
+from distinit.data.transforms import ClipTransform
+from distinit.errors import UserError
+from distinit.models.inflate import inflate_from_file
+from distinit.models.students import STUDENTS, build_student
+from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD, read_checkpoint
+
+
+def make_student(mc: ModelConfig, num_classes: int) -> nn.Module:
+    kwargs = {}
+    if mc.arch in STUDENTS:  # user architectures take no scaling arguments
+        kwargs = {"width": mc.width, "stem_stride": mc.stem_stride}
+        if mc.layers:
+            kwargs["layers"] = mc.layers
+        if mc.stem_kernel:
+            kwargs["stem_kernel"] = tuple(mc.stem_kernel)
+    return build_student(mc.arch, num_classes=num_classes, **kwargs)
+
+
+def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_mode: bool,
+                 seed: int) -> VideoClipDataset:
+    transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
+                              mean=dc.mean, std=dc.std, flip=dc.flip and train_mode,
+                              scale=dc.scale)
+    return VideoClipDataset(videos, labels, clip_len=dc.clip_len, stride=dc.stride,
+                            mode="train" if train_mode else "test",
+                            num_clips=1 if train_mode else dc.num_test_clips,
+                            transform=transform, backend=dc.backend,
+                            cache=None if dc.cache == "none" else dc.cache,
+                            cache_dir=dc.cache_dir or None, seed=seed)
+
+
+def labeled_split(dc: DataConfig, subset: str):
+    return load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                 mc: ModelConfig, skip: tuple[str, ...] = ()) -> None:
+    """Load `state` into `model`, or say which keys and shapes differ (keys under `skip` may be
+    absent: a fine-tuning run's new classifier)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(skip)]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(shapes)} shapes differ, e.g. {shapes[0]}" if shapes else "",
+                 f"missing {missing[:3]}" if missing else "",
+                 f"unexpected {unexpected[:3]}" if unexpected else ""]
+        raise UserError(
+            f"{source} does not match model.arch={mc.arch} width={mc.width} "
+            f"layers={mc.layers or 'default'}: {'; '.join(p for p in parts if p)}. Set model.arch, "
+            "model.width, model.layers, model.stem_* as the run that wrote it (its config.yaml)")
+    model.load_state_dict(state, strict=not skip)
+
+
+def init_student(student: nn.Module, mc: ModelConfig) -> None:
+    """Scratch, a pretrained checkpoint (distillation, supervised or torchvision), or inflation."""
+    if mc.init == "scratch":
+        return
+    if not mc.weights:
+        raise UserError(f"model.init={mc.init} needs model.weights=PATH")
+    if mc.init == "inflate":
+        inflate_from_file(student, mc.weights)
+        return
+    if mc.init != "checkpoint":
+        raise UserError(f"model.init must be scratch, checkpoint or inflate, got {mc.init!r}")
+    state = backbone_state(load_checkpoint(mc.weights))
+    load_weights(student, state, mc.weights, mc, skip=("fc.",))
+
+
+def resolve_normalization(cfg: Config, trained_weights: str = "") -> Config:
+    """Fill an empty data.mean/std with what the initial weights expect: an inflated image
+    model's own (ImageNet's for an ImageNet ResNet), the run's that wrote `trained_weights`
+    (a checkpoint of ours), else Kinetics' (torchvision's video models)."""
+    dc, mc = cfg.data, cfg.model
+    if dc.mean and dc.std:
+        return cfg
+    mean, std = KINETICS_MEAN, KINETICS_STD
+    if mc.init == "inflate" and mc.weights:
+        _, meta = read_checkpoint(mc.weights, "a 2D ResNet", what="2D weights to inflate")
+        mean, std = meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD)
+    elif trained_weights:
+        saved = load_checkpoint(trained_weights).get("config", {}).get("data", {})
+        if saved.get("mean") and saved.get("std"):
+            mean, std = saved["mean"], saved["std"]
+    return replace(cfg, data=replace(dc, mean=list(dc.mean or mean), std=list(dc.std or std)))
+
+
+def pretrained_weights(mc: ModelConfig) -> str:
+    return mc.weights if mc.init == "checkpoint" else ""
+
+
+def holdout_split(videos: list, n: int) -> tuple[list, list]:
+    """(training videos, held-out videos): n videos (at most a tenth) chosen by a fixed
+    permutation, so every run on the same corpus holds out the same ones."""
+    n = min(n, len(videos) // 10)
+    if n == 0:
+        return list(videos), []
+    order = torch.randperm(len(videos), generator=torch.Generator().manual_seed(0)).tolist()
+    held = set(order[:n])
+    return ([v for i, v in enumerate(videos) if i not in held],
+            [v for i, v in enumerate(videos) if i in held])

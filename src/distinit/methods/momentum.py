@@ -1,0 +1,52 @@
+"""The momentum (key) encoder of MoCo-style methods: a frozen copy moved towards the online one
+by an exponential moving average after every optimizer step."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` that no optimizer moves, in train mode.
+
+    Train mode on purpose: MoCo's key encoder normalises with the statistics of the batch it
+    encodes (shuffled across ranks, see `dist.shuffle_batch`), not with running averages.
+    """
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target.train()
+
+
+def _matched(kind: str, target: dict[str, torch.Tensor],
+             source: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(target, source) pairs by name; an error naming what differs if the modules differ."""
+    if target.keys() != source.keys():
+        only_t = sorted(target.keys() - source.keys())[:5]
+        only_s = sorted(source.keys() - target.keys())[:5]
+        raise ValueError(f"momentum_update: the two modules have different {kind}: only in "
+                         f"target {only_t}, only in source {only_s} (pass the source unwrapped, "
+                         "not inside DDP)")
+    bad = [f"{k} {tuple(target[k].shape)} vs {tuple(source[k].shape)}"
+           for k in target if target[k].shape != source[k].shape]
+    if bad:
+        raise ValueError(f"momentum_update: {kind} differ in shape (target vs source): {bad[:5]}")
+    return [(target[k], source[k]) for k in target]
+
+
+@torch.no_grad()
+def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
+    """target = m * target + (1 - m) * source for every parameter; buffers copied from source.
+
+    Buffers (BatchNorm running statistics, batch counters) are not learned, so there is nothing
+    to average: the source's are the current ones.
+    """
+    params = _matched("parameters", dict(target.named_parameters()),
+                      dict(source.named_parameters()))
+    for t, s in params:
+        t.mul_(m).add_(s.detach().to(t.dtype), alpha=1.0 - m)
+    buffers = _matched("buffers", dict(target.named_buffers()), dict(source.named_buffers()))
+    for t, s in buffers:
+        t.copy_(s)
