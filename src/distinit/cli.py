@@ -13,6 +13,7 @@ COMMANDS = {
     "synth": ("distinit.data.synth.cli", "Write the synthetic world (stills, unlabeled corpus, action set)."),
     "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
+    "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1) for a folder or list of videos."),
     "train-image": ("distinit.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
     "pretrain": ("distinit.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
     "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),

@@ -1,0 +1,240 @@
+"""`distinit flow SRC OUT`: dense optical flow of every video in a folder or list, with OpenCV.
+
+Algorithms: `dis` (default; DIS with OpenCV's MEDIUM preset: in benchmarks/bench_flow.py
+about 4x slower than FAST but with 1.4-3x lower error, and still ~2x faster than Farneback),
+`farneback`, and `tvl1` (Dual TV-L1, the flow of TSN and I3D; needs opencv-contrib). The format of the files (one `(T, H, W, 2)` .npy per video, uint8 quantised
+with a bound of 20 px as TSN and MMAction2 do, or float16 pixels) is in `flow_store`; its
+readers are re-exported here. Existing outputs are skipped, so an interrupted run resumes;
+a video that fails to decode is reported and skipped. See docs/FLOW.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from tqdm import tqdm
+
+from distinit.data.flow_store import (
+    DTYPES,
+    claim_out_dir,
+    dequantize,
+    flow_file,
+    flow_meta,
+    is_complete,
+    quantize,
+    read_flow_meta,
+    save_flow,
+)
+from distinit.data.reencode import output_size
+from distinit.data.video import DEFAULT_EXTENSIONS, VideoDecodeError, list_videos, read_all_frames
+from distinit.errors import UserError
+
+__all__ = ["ALGORITHMS", "dequantize", "flow_estimator", "flow_file", "main", "read_flow_meta",
+           "video_flow"]
+
+
+class AllVideosFailed(UserError):
+    exit_code = 1  # as for a run with nothing to show; bad input arguments exit 2
+
+
+# (prev, next) (H, W) uint8 gray -> (H, W, 2) float32 flow from prev to next, in pixels.
+Estimator = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# DIS matches 8x8 patches: smaller frames are an OpenCV error.
+MIN_SHORT_SIDE = 16
+
+
+def import_cv2() -> ModuleType:
+    """OpenCV, imported on first use so that the rest of distinit never needs it."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise UserError(f"optical flow needs OpenCV, which is not installed; install it with "
+                        f"pip install -e '.[opencv]' ({e})") from None
+    return cv2
+
+
+def _dis(cv2: ModuleType) -> Estimator:
+    dis = cv2.DISOpticalFlow_create(cv2.DISOpticalFlow_PRESET_MEDIUM)
+    return lambda prev, nxt: dis.calc(prev, nxt, None)
+
+
+def _farneback(cv2: ModuleType) -> Estimator:
+    # OpenCV's documented example settings: 3 pyramid levels at scale 0.5, 15-px windows.
+    return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5,
+                                                          levels=3, winsize=15, iterations=3,
+                                                          poly_n=5, poly_sigma=1.2, flags=0)
+
+
+def _tvl1(cv2: ModuleType) -> Estimator:
+    if not hasattr(cv2, "optflow"):  # TV-L1 lives in opencv-contrib since OpenCV 4
+        raise UserError("the tvl1 algorithm needs opencv-contrib: pip install "
+                        "opencv-contrib-python-headless (in place of opencv-python-headless), "
+                        "or choose --algorithm dis or farneback")
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+
+
+ALGORITHMS: dict[str, Callable[[ModuleType], Estimator]] = {
+    "dis": _dis, "farneback": _farneback, "tvl1": _tvl1}
+
+
+def flow_estimator(algorithm: str) -> Estimator:
+    """A function (prev, next) gray uint8 frames -> (H, W, 2) float32 flow in pixels."""
+    if algorithm not in ALGORITHMS:
+        raise UserError(f"unknown flow algorithm {algorithm!r}; choose one of {list(ALGORITHMS)}")
+    return ALGORITHMS[algorithm](import_cv2())
+
+
+def video_flow(frames: np.ndarray, meta: dict, estimator: Estimator | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB -> (T, h, w, 2) flow in the stored format that `meta` describes
+    (see `flow_store.flow_meta`); frames resized to `meta["short_side"]` first if not 0."""
+    cv2 = import_cv2()
+    estimator = estimator or flow_estimator(meta["algorithm"])
+    T, H, W, _ = frames.shape
+    h, w = output_size(H, W, meta["short_side"] or None, even=False)
+    # INTER_AREA averages when shrinking, so fine texture does not alias into false motion.
+    interpolation = cv2.INTER_AREA if h < H else cv2.INTER_LINEAR
+    resize = (lambda g: g) if (h, w) == (H, W) else (
+        lambda g: cv2.resize(g, (w, h), interpolation=interpolation))
+
+    def gray(t: int) -> np.ndarray:  # (h, w) uint8
+        return resize(cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY))
+
+    if T == 1:  # no motion: zero flow, in stored units
+        return quantize(np.zeros((1, h, w, 2), np.float32), meta)
+    # Quantised pair by pair: a float32 copy of a whole long video would not fit in memory.
+    out = np.empty((T, h, w, 2), np.uint8 if meta["dtype"] == "uint8" else np.float16)
+    nxt = gray(0)
+    for t in range(T - 1):
+        prev, nxt = nxt, gray(t + 1)
+        out[t] = quantize(estimator(prev, nxt), meta)  # (h, w, 2)
+    out[T - 1] = out[T - 2]  # so that frame t of the RGB video indexes flow t
+    return out
+
+
+def _init_worker() -> None:
+    # The pool's processes already fill the cores; OpenCV's own threads would oversubscribe.
+    import_cv2().setNumThreads(1)
+
+
+def _flow_one(video: Path, dst: Path, meta: dict) -> tuple[int, str | None]:
+    """Run in a worker: (frames written, None), or (0, the reason `video` failed)."""
+    try:
+        flow = video_flow(read_all_frames(video), meta)
+        save_flow(dst, flow)
+    except VideoDecodeError as e:
+        return 0, e.reason
+    except Exception as e:  # an OpenCV error on one odd video must not stop the others
+        message = (str(e).strip() or "no message").splitlines()[0]
+        return 0, f"{type(e).__name__}: {message}"
+    return len(flow), None
+
+
+def _shown(path: Path) -> str:
+    # A name that is not valid UTF-8 must not make print() fail on a strict UTF-8 stream.
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _run(jobs: dict[Path, Path], meta: dict, workers: int) -> tuple[int, int]:
+    """Compute every job, warning about each failure as it happens: (written, frames)."""
+    written = frames = 0
+    progress = tqdm(total=len(jobs), desc="flow", unit="video", disable=None)
+
+    def record(video: Path, result: tuple[int, str | None]) -> None:
+        nonlocal written, frames
+        count, reason = result
+        if reason is None:
+            written, frames = written + 1, frames + count
+        else:
+            progress.write(f"warning: skipping video {_shown(video)}: {reason}", file=sys.stderr)
+        progress.update()
+
+    if workers <= 1:
+        for video, dst in jobs.items():
+            record(video, _flow_one(video, dst, meta))
+    else:
+        try:
+            # spawn: a forked copy of a parent holding OpenCV's or torch's threads can deadlock.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                     initializer=_init_worker) as pool:
+                futures = {pool.submit(_flow_one, video, dst, meta): video
+                           for video, dst in jobs.items()}
+                try:
+                    for future in as_completed(futures):  # in the order videos finish
+                        record(futures[future], future.result())
+                finally:  # on Ctrl-C, drop the videos not started instead of waiting for them
+                    pool.shutdown(cancel_futures=True)
+        except BrokenProcessPool:
+            raise UserError("a worker process crashed (a decoder or OpenCV bug on some video?); "
+                            "run the same command again: finished outputs are kept and "
+                            "skipped") from None
+    progress.close()
+    return written, frames
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="distinit flow",
+        description="Dense optical flow of every video under SRC, one (T, H, W, 2) .npy per "
+                    "video under OUT (see docs/FLOW.md). Resumes: existing outputs are skipped. "
+                    "Bad videos are reported and skipped; exits 1 only if every video failed.")
+    parser.add_argument("src", help="a folder of videos (searched recursively), one video, or a "
+                                    "text file listing videos, one per line")
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--algorithm", default="dis", choices=list(ALGORITHMS))
+    parser.add_argument("--dtype", default="uint8", choices=DTYPES,
+                        help="uint8: quantised to [-bound, bound]; float16: pixels")
+    parser.add_argument("--bound", type=float, default=20.0,
+                        help="uint8 only: flow clipped to +-bound pixels (TSN and MMAction2: 20)")
+    parser.add_argument("--short-side", type=int, default=0,
+                        help="resize frames to this shorter side first (flow in pixels of the "
+                             "resized frames); 0: native size")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes, each with one OpenCV thread")
+    parser.add_argument("--extensions", default=",".join(e.lstrip(".") for e in DEFAULT_EXTENSIONS),
+                        help="comma-separated video file extensions to look for in a folder")
+    args = parser.parse_args(argv)
+    if not args.bound > 0:
+        raise UserError(f"--bound must be > 0 pixels, got {args.bound}")
+    if args.short_side != 0 and args.short_side < MIN_SHORT_SIDE:
+        raise UserError(f"--short-side must be 0 (native size) or >= {MIN_SHORT_SIDE}, got "
+                        f"{args.short_side}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    flow_estimator(args.algorithm)  # a missing OpenCV or contrib fails here, once
+
+    src, out = Path(args.src), Path(args.out)
+    videos = list_videos(src, [e for e in args.extensions.split(",") if e],
+                         extensions_option="--extensions")
+    jobs = {video: flow_file(video, src, out) for video in videos}
+    seen: dict[Path, Path] = {}
+    for video, dst in jobs.items():
+        if dst in seen:
+            raise UserError(f"{_shown(seen[dst])} and {_shown(video)} would both be written to "
+                            f"{_shown(dst)}; rename one")
+        seen[dst] = video
+    meta = flow_meta(args.algorithm, args.dtype, args.bound, args.short_side)
+    claim_out_dir(out, meta)
+    todo = {video: dst for video, dst in jobs.items() if not is_complete(dst)}
+
+    start = time.perf_counter()
+    written, frames = _run(todo, meta, args.workers)
+    seconds = time.perf_counter() - start
+    failed = len(todo) - written
+    print(f"{written} written, {len(jobs) - len(todo)} skipped (already done), {failed} failed; "
+          f"{frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s) "
+          f"-> {_shown(out)}")
+    if failed == len(jobs):
+        raise AllVideosFailed(f"all {failed} videos failed (see the warnings above); nothing "
+                              "was written")
+    return 0

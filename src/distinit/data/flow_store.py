@@ -1,0 +1,135 @@
+"""The on-disk format of `distinit flow`: where each video's flow goes, and how it is stored.
+
+One plain `.npy` per video, `(T, H, W, 2)`: entry t is the flow from frame t to frame t+1
+(channel 0 = x, 1 = y, in pixels of the frames flow was computed on) and the last entry repeats
+entry T-2, so RGB frame indices index flow directly; a one-frame video gets zeros. uint8 stores
+round((clip(v, -bound, bound) + bound) * 255 / (2 * bound)), the quantisation of TSN and
+MMAction2 (bound 20 px); float16 stores pixels. `OUT/flow.json` records the settings, written
+once, so a reader needs nothing else and a second run cannot mix settings in one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from distinit.errors import UserError
+
+FORMAT, VERSION = "distinit-flow", 1
+META_FILE = "flow.json"
+DTYPES = ("uint8", "float16")
+# The settings a run must share with the folder it writes into.
+SETTINGS = ("algorithm", "dtype", "bound", "short_side")
+
+
+def flow_file(video: str | Path, src_root: str | Path, out_root: str | Path) -> Path:
+    """Where the flow of `video` is stored: its path relative to `src_root`, suffix `.npy`.
+
+    `src_root` is what `distinit flow` was given as SRC: a folder, or a list file or single
+    video, whose own folder is then the root. A video outside the root keeps only its name.
+    A frame folder is a directory without a real suffix: `.npy` is appended to its name.
+    """
+    video = Path(os.path.abspath(video))
+    root = Path(os.path.abspath(src_root))
+    if not root.is_dir():
+        root = root.parent
+    relative = video.relative_to(root) if video.is_relative_to(root) and video != root else None
+    relative = relative or Path(video.name)
+    if video.is_dir():
+        return Path(out_root) / relative.parent / f"{relative.name}.npy"
+    return Path(out_root) / relative.with_suffix(".npy")
+
+
+def flow_meta(algorithm: str, dtype: str, bound: float, short_side: int) -> dict:
+    """The contents of `flow.json`; `bound` is null for float16, which stores pixels unclipped."""
+    return {"format": FORMAT, "version": VERSION, "algorithm": algorithm, "dtype": dtype,
+            "bound": float(bound) if dtype == "uint8" else None, "short_side": int(short_side)}
+
+
+def read_flow_meta(out_root: str | Path) -> dict:
+    """The settings in `out_root/flow.json`, checked; a UserError if missing or invalid."""
+    path = Path(out_root) / META_FILE
+    if not path.is_file():
+        raise UserError(f"{path} not found: {out_root} is not a folder written by `distinit flow`")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); delete the folder and run "
+                        "`distinit flow` again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a distinit flow description (no \"format\": \"{FORMAT}\")")
+    if meta.get("version") != VERSION:
+        raise UserError(f"{path} has format version {meta.get('version')!r}; this distinit "
+                        f"reads version {VERSION}")
+    missing = [key for key in SETTINGS if key not in meta]
+    bound = meta.get("bound")
+    if missing or meta["dtype"] not in DTYPES or (meta["dtype"] == "uint8" and not (
+            isinstance(bound, (int, float)) and bound > 0)):
+        raise UserError(f"{path} is invalid: it needs {', '.join(SETTINGS)} with dtype one of "
+                        f"{DTYPES} and a bound > 0 for uint8 (got {meta})")
+    return meta
+
+
+def claim_out_dir(out_root: str | Path, meta: dict) -> None:
+    """Write `flow.json` into a new `out_root`, or check that the one there has `meta`'s settings."""
+    out_root = Path(out_root)
+    if (out_root / META_FILE).exists():
+        existing = read_flow_meta(out_root)
+        differ = [key for key in SETTINGS if existing[key] != meta[key]]
+        if differ:
+            theirs = ", ".join(f"{key}={existing[key]}" for key in differ)
+            ours = ", ".join(f"{key}={meta[key]}" for key in differ)
+            raise UserError(f"{out_root} already holds flow with {theirs} (this run: {ours}); "
+                            "choose another OUT or the same settings")
+        return
+    out_root.mkdir(parents=True, exist_ok=True)
+    _write_atomically(out_root / META_FILE, lambda f: f.write(
+        (json.dumps(meta, indent=2) + "\n").encode()))
+
+
+def quantize(flow: np.ndarray, meta: dict) -> np.ndarray:
+    """Flow in pixels (any shape, float) -> the stored dtype of `meta`."""
+    if meta["dtype"] == "float16":
+        return flow.astype(np.float16)
+    bound = meta["bound"]
+    scaled = (np.clip(flow, -bound, bound) + bound) * (255 / (2 * bound))
+    return np.rint(scaled).astype(np.uint8)
+
+
+def dequantize(arr: np.ndarray, meta: dict) -> np.ndarray:
+    """Stored flow (uint8 or float16, e.g. a slice of a memory-mapped file) -> float32 pixels.
+
+    uint8 0..255 maps back linearly onto [-bound, bound], within half a step (bound / 255).
+    """
+    if arr.dtype == np.uint8:
+        bound = meta["bound"]
+        return arr.astype(np.float32) * np.float32(2 * bound / 255) - np.float32(bound)
+    return arr.astype(np.float32)
+
+
+def is_complete(path: Path) -> bool:
+    """Whether `path` is a readable flow file (so a resumed run skips it)."""
+    try:
+        arr = np.load(path, mmap_mode="r")  # reads the header only
+    except (OSError, ValueError, EOFError):
+        return False
+    return arr.ndim == 4 and arr.shape[-1] == 2
+
+
+def save_flow(path: Path, arr: np.ndarray) -> None:
+    """`np.save` to `path` through a hidden temporary file, so a killed run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, lambda f: np.save(f, arr))
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
