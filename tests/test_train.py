@@ -84,6 +84,13 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         from distinit.train import train
         cfg = load_config(None, {ARGS!r} + ["optim.batch_size=4", "out_dir={tmp_path / 'two'}"])
         train(cfg, Supervised(toy_net()), ToyClips())
+        # as the CLI leaves a torchrun process: gloo threads torn down at interpreter
+        # finalization can abort a rank that finished (distinit.cli.entry)
+        import os
+        from distinit import dist
+        dist.cleanup()
+        sys.stdout.flush()
+        os._exit(0)
     '''))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -3,7 +3,9 @@ labeled splits, input normalisation. Every job and method plugin builds through 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,16 +15,18 @@ from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, Mod
 from distinit.data.datasets import VideoClipDataset
 from distinit.data.splits import load_labeled
 from distinit.data.transforms import ClipTransform
+from distinit.data.views import RGB, FlowSource, View
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_from_file
 from distinit.models.students import STUDENTS, build_student
 from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD, read_checkpoint
 
 
-def make_student(mc: ModelConfig, num_classes: int) -> nn.Module:
-    kwargs = {}
+def make_student(mc: ModelConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """The student `model` describes; `in_channels=2` for a flow student."""
+    kwargs = {} if in_channels == 3 else {"in_channels": in_channels}
     if mc.arch in STUDENTS:  # user architectures take no scaling arguments
-        kwargs = {"width": mc.width, "stem_stride": mc.stem_stride}
+        kwargs.update(width=mc.width, stem_stride=mc.stem_stride)
         if mc.layers:
             kwargs["layers"] = mc.layers
         if mc.stem_kernel:
@@ -30,17 +34,40 @@ def make_student(mc: ModelConfig, num_classes: int) -> nn.Module:
     return build_student(mc.arch, num_classes=num_classes, **kwargs)
 
 
+def input_channels(dc: DataConfig) -> int:
+    return 2 if dc.input == "flow" else 3
+
+
+def student_views(dc: DataConfig) -> tuple[View, ...]:
+    """The student's input is always the view `video`: an RGB clip, or its flow."""
+    return (View("video", "flow"),) if dc.input == "flow" else RGB
+
+
 def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_mode: bool,
-                 seed: int) -> VideoClipDataset:
+                 seed: int, views: Sequence[View] | None = None) -> VideoClipDataset:
+    """Clips of `videos` as `data` says; `views` (default: the student's input) make each
+    sample a dict of named views (`distinit.data.views`)."""
+    views = student_views(dc) if views is None else tuple(views)
     transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
                               mean=dc.mean, std=dc.std, flip=dc.flip and train_mode,
                               scale=dc.scale)
+    flow = flow_transform = None
+    if any(v.modality == "flow" for v in views):
+        if not dc.flow_dir:
+            raise UserError("this run reads optical flow: set data.flow_dir to the folder "
+                            "`distinit flow VIDEOS FLOW_DIR` wrote")
+        flow = FlowSource(dc.flow_dir, dc.flow_root or dc.videos or dc.video_root)
+        flow.check(Path(videos[0]))
+        flow_transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
+                                       mean=(0.0, 0.0), std=(1.0, 1.0),
+                                       flip=dc.flip and train_mode, scale=dc.scale, flow=True)
     return VideoClipDataset(videos, labels, clip_len=dc.clip_len, stride=dc.stride,
                             mode="train" if train_mode else "test",
                             num_clips=1 if train_mode else dc.num_test_clips,
                             transform=transform, backend=dc.backend,
                             cache=None if dc.cache == "none" else dc.cache,
-                            cache_dir=dc.cache_dir or None, seed=seed)
+                            cache_dir=dc.cache_dir or None, seed=seed, views=views, flow=flow,
+                            flow_transform=flow_transform)
 
 
 def labeled_split(dc: DataConfig, subset: str):

@@ -72,6 +72,12 @@ class DataConfig:
     mean: list[float] = checked([], sizes=(0, 3))
     std: list[float] = checked([], sizes=(0, 3), gt=0)
     backend: str = "pyav"
+    # Optical flow written by `distinit flow SRC OUT`: OUT, and SRC when it is not data.videos
+    # (unlabeled) or data.video_root (labeled).
+    flow_dir: str = ""
+    flow_root: str = ""
+    # What the student sees: RGB clips, or the optical flow of those clips (2 channels).
+    input: str = checked("rgb", choices=("rgb", "flow"))
     # memory | disk: decode each video once, cut clips from the cache.
     cache: str = checked("none", choices=("none", "memory", "disk"))
     cache_dir: str = ""

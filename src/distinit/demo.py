@@ -30,6 +30,7 @@ from distinit.build import (
     clip_dataset,
     holdout_split,
     init_student,
+    input_channels,
     labeled_split,
     make_student,
     resolve_normalization,
@@ -217,7 +218,7 @@ def frozen_eval(cfg: Config) -> dict:
     cfg = resolve_normalization(cfg, cfg.model.weights if cfg.model.init == "checkpoint" else "")
     seed_all(cfg.seed)
     train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
-    student = make_student(cfg.model, num_classes=0)
+    student = make_student(cfg.model, num_classes=0, in_channels=input_channels(cfg.data))
     init_student(student, cfg.model)
     device = resolve_device(cfg.device)
     student.to(device)

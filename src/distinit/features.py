@@ -11,7 +11,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from distinit.build import clip_dataset, init_student, make_student, resolve_normalization
+from distinit.build import (
+    clip_dataset,
+    init_student,
+    input_channels,
+    make_student,
+    resolve_normalization,
+)
 from distinit.checkpoint import seed_all
 from distinit.config import config_from_args
 from distinit.data.video import list_videos
@@ -61,7 +67,7 @@ def extract_features(cfg, out_path: str | Path) -> Path:
     videos = list_videos(cfg.data.videos, cfg.data.extensions)
     cfg = resolve_normalization(cfg, cfg.model.weights)
     seed_all(cfg.seed)
-    student = make_student(cfg.model, num_classes=0)
+    student = make_student(cfg.model, num_classes=0, in_channels=input_channels(cfg.data))
     if cfg.model.weights:
         init_student(student, replace(cfg.model, init="checkpoint"))
     device = resolve_device(cfg.device)

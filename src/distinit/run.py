@@ -14,6 +14,7 @@ from distinit import dist, run_dir
 from distinit.build import (
     clip_dataset,
     init_student,
+    input_channels,
     labeled_split,
     load_weights,
     make_student,
@@ -91,7 +92,7 @@ def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict
     seed_all(cfg.seed)
     train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
     num_classes = len(train_split.classes)
-    student = make_student(cfg.model, num_classes)
+    student = make_student(cfg.model, num_classes, input_channels(cfg.data))
     init_student(student, cfg.model)
     method = finetune_method(student, cfg.model)
     train_set = clip_dataset(cfg.data, train_split.videos, train_split.labels, True, cfg.seed)
@@ -125,7 +126,7 @@ def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
         raise UserError(f"{cfg.model.weights} classifies {fc.shape[0]} classes but the test split "
                         f"has {num_classes}; evaluate it on the dataset it was fine-tuned on")
     seed_all(cfg.seed)
-    student = make_student(cfg.model, num_classes)
+    student = make_student(cfg.model, num_classes, input_channels(cfg.data))
     load_weights(student, state, cfg.model.weights, cfg.model)
     test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
     result = eval_student(cfg, student, test_set, len(test_split.samples), num_classes)

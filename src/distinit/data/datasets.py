@@ -29,6 +29,7 @@ from distinit.data.video import (
     read_all_frames,
     read_frames,
 )
+from distinit.data.views import RGB, FlowSource, View, check_views
 from distinit.errors import UserError
 from distinit.sampler import split_index
 
@@ -81,13 +82,18 @@ class VideoClipDataset(Dataset):
     before making worker processes so they share it); "disk" writes one .npy per video to
     `cache_dir`, shared by all processes and runs. `transform` is called as
     `transform(frames, generator=...)`; None only converts to float in [0, 1].
+
+    `views` (`distinit.data.views`) makes each item a dict of named views of one video (an RGB
+    clip, its flow from `flow`, a second clip ...); flow views go through `flow_transform`.
+    The default is one RGB view, `video`.
     """
 
     def __init__(self, videos: Sequence[str | Path], labels: Sequence[int] | None = None,
                  clip_len: int = 8, stride: int = 1, mode: str = "train", num_clips: int = 1,
                  transform: Transform | None = None, backend: str = "pyav",
                  cache: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
-                 jitter: bool = True) -> None:
+                 jitter: bool = True, views: Sequence[View] = RGB,
+                 flow: FlowSource | None = None, flow_transform: Transform | None = None) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if cache not in CACHE_MODES:
@@ -100,6 +106,12 @@ class VideoClipDataset(Dataset):
             raise ValueError(f"{len(videos)} videos but {len(labels)} labels")
         if num_clips < 1 or (mode == "train" and num_clips != 1):
             raise ValueError(f"num_clips must be 1 in train mode and >= 1 in test mode, got {num_clips}")
+        check_views(views)
+        if any(v.modality == "flow" for v in views) and flow is None:
+            raise UserError("a flow view needs optical flow: set data.flow_dir to a folder "
+                            "written by `distinit flow`")
+        self.views, self.flow = tuple(views), flow
+        self.flow_transform = flow_transform
         self.videos = [Path(v) for v in videos]
         self.labels = None if labels is None else [int(label) for label in labels]
         self.clip_len, self.stride, self.mode, self.num_clips = clip_len, stride, mode, num_clips
@@ -132,12 +144,12 @@ class VideoClipDataset(Dataset):
                 continue
             item_index = video_idx * self.num_clips + clip_idx
             try:
-                video, rng_seed = self._load_clip(item_index, video_idx, clip_idx, pass_)
+                views, rng_seed = self._load_views(item_index, video_idx, clip_idx, pass_)
             except VideoDecodeError as e:
                 self._mark_bad(video_idx, e.reason)
                 continue
             label = -1 if self.labels is None else self.labels[video_idx]
-            return {"video": video, "label": label, "video_idx": video_idx, "clip_idx": clip_idx,
+            return {**views, "label": label, "video_idx": video_idx, "clip_idx": clip_idx,
                     "index": item_index, "bad": int(item_index != index), "rng_seed": rng_seed}
         raise NoReadableVideosError(
             f"none of the {len(self.videos)} videos could be decoded ({self.bad_report()}); "
@@ -187,26 +199,47 @@ class VideoClipDataset(Dataset):
         print(f"warning: skipping video {path}: {reason}", file=sys.stderr, flush=True)
 
     def _indices(self, index: int, video_idx: int, clip_idx: int,
-                 rng: np.random.Generator) -> list[int]:
-        num_frames = self._frame_count(video_idx)
+                 rng: np.random.Generator, rate: int = 1) -> list[int]:
+        num_frames, stride = self._frame_count(video_idx), self.stride * rate
         if self.mode == "train":
-            return train_clip_indices(num_frames, self.clip_len, self.stride, rng, self.jitter)
-        return test_clip_indices(num_frames, self.clip_len, self.stride, self.num_clips)[clip_idx]
+            return train_clip_indices(num_frames, self.clip_len, stride, rng, self.jitter)
+        return test_clip_indices(num_frames, self.clip_len, stride, self.num_clips)[clip_idx]
 
-    def _load_clip(self, index: int, video_idx: int, clip_idx: int,
-                   pass_: int) -> tuple[torch.Tensor, int]:
-        """(clip, a seed for the method's own per-clip randomness, e.g. DistInit's frames)."""
+    def _load_views(self, index: int, video_idx: int, clip_idx: int,
+                    pass_: int) -> tuple[dict[str, torch.Tensor], int]:
+        """({view name: clip}, a seed for the method's own per-clip randomness, e.g. DistInit's
+        frames). All random draws come from (seed, pass, index); a view with `frames_of` reuses
+        that view's frames and augmentation seed."""
         rng = _item_rng(self.seed, pass_, index)
-        indices = self._indices(index, video_idx, clip_idx, rng)
+        first = self.views[0]
+        picked = {first.name: self._indices(index, video_idx, clip_idx, rng, first.rate)}
+        rng_seed = int(rng.integers(2**62))
+        seeds = {first.name: int(rng.integers(2**62))}
+        out = {}
+        for view in self.views:
+            if view.name not in picked:
+                source = view.frames_of
+                picked[view.name] = (picked[source] if source else
+                                     self._indices(index, video_idx, clip_idx, rng, view.rate))
+                seeds[view.name] = seeds[source] if source else int(rng.integers(2**62))
+            out[view.name] = self._clip(view, video_idx, picked[view.name], seeds[view.name])
+        return out, rng_seed
+
+    def _clip(self, view: View, video_idx: int, indices: list[int], seed: int) -> torch.Tensor:
+        """One view's clip (C, T, H, W) float: RGB frames (T, H, W, 3) uint8 or flow
+        (T, H, W, 2) float through their transform."""
+        if view.modality == "flow":
+            flow = torch.from_numpy(self.flow.read(self.videos[video_idx], indices))
+            if self.flow_transform is None:
+                return flow.permute(3, 0, 1, 2).contiguous()
+            return self.flow_transform(flow, generator=torch.Generator().manual_seed(seed))
         if self.cache is None:
             frames = read_frames(self.videos[video_idx], indices, self.backend)
         else:
             frames = np.ascontiguousarray(self._cached_frames(video_idx)[indices])
-        rng_seed = int(rng.integers(2**62))
-        # frames: (T, H, W, 3) uint8 -> video: (C, T, H, W) float
         if self.transform is None:
-            return to_float_clip(frames), rng_seed
-        return self.transform(torch.from_numpy(frames), generator=_torch_generator(rng)), rng_seed
+            return to_float_clip(frames)
+        return self.transform(torch.from_numpy(frames), generator=torch.Generator().manual_seed(seed))
 
     def _frame_count(self, video_idx: int) -> int:
         if self.cache is not None:

@@ -139,7 +139,7 @@ class ClipTransform:
 
     def __init__(self, train: bool, resize: int | None, crop: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 flip: bool = True, scale: Sequence[float] = ()) -> None:
+                 flip: bool = True, scale: Sequence[float] = (), flow: bool = False) -> None:
         if len(mean) != len(std):
             raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
         if resize is not None and resize < crop:  # caught here, before any video is decoded
@@ -151,6 +151,10 @@ class ClipTransform:
             raise UserError(f"data.scale is [min, max] shares of the frame's area with "
                             f"0 < min <= max <= 1, e.g. [0.35, 1]; got {list(scale)}")
         self.train, self.resize, self.crop, self.flip = train, resize, crop, flip
+        # Flow clips arrive as float (T, H, W, 2) vectors; a mirrored flow field points the other
+        # way in x. The random draws are the same as for RGB, so one generator seed gives an RGB
+        # clip and its flow the same crop and flip.
+        self.flow = flow
         self.scale = tuple(float(v) for v in scale)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
@@ -160,7 +164,10 @@ class ClipTransform:
         image = frames.ndim == 3
         if image:
             frames = frames.unsqueeze(0)
-        clip = to_float_clip(frames)  # (C, T, H, W)
+        if self.flow:
+            clip = frames.permute(3, 0, 1, 2).float()  # (2, T, H, W)
+        else:
+            clip = to_float_clip(frames)  # (C, T, H, W)
         if self.resize is not None:
             clip = resize_short_side(clip, self.resize)
         elif min(clip.shape[-2:]) < self.crop:
@@ -175,6 +182,8 @@ class ClipTransform:
             clip = random_crop(clip, self.crop, generator)
             if self.flip and float(torch.rand((), generator=generator)) < 0.5:
                 clip = horizontal_flip(clip)
+                if self.flow:
+                    clip[0] = -clip[0]
         else:
             clip = center_crop(clip, self.crop)
         clip = normalize(clip, self.mean, self.std).contiguous()
@@ -182,4 +191,5 @@ class ClipTransform:
 
     def __repr__(self) -> str:
         return (f"ClipTransform(train={self.train}, resize={self.resize}, crop={self.crop}, "
-                f"mean={self.mean}, std={self.std}, flip={self.flip}, scale={self.scale})")
+                f"mean={self.mean}, std={self.std}, flip={self.flip}, scale={self.scale}, "
+                f"flow={self.flow})")

@@ -16,6 +16,7 @@ from distinit.errors import UserError
 
 METHODS = {
     "distinit": "distinit.methods.distinit",
+    "modist": "distinit.methods.modist",
 }
 
 

@@ -10,9 +10,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distinit import dist
-from distinit.build import clip_dataset, holdout_split, init_student, make_student
+from distinit.build import (
+    clip_dataset,
+    holdout_split,
+    init_student,
+    input_channels,
+    make_student,
+)
 from distinit.config import Config, DistillConfig
 from distinit.data.video import list_videos
+from distinit.data.views import View
 from distinit.errors import UserError
 from distinit.losses import (
     confidence_weights,
@@ -87,7 +94,7 @@ class DistInit(Method):
     def __init__(self, net: MultiHeadStudent, teachers: Sequence[nn.Module],
                  teacher_weights: Sequence[float], mean: Sequence[float], std: Sequence[float],
                  frames: str = "random", num_frames: int = 4, temperature: float = 1.0,
-                 loss: str = "ce", max_entropy: float = 0.0):
+                 loss: str = "ce", max_entropy: float = 0.0, teacher_view: str = "video"):
         super().__init__(net)
         if loss not in ("ce", "mse"):
             raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
@@ -97,6 +104,9 @@ class DistInit(Method):
         self.teacher_weights = list(teacher_weights)
         self.frames, self.num_frames = frames, num_frames
         self.temperature, self.loss, self.max_entropy = temperature, loss, max_entropy
+        # The student reads `video`; the teachers read frames of `teacher_view`: the same RGB
+        # clip, or for a flow student (the paper's Table 5) the RGB clip the flow was cut from.
+        self.teacher_view = teacher_view
         # The student's clip is normalised for the student; teachers get [0, 1] pixels and apply
         # their own normalisation.
         self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
@@ -109,7 +119,7 @@ class DistInit(Method):
         The training loop sums `counts` over the global batch before the loss is computed, so
         the entropy-filtered loss is a mean over the kept examples of the whole global batch.
         """
-        clip = batch["video"]  # (B, C, T, H, W)
+        clip = batch[self.teacher_view]  # (B, 3, T, H, W)
         frames = select_frames(clip, self.frames, self.num_frames, batch.get("rng_seed"))
         B, Tp = frames.shape[:2]
         pixels = (frames.float() * self.std + self.mean).clamp(0, 1).flatten(0, 1)  # (B*T', C, H, W)
@@ -195,6 +205,13 @@ def holdout_agreement(method: DistInit, loader, device: torch.device,
     return out
 
 
+def build_teachers(dcfg: DistillConfig) -> list[nn.Module]:
+    """The frozen teachers the `distill` section names."""
+    return [build_teacher(t.spec, weights=t.weights or None, arch=t.arch or None,
+                          input_size=t.input_size or None, mean=t.mean or None,
+                          std=t.std or None) for t in dcfg.teachers]
+
+
 def build(cfg: Config) -> Pretraining:
     """DistInit's plugin: the teachers, a student with one head per teacher, one RGB clip per
     corpus video, and the held-out agreement measured after each epoch."""
@@ -204,22 +221,25 @@ def build(cfg: Config) -> Pretraining:
                         "(e.g. - {spec: 'torchvision:resnet50', weights: resnet50.pth})")
     if not dc.videos:
         raise UserError("distill needs data.videos: a folder of videos or a list file")
-    teachers = [build_teacher(t.spec, weights=t.weights or None, arch=t.arch or None,
-                              input_size=t.input_size or None, mean=t.mean or None,
-                              std=t.std or None) for t in dcfg.teachers]
+    teachers = build_teachers(dcfg)
     videos = list_videos(dc.videos, dc.extensions)
-    student = make_student(cfg.model, num_classes=0)  # no classifier: the heads sit beside it
+    # no classifier: the heads sit beside it
+    student = make_student(cfg.model, num_classes=0, in_channels=input_channels(dc))
     init_student(student, cfg.model)
     net = MultiHeadStudent(student, [t.num_classes for t in teachers])
+    flow = dc.input == "flow"
     method = DistInit(net, teachers, [t.weight for t in dcfg.teachers], dc.mean, dc.std,
                       frames=dcfg.frames, num_frames=dcfg.num_frames,
-                      temperature=dcfg.temperature, loss=dcfg.loss, max_entropy=dcfg.max_entropy)
+                      temperature=dcfg.temperature, loss=dcfg.loss, max_entropy=dcfg.max_entropy,
+                      teacher_view="rgb" if flow else "video")
+    # The teachers see RGB frames of the very clip whose flow the student sees.
+    views = [View("rgb"), View("video", "flow", frames_of="rgb")] if flow else None
     videos, held = holdout_split(videos, dcfg.holdout)
-    dataset = clip_dataset(dc, videos, None, train_mode=True, seed=cfg.seed)
+    dataset = clip_dataset(dc, videos, None, train_mode=True, seed=cfg.seed, views=views)
     if not held:
         return Pretraining(method, dataset)
     rank, world = dist.rank_world()
-    held_set = clip_dataset(replace(dc, num_test_clips=1), held, None, False, cfg.seed)
+    held_set = clip_dataset(replace(dc, num_test_clips=1), held, None, False, cfg.seed, views)
     loader = DataLoader(held_set, batch_size=cfg.optim.batch_size,
                         sampler=list(range(rank, len(held), world)))
     last: dict = {}  # the latest held-out measurement, with each clip's target entropy

@@ -1,0 +1,232 @@
+"""MoDist (Xiao et al. 2021): contrastive learning of a visual (RGB) pathway and a motion (optical
+flow) pathway, with cross-modal terms that distill motion into the RGB representation.
+
+As reimplemented in MSCL (`mmaction/models/recognizers/modist.py`): two MoCo v2 pathways, each
+with its own momentum key encoder and queue. The loss is the two within-modality InfoNCE terms
+plus the two cross-modal ones (RGB query against flow keys and queue, flow query against RGB keys
+and queue). `motion=false` drops the flow pathway: the RGB-only MoCo baseline. `distill_weight`
+adds DistInit's soft-target loss on the RGB pathway, so DistInit + MoDist is one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distinit import dist
+from distinit.build import clip_dataset, init_student, make_student
+from distinit.config import Config, DistillConfig, checked
+from distinit.data.video import list_videos
+from distinit.data.views import View
+from distinit.errors import UserError
+from distinit.losses import logit_mse, soft_target_cross_entropy, teacher_targets
+from distinit.losses_contrastive import info_nce
+from distinit.methods.base import Method, Pretraining
+from distinit.methods.distinit import build_teachers, select_frames
+from distinit.methods.momentum import momentum_copy, momentum_update
+from distinit.methods.queue import KeyQueue
+from distinit.models.students import feature_dim, forward_features
+
+
+@dataclass
+class ModistConfig:
+    dim: int = checked(128, min=1)  # projection size
+    queue: int = checked(16384, min=1)  # negatives per pathway
+    momentum: float = checked(0.999, min=0, lt=1)  # key encoders' EMA
+    temperature: float = checked(0.07, gt=0)  # MoCo's; MSCL uses 0.07-0.1
+    motion: bool = True  # false: no flow pathway, the RGB-only contrastive baseline
+    weight_rgb: float = checked(1.0, min=0)
+    weight_flow: float = checked(1.0, min=0)
+    weight_cross: float = checked(1.0, min=0)  # each of the two cross-modal terms
+    # > 0: add DistInit's soft-target loss from the `distill` section's teachers, on RGB clips
+    distill_weight: float = checked(0.0, min=0)
+    # Chunks each process's (shuffled) key batch is encoded in, each with its own BatchNorm
+    # statistics, at any world size (see `MoDist._keys`); 1 = MoCo's shuffling BN alone, which
+    # does nothing in a single process.
+    key_chunks: int = checked(2, min=1)
+
+
+class Pathway(nn.Module):
+    """An encoder and MoCo v2's projection head: clips (B, C, T, H, W) -> unit vectors (B, dim)."""
+
+    def __init__(self, encoder: nn.Module, dim: int, in_channels: int = 3):
+        super().__init__()
+        d = feature_dim(encoder, (1, in_channels, 8, 112, 112))
+        self.encoder = encoder
+        self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(forward_features(self.encoder, x)).float(), dim=1)
+
+
+class ModistNet(nn.Module):
+    """What the optimiser trains: the online RGB pathway, the online flow pathway (None without
+    motion) and, when distilling, one linear head per teacher on the RGB encoder's features.
+    One forward for all of them, since DDP only syncs gradients of a forward it ran."""
+
+    def __init__(self, rgb: Pathway, flow: Pathway | None, head_classes: Sequence[int] = ()):
+        super().__init__()
+        self.rgb, self.flow = rgb, flow
+        d = feature_dim(rgb.encoder)
+        self.heads = nn.ModuleList(nn.Linear(d, k) for k in head_classes)
+
+    def forward(self, video: torch.Tensor, flow: torch.Tensor | None = None) -> dict:
+        f = forward_features(self.rgb.encoder, video)  # (B, D), shared by projection and heads
+        out = {"rgb": F.normalize(self.rgb.head(f).float(), dim=1),  # (B, dim)
+               "logits": [head(f) for head in self.heads]}
+        if self.flow is not None:
+            out["flow"] = self.flow(flow)  # (B, dim)
+        return out
+
+
+@torch.no_grad()
+def positive_accuracy(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
+    """Share of queries whose positive logit beats every queued negative."""
+    positive = (query.float() * key.float()).sum(dim=1)  # (B,)
+    return (positive > (query.float() @ queue.float().T).amax(dim=1)).float().mean()
+
+
+class MoDist(Method):
+    """The MoDist loss over the views `video`, `video2` (two clips of a video) and `flow`,
+    `flow2` (their optical flow). Queries come from the first clip, keys from the second.
+
+    Key encoders and queues are plain submodules: outside DDP and the optimiser, saved in the
+    method state of a checkpoint. Teachers (distill_weight > 0) are frozen submodules. Each
+    forward enqueues its keys (MoCo), so with optim.accum_steps > 1 a step's later micro-batches
+    see its earlier ones' keys as negatives, which more processes at the same global batch don't.
+    """
+
+    def __init__(self, net: ModistNet, cfg: ModistConfig, teachers: Sequence[nn.Module] = (),
+                 teacher_weights: Sequence[float] = (), distill: DistillConfig | None = None,
+                 mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.25,) * 3):
+        super().__init__(net)
+        if cfg.motion != (net.flow is not None):
+            raise ValueError(f"motion={cfg.motion} needs a flow pathway exactly when motion is on")
+        if not (len(teachers) == len(teacher_weights) == len(net.heads)):
+            raise ValueError(f"{len(teachers)} teachers, {len(teacher_weights)} weights and "
+                             f"{len(net.heads)} heads: give one of each per teacher")
+        self.cfg, self.distill = cfg, distill or DistillConfig()
+        self.key_rgb = momentum_copy(net.rgb)
+        self.queue_rgb = KeyQueue(cfg.queue, cfg.dim)
+        if cfg.motion:
+            self.key_flow = momentum_copy(net.flow)
+            self.queue_flow = KeyQueue(cfg.queue, cfg.dim)
+        self.freeze("teachers", nn.ModuleList(teachers))
+        self.teacher_weights = list(teacher_weights)
+        # RGB clips are normalised for the student; teachers get [0, 1] pixels
+        self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def _keys(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Keys (B, dim) of clips x (B, C, T, H, W) from a key encoder, without BN leakage.
+
+        A query and its own key encoded in the same BatchNorm batch share its statistics, a cue
+        that tells the positive apart. MoCo encodes keys from a batch shuffled across processes;
+        in one process the shuffled batch is the same batch, so its rows are also encoded in
+        `key_chunks` chunks: each key is normalised with the statistics of a random subset of
+        the batch, not the batch its query saw. Chunks are cut per process, so the run depends
+        on the key batch per process, like BatchNorm itself.
+        """
+        shuffled, idx = dist.shuffle_batch(x)
+        keys = torch.cat([encoder(c) for c in shuffled.chunk(self.cfg.key_chunks)])
+        return dist.unshuffle_batch(keys, idx)
+
+    @torch.no_grad()
+    def _teacher_targets(self, clip: torch.Tensor, seeds: torch.Tensor | None) -> list:
+        """DistInit's targets (Eq. 1) of each teacher for RGB clips (B, 3, T, H, W)."""
+        d = self.distill
+        frames = select_frames(clip, d.frames, d.num_frames, seeds)  # (B, T', C, H, W)
+        B, Tp = frames.shape[:2]
+        pixels = (frames.float() * self.std + self.mean).clamp(0, 1).flatten(0, 1)  # (B*T', C, H, W)
+        logits = [teacher(pixels).float().view(B, Tp, -1) for teacher in self.teachers]  # (B, T', K)
+        if d.loss == "mse":
+            return [t.mean(dim=1) for t in logits]
+        return [teacher_targets(t, d.temperature) for t in logits]
+
+    def forward(self, batch: dict) -> dict:
+        cfg = self.cfg
+        out = self.trainable(batch["video"], batch["flow"] if cfg.motion else None)
+        k_rgb = self._keys(self.key_rgb, batch["video2"])  # (B, dim)
+        neg_rgb = self.queue_rgb()  # (K, dim), a copy: enqueue below must not touch it
+        # name: (query, positive key, negatives, weight)
+        terms = {"rgb": (out["rgb"], k_rgb, neg_rgb, cfg.weight_rgb)}
+        if cfg.motion:
+            k_flow = self._keys(self.key_flow, batch["flow2"])
+            neg_flow = self.queue_flow()
+            terms["flow"] = (out["flow"], k_flow, neg_flow, cfg.weight_flow)
+            terms["rgb_flow"] = (out["rgb"], k_flow, neg_flow, cfg.weight_cross)
+            terms["flow_rgb"] = (out["flow"], k_rgb, neg_rgb, cfg.weight_cross)
+        total = out["rgb"].new_zeros(())
+        logs = {}
+        for name, (q, k, negatives, weight) in terms.items():
+            loss = info_nce(q, k, negatives, cfg.temperature)
+            total = total + weight * loss
+            logs[f"loss_{name}"] = loss.detach()
+            logs[f"acc_{name}"] = positive_accuracy(q, k, negatives)
+        if self.teacher_weights:
+            targets = self._teacher_targets(batch["video"], batch.get("rng_seed"))
+            for i, (w, s, t) in enumerate(zip(self.teacher_weights, out["logits"], targets,
+                                              strict=True)):
+                if self.distill.loss == "mse":
+                    loss = logit_mse(s, t).mean()
+                else:
+                    loss = soft_target_cross_entropy(s, t, self.distill.temperature).mean()
+                total = total + cfg.distill_weight * w * loss
+                logs[f"loss_t{i}"] = loss.detach()
+        # MoCo enqueues in the forward: the loss above saw the queue before this step's keys
+        self.queue_rgb.enqueue(k_rgb)
+        if cfg.motion:
+            self.queue_flow.enqueue(k_flow)
+        return {"loss": total, **logs}
+
+    def after_step(self, step: int) -> None:
+        momentum_update(self.key_rgb, self.student.rgb, self.cfg.momentum)
+        if self.cfg.motion:
+            momentum_update(self.key_flow, self.student.flow, self.cfg.momentum)
+
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.student.rgb.encoder.state_dict()
+
+
+SECTION = ("modist", ModistConfig)
+
+
+def build(cfg: Config) -> Pretraining:
+    """MoDist's plugin: both pathways (the RGB encoder from `model.init`), their key encoders and
+    queues, the teachers when distilling, and two clips of each video with their flow."""
+    mc, dc, dcfg = cfg.modist, cfg.data, cfg.distill
+    if not dc.videos:
+        raise UserError("modist needs data.videos: a folder of videos or a list file")
+    if mc.motion and not dc.flow_dir:
+        raise UserError("modist reads optical flow: run `distinit flow VIDEOS FLOW_DIR` and set "
+                        "data.flow_dir=FLOW_DIR (or modist.motion=false for the RGB-only baseline)")
+    if dc.input != "rgb":
+        raise UserError("modist pretrains an RGB encoder (its flow pathway is modist.motion): "
+                        "set data.input=rgb")
+    distilling = mc.distill_weight > 0
+    if distilling and not dcfg.teachers:
+        raise UserError("modist.distill_weight > 0 needs distill.teachers (e.g. - {spec: "
+                        "'torchvision:resnet50'}), or set modist.distill_weight=0")
+    if distilling and dcfg.max_entropy > 0:
+        raise UserError("modist does not filter teacher targets by entropy: set "
+                        "distill.max_entropy=0")
+    teachers = build_teachers(dcfg) if distilling else []
+    encoder = make_student(cfg.model, num_classes=0)
+    init_student(encoder, cfg.model)  # MoDist can start from an inflated or distilled init
+    flow = None
+    if mc.motion:  # the motion pathway always starts from scratch
+        flow = Pathway(make_student(cfg.model, num_classes=0, in_channels=2), mc.dim, 2)
+    net = ModistNet(Pathway(encoder, mc.dim), flow, [t.num_classes for t in teachers])
+    method = MoDist(net, mc, teachers, [t.weight for t in dcfg.teachers] if distilling else [],
+                    dcfg, dc.mean, dc.std)
+    views = [View("video"), View("video2")]
+    if mc.motion:  # clip A and its flow (same frames, same crop), clip B and its flow
+        views = [View("video"), View("flow", "flow", frames_of="video"),
+                 View("video2"), View("flow2", "flow", frames_of="video2")]
+    videos = list_videos(dc.videos, dc.extensions)
+    return Pretraining(method, clip_dataset(dc, videos, None, True, cfg.seed, views=views))
