@@ -2,6 +2,7 @@
 (DistInit's Table 5: the student sees flow, the teacher an RGB frame of the same clip)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from distinit.config import load_config
 from distinit.data.transforms import ClipTransform
 from distinit.data.views import View
 from distinit.errors import UserError
+
+CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +107,19 @@ def test_flow_student_distilled_from_rgb_teacher_then_finetuned(world, flows, te
     inflated = load_checkpoint(tmp_path / "i" / "last.pt")["model"]["stem.0.weight"]
     assert inflated.shape[1] == 2
     assert np.isfinite(inflated.numpy()).all()
+
+
+def test_the_modist_recipe_runs_and_its_rgb_encoder_finetunes(world, flows, labeled, tmp_path):
+    recipe = CONFIGS / "demo" / "modist.yaml"
+    tiny = ["model.width=8", "optim.batch_size=4", "optim.epochs=1", "modist.queue=16",
+            "data.num_workers=0", "data.cache=none", f"data.videos={world.corpus_dir}"]
+    assert main(["pretrain", "modist", str(recipe), *tiny, f"data.flow_dir={flows / 'corpus'}",
+                 f"out_dir={tmp_path / 'm'}"]) == 0
+    ckpt = load_checkpoint(tmp_path / "m" / "last.pt")
+    assert {"queue_rgb.keys", "queue_flow.ptr", "key_flow.head.0.weight"} <= set(ckpt["method"])
+    assert ckpt["backbone"]["stem.0.weight"].shape[1] == 3  # the RGB encoder is exported
+    assert main(["pretrain", "modist", str(recipe), *tiny, "modist.motion=false",
+                 f"out_dir={tmp_path / 'rgb'}"]) == 0
+    assert main(["finetune", str(CONFIGS / "demo" / "finetune.yaml"), *labeled, "model.width=8",
+                 "optim.epochs=1", "optim.batch_size=4", "data.cache=none", "model.init=checkpoint",
+                 f"model.weights={tmp_path / 'm' / 'last.pt'}", f"out_dir={tmp_path / 'f'}"]) == 0
