@@ -167,7 +167,7 @@ def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:
 def parse(argv: list[str], prog: str, cls: type = Config) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog=f"distinit {prog}")
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
-    if prog not in ("eval",):
+    if prog != "eval":
         parser.add_argument("--resume", action="store_true",
                             help="continue the run in out_dir from its last.pt (same config)")
     parser.add_argument("--overwrite", action="store_true",

@@ -169,7 +169,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
     net = method.student
     if channels_last:
         for name, child in method.named_children():
-            if name not in method._frozen:  # teachers keep the layout they were given
+            if name not in method.frozen:  # teachers keep the layout they were given
                 child.to(memory_format=torch.channels_last_3d if _has_conv3d(child)
                          else torch.channels_last)
     optimizer = build_optimizer(net, cfg.optim, head_prefixes)

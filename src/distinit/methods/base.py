@@ -31,7 +31,7 @@ class Method(nn.Module):
     def __init__(self, trainable: nn.Module):
         super().__init__()
         self.trainable = trainable
-        self._frozen: list[str] = []
+        self.frozen: list[str] = []
 
     @property
     def student(self) -> nn.Module:
@@ -43,12 +43,12 @@ class Method(nn.Module):
         for p in module.parameters():
             p.requires_grad_(False)
         setattr(self, name, module.eval())
-        self._frozen.append(name)
+        self.frozen.append(name)
         return module
 
     def train(self, mode: bool = True) -> Method:
         super().train(mode)
-        for name in self._frozen:  # a teacher's batch norm must never use batch statistics
+        for name in self.frozen:  # a teacher's batch norm must never use batch statistics
             getattr(self, name).eval()
         return self
 
@@ -56,7 +56,7 @@ class Method(nn.Module):
         """Called after optimizer step `step` (1-based)."""
 
     def method_state(self) -> dict[str, torch.Tensor]:
-        skip = ("trainable.", *(f"{n}." for n in self._frozen))
+        skip = ("trainable.", *(f"{n}." for n in self.frozen))
         return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
 
     def load_method_state(self, state: dict[str, torch.Tensor]) -> None:
