@@ -215,17 +215,31 @@ class VideoClipDataset(Dataset):
         picked = {first.name: self._indices(index, video_idx, clip_idx, rng, first.rate)}
         rng_seed = int(rng.integers(2**62))
         seeds = {first.name: int(rng.integers(2**62))}
-        out = {}
-        for view in self.views:
-            if view.name not in picked:
-                source = view.frames_of
-                picked[view.name] = (picked[source] if source else
-                                     self._indices(index, video_idx, clip_idx, rng, view.rate))
-                seeds[view.name] = seeds[source] if source else int(rng.integers(2**62))
-            out[view.name] = self._clip(view, video_idx, picked[view.name], seeds[view.name])
+        for view in self.views[1:]:
+            source = view.frames_of
+            picked[view.name] = (picked[source] if source else
+                                 self._indices(index, video_idx, clip_idx, rng, view.rate))
+            seeds[view.name] = seeds[source] if source else int(rng.integers(2**62))
+        rgb = self._rgb_frames(video_idx, [picked[v.name] for v in self.views
+                                           if v.modality == "rgb"])
+        out = {view.name: self._clip(view, video_idx, picked[view.name], seeds[view.name], rgb)
+               for view in self.views}
         return out, rng_seed
 
-    def _clip(self, view: View, video_idx: int, indices: list[int], seed: int) -> torch.Tensor:
+    def _rgb_frames(self, video_idx: int, clips: list[list[int]]) -> dict[int, np.ndarray]:
+        """{frame index: (H, W, 3) uint8} for every frame the RGB views read: one decode of
+        their union, however many views cut clips from the video."""
+        wanted = sorted({i for clip in clips for i in clip})
+        if not wanted:
+            return {}
+        if self.cache is None:
+            frames = read_frames(self.videos[video_idx], wanted, self.backend)
+        else:
+            frames = self._cached_frames(video_idx)[wanted]
+        return dict(zip(wanted, frames, strict=True))
+
+    def _clip(self, view: View, video_idx: int, indices: list[int], seed: int,
+              rgb: dict[int, np.ndarray]) -> torch.Tensor:
         """One view's clip (C, T, H, W) float: RGB frames (T, H, W, 3) uint8 or flow
         (T, H, W, 2) float through their transform."""
         if view.modality == "flow":
@@ -233,10 +247,7 @@ class VideoClipDataset(Dataset):
             if self.flow_transform is None:
                 return flow.permute(3, 0, 1, 2).contiguous()
             return self.flow_transform(flow, generator=torch.Generator().manual_seed(seed))
-        if self.cache is None:
-            frames = read_frames(self.videos[video_idx], indices, self.backend)
-        else:
-            frames = np.ascontiguousarray(self._cached_frames(video_idx)[indices])
+        frames = np.stack([rgb[i] for i in indices])  # (T, H, W, 3)
         if self.transform is None:
             return to_float_clip(frames)
         return self.transform(torch.from_numpy(frames), generator=torch.Generator().manual_seed(seed))
