@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from distinit.cli import main
 from distinit.reproduce import EXPERIMENTS, write_section
@@ -60,3 +61,38 @@ def test_unknown_experiment_names_the_valid_ones(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'magic'" in err and "frames" in err and "Traceback" not in err
+
+
+def test_flow_experiment_trains_flow_students_and_fuses_two_streams(tmp_path):
+    assert main(["reproduce", "flow", f"out_dir={tmp_path / 'r'}", *TINY,
+                 "inflation_source=[model.width=8]", "--seeds", "0", "--doc", ""]) == 0
+    summary = json.loads((tmp_path / "r" / "flow" / "summary.json").read_text())
+    labels = [r["variant"] for r in summary["rows"]]
+    assert labels == ["flow, scratch", "flow, mean-inflated", "flow, DistInit", "RGB, DistInit",
+                      "two-stream: RGB + flow DistInit (late fusion)"]
+    # The world's flow was computed once, and the flow students read it (2 input channels).
+    world = tmp_path / "world-tiny-0"
+    assert (world / "flow" / "corpus" / ".complete").is_file()
+    flow_runs = [p.parent for p in (tmp_path / "r" / "runs").glob("*/seed0/*/config.yaml")
+                 if "input: flow" in p.read_text()]
+    assert len(flow_runs) == 4  # three fine-tunes and one distillation
+    inflated = [p for p in flow_runs if "init: inflate" in (p / "config.yaml").read_text()]
+    assert len(inflated) == 1
+    stem = torch.load(inflated[0] / "last.pt", weights_only=False)["model"]["stem.0.weight"]
+    assert stem.shape[1] == 2
+    assert 0 <= summary["rows"][-1]["top1"][0] <= 100
+
+
+def test_modist_experiment_reports_attribution_inside_the_objects(tmp_path):
+    assert main(["reproduce", "modist", f"out_dir={tmp_path / 'r'}", *TINY,
+                 "modist=[modist.queue=8]", "--seeds", "0", "--doc", ""]) == 0
+    summary = json.loads((tmp_path / "r" / "modist" / "summary.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == [
+        "scratch", "RGB-only contrastive", "MoDist", "DistInit", "MoDist + DistInit loss"]
+    for r in summary["rows"]:
+        assert 0 <= r["in_mask"][0] <= 100 and 0 <= r["in_mask_ft"][0] <= 100
+    configs = [p.read_text() for p in (tmp_path / "r" / "runs").glob("*/seed0/r3d_18_modist/"
+                                                                        "config.yaml")]
+    assert sorted("motion: false" in c for c in configs) == [False, False, True]
+    assert any("distill_weight: 1.0" in c for c in configs)
+    assert any(n.startswith("Grad-CAM at layer") for n in summary["notes"])

@@ -19,6 +19,7 @@ COMMANDS = {
     "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),
     "finetune": ("distinit.run", "Fine-tune (or linear-probe) a student on a labeled split."),
     "eval": ("distinit.run", "Evaluate a fine-tuned student: clip and video accuracy."),
+    "fuse": ("distinit.evaluate", "Late fusion of fine-tuned runs (two-stream RGB + flow): video accuracy."),
     "extract-features": ("distinit.features", "Write pooled student features for every video in a folder."),
     "demo": ("distinit.demo", "Reproduce the paper's Table 1 on the synthetic world."),
     "reproduce": ("distinit.reproduce", "One of the paper's ablations on the synthetic world, over seeds."),

@@ -73,7 +73,7 @@ CLAIMS = [
     ("Supervised pretraining on the corpus beats DistInit (R(2+1)D)", "r2plus1d_supervised",
      "r2plus1d_distinit"),
 ]
-STAGES = ("teacher", "inflation_source", "scene_net", "distill", "supervised", "finetune")
+STAGES = ("teacher", "inflation_source", "scene_net", "distill", "supervised", "finetune", "modist")
 
 
 @dataclass
@@ -98,11 +98,13 @@ class DemoConfig:
     distill: list[str] = field(default_factory=list)
     supervised: list[str] = field(default_factory=list)
     finetune: list[str] = field(default_factory=list)
+    modist: list[str] = field(default_factory=list)  # `distinit reproduce modist` only
 
 
 def stage_config(demo: DemoConfig, stage: str, out_dir: Path, paths: list[str],
-                 extra: list[str] = ()) -> Config:
-    """A stage's run config: its recipe, then the world's paths, then the user's overrides."""
+                 extra: list[str] = (), cls: type = Config) -> Config:
+    """A stage's run config (a `cls`: a method's own config class for its pretraining stage):
+    its recipe, then the world's paths, then the user's overrides."""
     recipe = Path(demo.recipes) if demo.recipes else RECIPES
     path = recipe / f"{stage}.yaml"
     if not path.is_file():
@@ -110,7 +112,8 @@ def stage_config(demo: DemoConfig, stage: str, out_dir: Path, paths: list[str],
                         f"{', '.join(s + '.yaml' for s in STAGES)}")
     runtime = [f"seed={demo.seed}", f"precision={demo.precision}", f"threads={demo.threads}",
                f"channels_last={demo.channels_last}", f"out_dir={out_dir}"]
-    return load_config(path, [*runtime, *paths, *demo.all, *getattr(demo, stage), *extra])
+    return load_config(path, [*runtime, *paths, *demo.all, *getattr(demo, stage), *extra],
+                       cls=cls)
 
 
 def _restart(cfg: Config, overwrite: bool) -> dict:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from distinit import dist
+from distinit.errors import UserError
 from distinit.train import to_device
 
 
@@ -14,8 +19,11 @@ from distinit.train import to_device
 def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int, *,
              batch_size: int = 16, num_workers: int = 0, device: torch.device | None = None,
              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-             input_key: str = "video") -> dict:
+             input_key: str = "video", keep_probs: bool = False) -> dict:
     """Per-clip top-1, and per-video top-1/top-5 from the mean softmax over the video's clips.
+
+    `keep_probs`: also return `video_probs` (V, K) float32, each video's mean softmax (NaN rows
+    for videos with no readable clip), and `video_labels` (V,), for late fusion (`fuse`).
 
     Under torchrun each process scores every world-th clip; sums are all-reduced, so the result
     is the same as one process scoring everything.
@@ -54,7 +62,7 @@ def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int
     hits = (top5[:, 0] == y).double()
     per_class = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, y, hits)
     per_class /= torch.bincount(y, minlength=num_classes).clamp_min(1)
-    return {
+    result = {
         "per_class_top1": [round(100.0 * v, 2) for v in per_class.tolist()],
         "clip_acc": 100.0 * clip_stats[0].item() / max(1.0, clip_stats[1].item()),
         "top1": 100.0 * (top5[:, 0] == y).double().mean().item(),
@@ -62,3 +70,60 @@ def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int
         "videos": int(seen.sum()),
         "clips": int(clip_stats[1].item()),
     }
+    if keep_probs:
+        counts = prob_sum.sum(-1, keepdim=True)  # each clip's softmax sums to 1
+        result["video_probs"] = (prob_sum / counts).float()  # 0 / 0 = NaN: never scored
+        result["video_labels"] = labels
+    return result
+
+
+def video_scores(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Video top-1 / top-5 (%) of per-video class scores (V, K); rows with a label < 0 or a NaN
+    (videos that were never scored) are left out."""
+    seen = (labels >= 0) & ~probs.isnan().any(-1)
+    top5 = probs[seen].topk(min(5, probs.shape[1]), dim=-1).indices
+    y = labels[seen]
+    return {"top1": 100.0 * (top5[:, 0] == y).double().mean().item(),
+            "top5": 100.0 * (top5 == y[:, None]).any(-1).double().mean().item(),
+            "videos": int(seen.sum())}
+
+
+PREDICTIONS = "predictions.pt"  # per-video mean softmax of a fine-tuned student's test videos
+
+
+def fuse(prediction_files: list[str | Path], weights: list[float] | None = None) -> dict:
+    """Late fusion (two-stream style): the weighted mean of several runs' per-video softmax on
+    the same test videos, scored like one run. Each file is a run's `predictions.pt`."""
+    runs = [torch.load(Path(f), map_location="cpu", weights_only=True) for f in prediction_files]
+    for f, r in zip(prediction_files[1:], runs[1:], strict=True):
+        if r["videos"] != runs[0]["videos"] or r["classes"] != runs[0]["classes"]:
+            raise UserError(f"{f} scores other test videos or classes than {prediction_files[0]}; "
+                            "fuse runs evaluated on the same split of the same dataset")
+    weights = weights or [1.0] * len(runs)
+    probs = sum(w * r["probs"].double() for w, r in zip(weights, runs, strict=True)) / sum(weights)
+    return video_scores(probs, runs[0]["labels"])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="distinit fuse", description="Late fusion of fine-tuned runs (e.g. an RGB and a "
+        "flow student): video top-1/top-5 of their weighted mean softmax on the test videos.")
+    parser.add_argument("runs", nargs="+", help="run folders (or their predictions.pt), "
+                                                 "fine-tuned or evaluated on the same split")
+    parser.add_argument("--weights", default="", help="comma-separated, one per run (default "
+                                                      "equal)")
+    ns = parser.parse_args(argv)
+    files = [Path(r) / PREDICTIONS if Path(r).is_dir() else Path(r) for r in ns.runs]
+    for f in files:
+        if not f.is_file():
+            raise UserError(f"no {PREDICTIONS} at {f}; fine-tune or evaluate the run with this "
+                            "version of distinit first (it writes one per run)")
+    weights = [float(w) for w in ns.weights.split(",")] if ns.weights else None
+    if weights is not None and len(weights) != len(files):
+        raise UserError(f"--weights has {len(weights)} values for {len(files)} runs")
+    result = fuse(files, weights)
+    for f in files:
+        alone = torch.load(f, map_location="cpu", weights_only=True)
+        print(f"{f.parent}: top-1 {video_scores(alone['probs'], alone['labels'])['top1']:.2f}")
+    print(json.dumps(result, indent=2))
+    return 0

@@ -18,16 +18,23 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from distinit.config import config_from_args, to_dict
+from distinit.build import init_student, input_channels, labeled_split, make_student
+from distinit.checkpoint import load_checkpoint, model_state
+from distinit.config import Config, config_from_args, load_config, to_dict
 from distinit.data.synth import World, generate_world
+from distinit.data.synth.flow import world_flow
 from distinit.data.synth.world import with_overrides
-from distinit.demo import ROWS, DemoConfig, finetune_row, pretrain, stage_config, train_2d
+from distinit.demo import ARCH, ROWS, DemoConfig, finetune_row, pretrain, stage_config, train_2d
 from distinit.errors import UserError
+from distinit.evaluate import PREDICTIONS, fuse
+from distinit.methods import config_class
+from distinit.optional import MissingDependency
+from distinit.run import pretrain as run_pretrain
 
 STUDENTS = {"res3d": "res3d_distinit", "r2plus1d": "r2plus1d_distinit"}
 
@@ -35,8 +42,14 @@ STUDENTS = {"res3d": "res3d_distinit", "r2plus1d": "r2plus1d_distinit"}
 @dataclass
 class Variant:
     label: str
-    overrides: list[str]  # distill-stage overrides
+    overrides: list[str] = field(default_factory=list)  # pretraining-stage overrides
     paper: float | None = None  # the paper's top-1 for this setting, where it has one
+    method: str = "distinit"  # the pretraining method (its recipe: configs/demo/STAGE.yaml)...
+    init: str = "scratch"  # ... or none (""): fine-tune from `scratch` or `inflate`d 2D weights
+    finetune: list[str] = field(default_factory=list)  # fine-tune-stage overrides
+
+
+STAGE = {"distinit": "distill", "modist": "modist"}  # a method's recipe in configs/demo/
 
 
 @dataclass
@@ -46,8 +59,16 @@ class Context:
     world: World
     out: Path
     teacher: Path
-    scene_net: Path
+    scene_net: Path | None
     results: dict[str, list[dict]]  # label -> one result per seed, filled as variants finish
+    inflation_source: Path | None = None  # the ResNet-18 analog, for inflated variants
+    notes: list[str] = field(default_factory=list)  # lines under the table's heading
+
+    def flow(self, which: str) -> list[str]:
+        """Settings that point a stage at the world's flow of `which` (corpus or actions),
+        computed on first use."""
+        videos = self.world.corpus_dir if which == "corpus" else self.world.actions_videos
+        return [f"data.flow_dir={world_flow(self.world)[which]}", f"data.flow_root={videos}"]
 
 
 @dataclass
@@ -56,6 +77,9 @@ class Experiment:
     what: str
     variants: Callable[[Context], list[Variant]]
     claims: list[tuple[str, str, str]]  # (claim, better label, worse label)
+    # After every variant has run: more rows ({label: one result per seed}) from their runs.
+    after: Callable[[Context], dict[str, list[dict]]] | None = None
+    scenes: bool = False  # needs the scene network (PlaceNet's analog)
 
 
 def _frames(ctx: Context) -> list[Variant]:
@@ -119,6 +143,82 @@ def _data(ctx: Context) -> list[Variant]:
             Variant("union of both", [f"data.videos={files['union']}", size], 41.8)]
 
 
+FLOW_STUDENT = ["data.input=flow"]
+
+
+def _flow(ctx: Context) -> list[Variant]:
+    """Table 5: a flow student from scratch, mean-inflated from the ResNet-18 analog, and
+    DistInit (the student sees flow, the teacher a random RGB frame of the same clip); the RGB
+    DistInit student, for the two-stream fusion."""
+    ft = [*FLOW_STUDENT, *ctx.flow("actions")]
+    return [Variant("flow, scratch", method="", init="scratch", finetune=ft, paper=38.7),
+            Variant("flow, mean-inflated", method="", init="inflate", finetune=ft, paper=43.9),
+            Variant("flow, DistInit", [*FLOW_STUDENT, *ctx.flow("corpus")], finetune=ft,
+                    paper=49.2),
+            Variant("RGB, DistInit")]
+
+
+def _fusion(ctx: Context) -> dict[str, list[dict]]:
+    """Late fusion (mean softmax) of the RGB and flow DistInit students, per seed."""
+    rows = []
+    for rgb, flow in zip(ctx.results["RGB, DistInit"], ctx.results["flow, DistInit"], strict=True):
+        rows.append(fuse([rgb["predictions"], flow["predictions"]]))
+    return {"two-stream: RGB + flow DistInit (late fusion)": rows}
+
+
+def _attribution(ctx: Context) -> dict[str, list[dict]]:
+    """Grad-CAM of every variant's pretrained encoder (target: its own embedding) and of its
+    fine-tuned network (target: the true class) on split 1's test videos, against the objects'
+    masks: `in_mask` and `in_mask_ft` of each run, and a picture of seed 0's maps."""
+    from distinit.attribution import attribution, picture, world_clips
+
+    clips, maps = None, {}
+    for label, results in ctx.results.items():
+        for seed, result in enumerate(results):
+            folder = Path(result["predictions"]).parent
+            cfg = load_config(folder / "config.yaml")
+            test = labeled_split(cfg.data, "test")
+            if clips is None:
+                d = cfg.data
+                clips = world_clips(ctx.world, test.videos, test.labels, d.clip_len, d.stride,
+                                    d.resize, d.crop, d.mean, d.std)
+            pre = make_student(cfg.model, num_classes=0, in_channels=input_channels(cfg.data))
+            init_student(pre, cfg.model)
+            tuned = make_student(cfg.model, len(test.classes), input_channels(cfg.data))
+            tuned.load_state_dict(model_state(load_checkpoint(folder / "last.pt")))
+            a, b = attribution(pre, clips, fine_tuned=False), attribution(tuned, clips, True)
+            result.update(in_mask=a["in_mask"], in_mask_ft=b["in_mask"])
+            if seed == 0:
+                maps[label] = a["maps"]
+    area = torch.stack([c.mask.mean() for c in clips]).mean().item() * 100
+    ctx.notes.append(f"Grad-CAM at {a['layer']} over the {len(clips)} test videos' centre clips; "
+                     f"the objects cover {area:.1f}% of the pixels, the share a network blind to "
+                     "them would score.")
+    shown = [next(i for i, c in enumerate(clips) if c.label == k)
+             for k in sorted({c.label for c in clips})[:6]]
+    try:
+        path = picture([clips[i] for i in shown], {k: [m[i] for i in shown] for k, m in maps.items()},
+                       ctx.out / "attribution.png")
+        ctx.notes.append(f"Maps of the pretrained encoders (seed 0): `{path}`.")
+    except MissingDependency as e:
+        ctx.notes.append(f"No picture: {e}")
+    return {}
+
+
+def _modist(ctx: Context) -> list[Variant]:
+    """MoDist against its RGB-only contrastive ablation, DistInit and scratch; then DistInit's
+    loss added to MoDist's (one config)."""
+    flow = ctx.flow("corpus")
+    teacher = f"distill.teachers=[{{spec: 'ckpt:{ctx.teacher}'}}]"
+    return [Variant("scratch", method="", init="scratch"),
+            Variant("RGB-only contrastive", ["modist.motion=false"], method="modist"),
+            Variant("MoDist", flow, method="modist"),
+            Variant("DistInit", []),
+            Variant("MoDist + DistInit loss", [*flow, teacher, "distill.max_entropy=0",
+                                                      "modist.distill_weight=1"],
+                    method="modist")]
+
+
 EXPERIMENTS = {
     "frames": Experiment("Table 2", "which frames the teacher sees", _frames,
                          [("a random frame beats the centre frame", "random frame", "centre frame"),
@@ -133,9 +233,25 @@ EXPERIMENTS = {
                         ("the union beats the first corpus", "union of both", "first corpus, 100%")]),
     "teachers": Experiment("Sec. 4.3", "object teacher, scene teacher, both", _teachers,
                            [("objects teach actions better than scenes",
-                             "objects (ImageNet analog)", "scenes (Places analog)")]),
+                             "objects (ImageNet analog)", "scenes (Places analog)")],
+                           scenes=True),
     "temperature": Experiment("beyond the paper", "softmax temperature of the targets",
                               _temperature, []),
+    "flow": Experiment("Table 5", "a flow student: scratch, mean-inflated, DistInit", _flow,
+                       [("DistInit beats mean inflation for flow", "flow, DistInit",
+                         "flow, mean-inflated"),
+                        ("mean inflation beats scratch for flow", "flow, mean-inflated",
+                         "flow, scratch"),
+                        ("fusing RGB and flow beats RGB alone", "two-stream", "RGB, DistInit")],
+                       after=_fusion),
+    "modist": Experiment("MoDist", "motion distillation vs RGB-only contrastive, DistInit, "
+                         "scratch", _modist,
+                         [("MoDist beats RGB-only contrastive", "MoDist", "RGB-only contrastive"),
+                          ("MoDist beats scratch", "MoDist", "scratch"),
+                          ("DistInit beats MoDist", "DistInit", "MoDist"),
+                          ("adding DistInit's loss helps MoDist", "MoDist + DistInit loss",
+                           "MoDist")],
+                         after=_attribution),
 }
 
 
@@ -154,7 +270,8 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
     world = generate_world(world_dir, seed=demo.world_seed, size=demo.size)
     shared = replace(demo, seed=0)
     teacher, _ = train_2d(shared, world, out / "shared", "teacher", overwrite)
-    scene_net, _ = train_2d(shared, world, out / "shared", "scene_net", overwrite, scenes=True)
+    scene_net = (train_2d(shared, world, out / "shared", "scene_net", overwrite, scenes=True)[0]
+                 if exp.scenes else None)
     ctx = Context(world, out / name, teacher, scene_net, {})
     ctx.out.mkdir(parents=True, exist_ok=True)
     done: list[str] = []
@@ -163,32 +280,74 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
         if not todo:
             break
         v = todo[0]
+        if not v.method and v.init == "inflate" and ctx.inflation_source is None:
+            ctx.inflation_source, _ = train_2d(shared, world, out / "shared", "inflation_source",
+                                               overwrite)
         ctx.results[v.label] = []
         for seed in seeds:
-            run = replace(demo, seed=seed, distill=[*demo.distill, *v.overrides])
-            # Runs are kept by what they train, so experiments share identical ones (the recipe
-            # itself is a variant of several) and a second command reloads them.
-            run_out = out / "runs" / _recipe_key(run) / f"seed{seed}"
-            run = replace(run, out_dir=str(run_out))
-            row = STUDENTS[student]
-            _, weights, pre = pretrain(run, world, run_out, row, teacher, {}, overwrite)
-            result = finetune_row(run, world, run_out, row, "checkpoint", weights, overwrite)
-            ctx.results[v.label].append({**pre, **result})
-            print(f"[{name}] {v.label}, seed {seed}: top-1 {result['top1']:.1f}, agreement "
-                  f"{pre.get('holdout_agree_t0', math.nan):.1f}%", flush=True)
+            result = run_variant(ctx, demo, v, seed, student, overwrite)
+            ctx.results[v.label].append(result)
+            print(f"[{name}] {v.label}, seed {seed}: top-1 {result['top1']:.1f}"
+                  + (f", agreement {result['holdout_agree_t0']:.1f}%"
+                     if "holdout_agree_t0" in result else ""), flush=True)
         done.append(v.label)
+    if exp.after is not None:
+        ctx.results.update(exp.after(ctx))
     variants = {v.label: v for v in exp.variants(ctx)}
     table = summarize(name, exp, variants, ctx.results, seeds, time.perf_counter() - start)
     table["student"] = ROWS[STUDENTS[student]][0]
+    table["notes"] = ctx.notes
     (ctx.out / "summary.json").write_text(json.dumps(table, indent=2))
     return table
 
 
-def _recipe_key(demo: DemoConfig) -> str:
-    """A short hash of the distill and fine-tune configs a run resolves to (paths aside)."""
-    trees = [to_dict(stage_config(demo, stage, Path("."), [])) for stage in ("distill", "finetune")]
+def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: str,
+                overwrite: bool) -> dict:
+    """Pretrain (unless the variant has no method), then fine-tune on split 1: the results."""
+    stage = STAGE.get(v.method)
+    run = replace(demo, seed=seed, finetune=[*demo.finetune, *v.finetune])
+    if stage:
+        run = replace(run, **{stage: [*getattr(demo, stage), *v.overrides]})
+    # Runs are kept by what they train, so experiments share identical ones (the recipe itself
+    # is a variant of several) and a second command reloads them.
+    run_out = ctx.out.parent / "runs" / _recipe_key(run, v) / f"seed{seed}"
+    run = replace(run, out_dir=str(run_out))
+    row = STUDENTS[student]
+    if v.method == "distinit":
+        _, weights, pre = pretrain(run, ctx.world, run_out, row, ctx.teacher, {}, overwrite)
+        init = "checkpoint"
+    elif v.method:
+        init, weights, pre = _pretrain_method(ctx, run, v.method, run_out, row, overwrite)
+    else:
+        init, pre = v.init, {}
+        weights = str(ctx.inflation_source) if v.init == "inflate" else ""
+    result = finetune_row(run, ctx.world, run_out, row, init, weights, overwrite)
+    return {**pre, **result, "predictions": str(run_out / f"finetune_{row}" / PREDICTIONS)}
+
+
+def _pretrain_method(ctx: Context, run: DemoConfig, method: str, run_out: Path, row: str,
+                     overwrite: bool) -> tuple[str, str, dict]:
+    """A registered method other than DistInit on the corpus, with its demo recipe."""
+    arch = ARCH[ROWS[row][0]]
+    cfg = stage_config(run, STAGE[method], run_out / f"{arch}_{method}",
+                       [f"data.videos={ctx.world.corpus_dir}",
+                        f"data.cache_dir={ctx.world.root / 'cache'}", f"model.arch={arch}"],
+                       cls=config_class(method))
+    restart = not overwrite and (Path(cfg.out_dir) / "last.pt").is_file()
+    result = run_pretrain(cfg, method, resume=restart, overwrite=overwrite)
+    return "checkpoint", str(Path(cfg.out_dir) / "last.pt"), result
+
+
+def _recipe_key(demo: DemoConfig, v: Variant) -> str:
+    """A short hash of the configs a run resolves to (pretraining, fine-tuning; paths aside)."""
+    stages = ([STAGE[v.method]] if v.method else []) + ["finetune"]
+    trees = [to_dict(stage_config(demo, stage, Path("."), [],
+                                  cls=config_class(v.method) if stage != "finetune" else Config))
+             for stage in stages]
     for tree in trees:
         tree.pop("out_dir")
+    if not v.method:
+        trees.append({"init": v.init})
     return hashlib.sha1(json.dumps(trees, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -202,13 +361,13 @@ def summarize(name: str, exp: Experiment, variants: dict[str, Variant],
     rows = []
     for label, rs in results.items():
         rows.append({"variant": label, "paper": variants[label].paper if label in variants else None,
-                     **{k: _mean_std([r[k] for r in rs]) for k in ("top1", "knn20", "probe")},
+                     **{k: _mean_std([r.get(k, math.nan) for r in rs])
+                        for k in ("top1", "knn20", "probe", "in_mask", "in_mask_ft")},
                      "agree": _mean_std([r.get("holdout_agree_t0", math.nan) for r in rs]),
                      "per_seed_top1": [round(r["top1"], 2) for r in rs]})
     verdicts = []
     for claim, better, worse in exp.claims:
-        b = next((r for r in rows if r["variant"].startswith(better)), None)
-        w = next((r for r in rows if r["variant"].startswith(worse)), None)
+        b, w = _row(rows, better), _row(rows, worse)
         if b is None or w is None:
             continue
         diffs = [x - y for x, y in zip(b["per_seed_top1"], w["per_seed_top1"], strict=True)]
@@ -221,17 +380,33 @@ def summarize(name: str, exp: Experiment, variants: dict[str, Variant],
             "verdicts": verdicts, "seconds": round(seconds, 1)}
 
 
+def _row(rows: list[dict], label: str) -> dict | None:
+    """The row called `label`, else the first whose label starts with it."""
+    exact = [r for r in rows if r["variant"] == label]
+    return (exact or [r for r in rows if r["variant"].startswith(label)] or [None])[0]
+
+
+COLUMNS = {"top1": "top-1", "knn20": "kNN-20", "probe": "linear probe", "agree": "agreement",
+           "in_mask": "Grad-CAM in object, pretrained (%)",
+           "in_mask_ft": "Grad-CAM in object, fine-tuned (%)"}
+
+
+def _cell(v: list[float]) -> str:
+    return "" if math.isnan(v[0]) else f"{v[0]:.1f} +- {v[1]:.1f}"
+
+
 def markdown(table: dict, command: str) -> str:
+    columns = [k for k in COLUMNS if any(not math.isnan(r[k][0]) for r in table["rows"])]
     lines = [f"## `{table['name']}`: {table['what']} ({table['paper']})", "", "    " + command, "",
              f"{table['student']} student, the demo's recipe; seeds {table['seeds']}; wall time "
              f"{table['seconds'] / 60:.1f} min on this machine. Video top-1 on split 1 after "
-             "fine-tuning; kNN-20 and linear probe on the frozen distilled features; agreement "
+             "fine-tuning; kNN-20 and linear probe on the frozen pretrained features; agreement "
              "with the teacher's top class on 256 held-out corpus clips. Mean +- std over seeds.",
-             "", "| variant | top-1 | kNN-20 | linear probe | agreement | paper |",
-             "|---|---|---|---|---|---|"]
+             *table.get("notes", []),
+             "", "| variant | " + " | ".join(COLUMNS[k] for k in columns) + " | paper |",
+             "|---|" + "---|" * len(columns) + "---|"]
     for r in table["rows"]:
-        cells = [f"{r[k][0]:.1f} +- {r[k][1]:.1f}" for k in ("top1", "knn20", "probe", "agree")]
-        lines.append(f"| {r['variant']} | " + " | ".join(cells)
+        lines.append(f"| {r['variant']} | " + " | ".join(_cell(r[k]) for k in columns)
                      + f" | {r['paper'] if r['paper'] is not None else ''} |")
     lines += ["", *[f"- {v}" for v in table["verdicts"]]]
     return "\n".join(lines) + "\n"

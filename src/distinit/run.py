@@ -25,7 +25,7 @@ from distinit.checkpoint import load_checkpoint, model_state, seed_all
 from distinit.config import Config, ModelConfig, config_from_args
 from distinit.data.datasets import VideoClipDataset
 from distinit.errors import UserError
-from distinit.evaluate import evaluate
+from distinit.evaluate import PREDICTIONS, evaluate
 from distinit.methods import config_class, get_method
 from distinit.methods.supervised import Supervised
 from distinit.train import resolve_precision, train, use_channels_last
@@ -55,12 +55,13 @@ def finetune_method(student: nn.Module, mc: ModelConfig) -> Supervised:
 
 
 def eval_student(cfg: Config, student: nn.Module, test_set: VideoClipDataset,
-                 num_videos: int, num_classes: int) -> dict:
+                 num_videos: int, num_classes: int, keep_probs: bool = False) -> dict:
     device = next(student.parameters()).device
     return evaluate(student, test_set, num_videos, num_classes,
                     batch_size=cfg.optim.batch_size, num_workers=cfg.data.num_workers,
                     device=device, amp_dtype=resolve_precision(cfg.precision, device),
-                    channels_last=use_channels_last(cfg.channels_last, device))
+                    channels_last=use_channels_last(cfg.channels_last, device),
+                    keep_probs=keep_probs)
 
 
 # ---- the three jobs ---------------------------------------------------------------------------
@@ -107,9 +108,9 @@ def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict
 
     logs = train(cfg, method, train_set, resume=resume, overwrite=overwrite,
                  head_prefixes=("fc.",), on_epoch_end=on_epoch_end, desc="finetune")
-    result = eval_student(cfg, student, test_set, n_test, num_classes)
+    result = eval_student(cfg, student, test_set, n_test, num_classes, keep_probs=True)
     result["train_loss"] = logs.get("loss")
-    _write_result(cfg, result, train_split.classes)
+    _write_result(cfg, result, train_split.classes, test_split.videos)
     return result
 
 
@@ -129,16 +130,22 @@ def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
     student = make_student(cfg.model, num_classes, input_channels(cfg.data))
     load_weights(student, state, cfg.model.weights, cfg.model)
     test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
-    result = eval_student(cfg, student, test_set, len(test_split.samples), num_classes)
-    _write_result(cfg, result, test_split.classes)
+    result = eval_student(cfg, student, test_set, len(test_split.samples), num_classes,
+                          keep_probs=True)
+    _write_result(cfg, result, test_split.classes, test_split.videos)
     return result
 
 
-def _write_result(cfg: Config, result: dict, classes: list[str]) -> None:
+def _write_result(cfg: Config, result: dict, classes: list[str], videos: list = ()) -> None:
+    """results.json; with the test `videos`, also their per-video softmax (`distinit fuse`)."""
+    probs, labels = result.pop("video_probs", None), result.pop("video_labels", None)
     if dist.rank_world()[0] != 0:  # only rank 0 writes files
         return
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if probs is not None:
+        torch.save({"probs": probs, "labels": labels, "videos": [str(v) for v in videos],
+                    "classes": list(classes)}, out / PREDICTIONS)
     # A labeled split's classes; distillation has none.
     extra = ({"num_classes": len(classes), "classes": list(classes), "split": cfg.data.split}
              if classes else {})

@@ -182,6 +182,39 @@ def _run(jobs: dict[Path, Path], meta: dict, workers: int) -> tuple[int, int]:
     return written, frames
 
 
+def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype: str = "uint8",
+                 bound: float = 20.0, short_side: int = 0, workers: int = 1,
+                 extensions: list[str] | None = None) -> dict:
+    """Flow of every video under `src` not already in `out` (see `main`): the counts."""
+    flow_estimator(algorithm)  # a missing OpenCV or contrib fails here, once
+    src, out = Path(src), Path(out)
+    videos = list_videos(src, extensions or [e.lstrip(".") for e in DEFAULT_EXTENSIONS],
+                         extensions_option="--extensions")
+    jobs = {video: flow_file(video, src, out) for video in videos}
+    seen: dict[Path, Path] = {}
+    for video, dst in jobs.items():
+        if dst in seen:
+            raise UserError(f"{_shown(seen[dst])} and {_shown(video)} would both be written to "
+                            f"{_shown(dst)}; rename one")
+        seen[dst] = video
+    meta = flow_meta(algorithm, dtype, bound, short_side)
+    claim_out_dir(out, meta)
+    todo = {video: dst for video, dst in jobs.items() if not is_complete(dst)}
+
+    start = time.perf_counter()
+    written, frames = _run(todo, meta, workers)
+    seconds = time.perf_counter() - start
+    failed = len(todo) - written
+    print(f"{written} written, {len(jobs) - len(todo)} skipped (already done), {failed} failed; "
+          f"{frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s) "
+          f"-> {_shown(out)}")
+    if failed == len(jobs):
+        raise AllVideosFailed(f"all {failed} videos failed (see the warnings above); nothing "
+                              "was written")
+    return {"written": written, "skipped": len(jobs) - len(todo), "failed": failed,
+            "frames": frames, "seconds": seconds}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="distinit flow",
@@ -211,30 +244,6 @@ def main(argv: list[str]) -> int:
                         f"{args.short_side}")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
-    flow_estimator(args.algorithm)  # a missing OpenCV or contrib fails here, once
-
-    src, out = Path(args.src), Path(args.out)
-    videos = list_videos(src, [e for e in args.extensions.split(",") if e],
-                         extensions_option="--extensions")
-    jobs = {video: flow_file(video, src, out) for video in videos}
-    seen: dict[Path, Path] = {}
-    for video, dst in jobs.items():
-        if dst in seen:
-            raise UserError(f"{_shown(seen[dst])} and {_shown(video)} would both be written to "
-                            f"{_shown(dst)}; rename one")
-        seen[dst] = video
-    meta = flow_meta(args.algorithm, args.dtype, args.bound, args.short_side)
-    claim_out_dir(out, meta)
-    todo = {video: dst for video, dst in jobs.items() if not is_complete(dst)}
-
-    start = time.perf_counter()
-    written, frames = _run(todo, meta, args.workers)
-    seconds = time.perf_counter() - start
-    failed = len(todo) - written
-    print(f"{written} written, {len(jobs) - len(todo)} skipped (already done), {failed} failed; "
-          f"{frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s) "
-          f"-> {_shown(out)}")
-    if failed == len(jobs):
-        raise AllVideosFailed(f"all {failed} videos failed (see the warnings above); nothing "
-                              "was written")
+    compute_flow(args.src, args.out, args.algorithm, args.dtype, args.bound, args.short_side,
+                 args.workers, [e for e in args.extensions.split(",") if e])
     return 0

@@ -92,7 +92,7 @@ def _run_all(recipe: Recipe, jobs: list[tuple[str, int]], workers: int) -> Itera
         yield from pool.imap(_run_job, jobs, chunksize=8)
 
 
-def _available_cores() -> int:
+def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -213,7 +213,7 @@ def generate_world(out_dir: str | Path, seed: int = 0, size: str | WorldSize = "
     recipe = make_recipe(root, seed, ws)
     _make_dirs(root, ws, recipe.action_classes)
     jobs = _jobs(ws, len(recipe.action_classes))
-    workers = workers or _available_cores()
+    workers = workers or available_cores()
     rows: dict[str, list[dict]] = {"corpus": [], "action": []}
     for kind, _, row in _progress(_run_all(recipe, jobs, workers), len(jobs), progress):
         if row is not None:

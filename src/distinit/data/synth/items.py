@@ -88,7 +88,8 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     Image.fromarray(image).save(path, optimize=False, compress_level=6)
 
 
-def _video(recipe: Recipe, rng: np.random.Generator, action: str) -> tuple[np.ndarray, dict]:
+def _video(recipe: Recipe, rng: np.random.Generator, action: str,
+           mask: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     motion, group = action.rsplit("_", 1)
     members = [i for i, c in enumerate(OBJECT_CLASSES) if c.group == group]
     cls = OBJECT_CLASSES[members[rng.integers(len(members))]]
@@ -97,7 +98,7 @@ def _video(recipe: Recipe, rng: np.random.Generator, action: str) -> tuple[np.nd
     else:
         scene = SCENE_CLASSES[rng.integers(len(SCENE_CLASSES))]
     frames = render_frames(rng, recipe.frame_size, recipe.frames_per_video, scene, cls, motion,
-                           recipe.look)
+                           recipe.look, mask=mask)
     return frames, {"action": action, "motion": motion, "group": group, "object": cls.name, "scene": scene}
 
 
@@ -159,6 +160,16 @@ def make_item(recipe: Recipe, kind: str, index: int) -> dict | None:
         _encode(recipe, recipe.root / "actions" / "videos" / rel, frames)
         return {"path": rel, **meta}
     raise ValueError(f"unknown item kind {kind!r}")
+
+
+def action_frames_and_mask(recipe: Recipe, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Action video `index` rendered again, before encoding: its frames (T, S, S, 3) uint8 and
+    the object's coverage (T, S, S) float32 in 0..1 (the world's ground-truth foreground)."""
+    rng = item_rng(recipe.seed, "action", index)
+    mask = np.zeros((recipe.frames_per_video, recipe.frame_size, recipe.frame_size), np.float32)
+    a = index // recipe.action_videos_per_class
+    frames, _ = _video(recipe, rng, recipe.action_classes[a], mask)
+    return frames, mask
 
 
 def split_ids(recipe: Recipe, split: int, action_index: int, train: int, test: int) -> list[int]:

@@ -59,8 +59,10 @@ def _pool(a: np.ndarray, ss: int) -> np.ndarray:
 
 
 def _draw(canvas: np.ndarray, pose: Pose, inside: Callable, mix: Callable,
-          base: np.ndarray, second: np.ndarray, extent: float = 1.3) -> None:
-    """Paint a shape over `canvas` (T, H, W, 3) in place, anti-aliased by supersampling.
+          base: np.ndarray, second: np.ndarray, extent: float = 1.3,
+          coverage: np.ndarray | None = None) -> None:
+    """Paint a shape over `canvas` (T, H, W, 3) in place, anti-aliased by supersampling; its
+    coverage (0..1 per pixel) is painted over `coverage` (T, H, W) too when given.
 
     Only a box around the shape is rendered (`extent` radii from its centre, which holds
     every shape at any aspect), so the cost follows the object's size, not the frame's.
@@ -93,10 +95,14 @@ def _draw(canvas: np.ndarray, pose: Pose, inside: Callable, mix: Callable,
         a = alpha[t, ya - y0[t]:yb - y0[t], xa - x0[t]:xb - x0[t]]
         p = paint[t, ya - y0[t]:yb - y0[t], xa - x0[t]:xb - x0[t]]
         canvas[t, ya:yb, xa:xb] = canvas[t, ya:yb, xa:xb] * (1 - a) + p
+        if coverage is not None:
+            coverage[t, ya:yb, xa:xb] = coverage[t, ya:yb, xa:xb] * (1 - a[..., 0]) + a[..., 0]
 
 
-def draw_object(canvas: np.ndarray, inst: Instance, pose: Pose) -> None:
-    """Paint object instance `inst` at `pose` over `canvas` (T, H, W, 3) in place."""
+def draw_object(canvas: np.ndarray, inst: Instance, pose: Pose,
+                coverage: np.ndarray | None = None) -> None:
+    """Paint object instance `inst` at `pose` over `canvas` (T, H, W, 3) in place (and its
+    coverage over `coverage` (T, H, W))."""
     shape = SHAPES[inst.cls.shape]
     a = inst.aspect
 
@@ -106,7 +112,8 @@ def draw_object(canvas: np.ndarray, inst: Instance, pose: Pose) -> None:
     def mix(u, v):
         return pattern_mix(inst, u, v)
 
-    _draw(canvas, pose, inside, mix, np.array(inst.base, np.float32), np.array(inst.second, np.float32))
+    _draw(canvas, pose, inside, mix, np.array(inst.base, np.float32),
+          np.array(inst.second, np.float32), coverage=coverage)
 
 
 def _draw_clutter(canvas: np.ndarray, rng: np.random.Generator, pan: np.ndarray, count: int) -> None:
@@ -167,8 +174,13 @@ def _finish(frames: np.ndarray, rng: np.random.Generator, look: Look) -> np.ndar
 
 def render_frames(rng: np.random.Generator, size: int, T: int, scene: str,
                   obj: ObjectClass | Instance | None, motion: str = "still",
-                  look: Look = Look(), camera: bool = True, pose: Pose | None = None) -> np.ndarray:
+                  look: Look = Look(), camera: bool = True, pose: Pose | None = None,
+                  mask: np.ndarray | None = None) -> np.ndarray:
     """Render T frames (T, size, size, 3) uint8: `obj` moving by `motion` over `scene`.
+
+    `mask` (T, size, size) float32, when given, receives the object's visible coverage (0..1,
+    averaged over the shutter like the frames): where the moving foreground is. Asking for it
+    draws no random numbers, so the frames are the same either way.
 
     `obj` is a class (a fresh instance is drawn), a given instance, or None (scene only);
     a given `pose` replaces the motion's. `camera=True` renders video footage: a panning
@@ -183,12 +195,15 @@ def render_frames(rng: np.random.Generator, size: int, T: int, scene: str,
         if pose is None:
             pose = motion_path(motion, rng, T, rng.uniform(*RADIUS_RANGE))
         k = look.shutter_samples if camera and T > 1 else 1
+        cover = None if mask is None else np.zeros((T * k, size, size), np.float32)
         if k > 1:  # motion blur: the object drawn at k instants of an open shutter, averaged
             layers = np.repeat(frames, k, axis=0)
-            draw_object(layers, inst, _shutter_poses(pose, k, look.shutter))
+            draw_object(layers, inst, _shutter_poses(pose, k, look.shutter), cover)
             frames = layers.reshape(T, k, *frames.shape[1:]).mean(axis=1)
         else:
-            draw_object(frames, inst, pose)
+            draw_object(frames, inst, pose, cover)
+        if mask is not None:
+            mask[:] = cover.reshape(T, k, size, size).mean(axis=1)
     return _finish(frames, rng, look)
 
 
