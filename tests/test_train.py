@@ -110,3 +110,33 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="not finite at step 0"):
         train(load_config(None, [*ARGS, f"out_dir={tmp_path}"]), Bad(), ToyClips())
+
+
+class _WorkerPids(ToyClips):
+    """Each item says which process made it."""
+
+    def __getitem__(self, item):
+        return {**super().__getitem__(item), "pid": os.getpid()}
+
+
+class _Recorder(Supervised):
+    def __init__(self, net):
+        super().__init__(net)
+        self.pids = set()
+
+    def forward(self, batch):
+        self.pids.update(batch["pid"].tolist())
+        return super().forward(batch)
+
+
+def test_loader_workers_last_the_whole_run_and_match_in_process_loading(tmp_path):
+    """One worker serves all 3 epochs (a memory cache in it lasts), and the run is the same as
+    one loading in the main process."""
+    cfg = load_config(None, [*ARGS, f"out_dir={tmp_path / 'w'}", "data.num_workers=1"])
+    net = toy_net()
+    method = _Recorder(net)
+    train(cfg, method, _WorkerPids())
+    assert len(method.pids) == 1 and os.getpid() not in method.pids
+    in_process = _run(tmp_path / "p")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, in_process[k]), k

@@ -78,7 +78,9 @@ class DataConfig:
     flow_root: str = ""
     # What the student sees: RGB clips, or the optical flow of those clips (2 channels).
     input: str = checked("rgb", choices=("rgb", "flow"))
-    # memory | disk: decode each video once, cut clips from the cache.
+    # memory | disk: decode each video once, cut clips from the cache. memory: kept by each
+    # process that decodes (loader workers last the whole run, so each fills its own copy);
+    # disk: one .npy per video in cache_dir, shared by every process and run.
     cache: str = checked("none", choices=("none", "memory", "disk"))
     cache_dir: str = ""
     num_workers: int = checked(4, min=0)

@@ -233,16 +233,20 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                dynamic_ncols=True)
     method.train()
     t0, seen = time.perf_counter(), 0
+    # One loader for the run: its workers persist across epochs, so what they cache (decoded
+    # videos with data.cache=memory, open files) lasts. Items draw their randomness from (seed,
+    # pass, index), not from worker seeds; the workers' own generator is seeded anyway, not
+    # taken from the global RNG, so building the loader changes nothing a resumed run draws.
+    workers = cfg.data.num_workers
+    loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0,
+                        pin_memory=ctx.device.type == "cuda",
+                        prefetch_factor=4 if workers > 0 else None,
+                        generator=torch.Generator().manual_seed(cfg.seed * 100_003))
     with StopRequest(announce=ctx.is_main) as stop:
         while step < stop_at:
             epoch = step // steps_per_epoch
             sampler.set_step(step)
-            loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                                num_workers=cfg.data.num_workers,
-                                pin_memory=ctx.device.type == "cuda",
-                                # Worker seeds from their own generator, not the global RNG, so a
-                                # resumed run draws the same random numbers as an uninterrupted one.
-                                generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
             replaced = torch.zeros(1)
             batches = iter(loader)
             while step < stop_at:
@@ -292,7 +296,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                                       int(flags[1]))
                 if step % steps_per_epoch == 0:
                     break
-            del batches, loader  # shut the workers down before evaluating
+            del batches  # the workers, idle, wait for the next epoch
             n_bad = int(dist.all_reduce_sum(replaced)[0])
             if n_bad and ctx.is_main:
                 print(f"[{desc}] epoch {epoch}: {n_bad} samples came from unreadable videos and "
@@ -303,6 +307,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                     log.write(step, extra)
                     last.update(extra)
                     method.train()
+    del loader  # shuts its workers down
     bar.close()
     log.close()
     method.trainable = net  # unwrap DDP for whoever uses the model next
