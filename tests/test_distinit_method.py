@@ -6,6 +6,7 @@ from distinit.methods.distinit import DistInit, MultiHeadStudent, select_frames
 from distinit.models.image_resnet import build_image_model
 from distinit.models.students import TINY, build_student
 from distinit.models.teachers import Teacher
+from distinit.runtime import Runtime
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -73,7 +74,7 @@ def test_holdout_agreement_matches_a_hand_computation():
     clips = torch.randn(6, 3, 8, 32, 32)
     loader = [{"video": clips[:4]}, {"video": clips[4:]}]
     method.trainable.train()
-    got = holdout_agreement(method, loader, torch.device("cpu"))
+    got = holdout_agreement(method, loader, Runtime())
     assert method.trainable.training  # put back in the mode it had
     method.trainable.eval()
     with torch.no_grad():

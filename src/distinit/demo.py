@@ -38,13 +38,12 @@ from distinit.build import (
 from distinit.checkpoint import seed_all
 from distinit.config import Config, config_from_args, load_config
 from distinit.data.synth import World, generate_world
-from distinit.dist import resolve_device
 from distinit.errors import UserError
 from distinit.image_train import CHECKPOINT, train_image_model
 from distinit.models.teachers import build_teacher
 from distinit.probe import frozen_scores
 from distinit.run import distill, finetune
-from distinit.train import use_channels_last
+from distinit.runtime import Runtime
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "demo"
 FROZEN_FEATURES = "frozen_features.pt"  # in each finetune_<row> folder
@@ -223,14 +222,12 @@ def frozen_eval(cfg: Config) -> dict:
     train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
     student = make_student(cfg.model, num_classes=0, in_channels=input_channels(cfg.data))
     init_student(student, cfg.model)
-    device = resolve_device(cfg.device)
-    student.to(device)
-    if use_channels_last(cfg.channels_last, device):
-        student.to(memory_format=torch.channels_last_3d)
+    rt = Runtime.of(cfg)
+    rt.place(student)
     sets = [clip_dataset(cfg.data, s.videos, s.labels, False, cfg.seed)
             for s in (train_split, test_split)]
     return frozen_scores(student, sets[0], len(train_split.videos), sets[1],
-                         len(test_split.videos), len(train_split.classes), device=device,
+                         len(test_split.videos), len(train_split.classes), runtime=rt,
                          keep_features=True)
 
 

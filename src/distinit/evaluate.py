@@ -4,21 +4,61 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from distinit import dist
 from distinit.errors import UserError
-from distinit.train import to_device
+from distinit.runtime import Runtime
+
+
+@torch.no_grad()
+def per_video(fn: Callable[[dict], torch.Tensor], dataset: Dataset, num_videos: int, *,
+              runtime: Runtime | None = None, batch_size: int = 16, num_workers: int = 0,
+              shard: bool = False, dim: int | None = None, on_clips: Callable | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run `fn(batch) -> (B, D)` over every clip and sum its outputs per video: (sums (V, D)
+    float64, clip counts (V,), labels (V,), -1 where no clip was read).
+
+    A clip of an unreadable video arrives as a stand-in from another video (bad=1) and is left
+    out: scoring it would count that other video twice. `on_clips(outputs, labels)` sees the
+    kept clips of each batch. With `shard` each torchrun process runs every world-th clip and
+    the sums are all-reduced (`dim` must then be given), so every process gets the whole.
+    """
+    rt = runtime or Runtime()
+    rank, world = dist.rank_world() if shard else (0, 1)
+    loader = DataLoader(Subset(dataset, range(rank, len(dataset), world)), batch_size=batch_size,
+                        num_workers=num_workers)
+    sums = None if dim is None else torch.zeros(num_videos, dim, dtype=torch.float64)
+    counts = torch.zeros(num_videos, dtype=torch.float64)
+    labels = torch.full((num_videos,), -1, dtype=torch.long)
+    for batch in loader:
+        with rt.autocast():
+            out = fn(rt.batch(batch)).float().cpu().double()  # (B, D)
+        vid, y = batch["video_idx"], torch.as_tensor(batch["label"])
+        good = batch["bad"] == 0 if "bad" in batch else torch.ones(len(vid), dtype=torch.bool)
+        out, vid, y = out[good], vid[good], y[good]
+        if sums is None:
+            sums = torch.zeros(num_videos, out.shape[1], dtype=torch.float64)
+        sums.index_add_(0, vid, out)
+        counts.index_add_(0, vid, torch.ones(len(vid), dtype=torch.float64))
+        labels[vid] = y
+        if on_clips is not None:
+            on_clips(out, y)
+    if shard:
+        for t in (sums, counts):
+            dist.all_reduce_sum(t)
+        dist.all_reduce_max(labels)  # fills the -1 of videos scored by other ranks
+    return sums, counts, labels
 
 
 @torch.no_grad()
 def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int, *,
-             batch_size: int = 16, num_workers: int = 0, device: torch.device | None = None,
-             amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+             batch_size: int = 16, num_workers: int = 0, runtime: Runtime | None = None,
              input_key: str = "video", keep_probs: bool = False) -> dict:
     """Per-clip top-1, and per-video top-1/top-5 from the mean softmax over the video's clips.
 
@@ -28,33 +68,18 @@ def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int
     Under torchrun each process scores every world-th clip; sums are all-reduced, so the result
     is the same as one process scoring everything.
     """
-    rank, world = dist.rank_world()
-    device = device or torch.device("cpu")
     was_training = net.training
     net.eval()
-    indices = list(range(rank, len(dataset), world))
-    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
-                        num_workers=num_workers)
-    prob_sum = torch.zeros(num_videos, num_classes, dtype=torch.float64)
-    labels = torch.full((num_videos,), -1, dtype=torch.long)
     clip_stats = torch.zeros(2, dtype=torch.float64)  # correct, total
-    for batch in loader:
-        b = to_device(batch, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            logits = net(b[input_key])
-        probs = logits.float().softmax(-1).cpu().double()  # (B, K)
-        vid, y = batch["video_idx"], batch["label"]
-        # A clip of an unreadable video arrives as a stand-in from another video (bad=1):
-        # scoring it would count that other video twice.
-        good = batch["bad"] == 0 if "bad" in batch else torch.ones(len(y), dtype=torch.bool)
-        probs, vid, y = probs[good], vid[good], y[good]
-        prob_sum.index_add_(0, vid, probs)
-        labels[vid] = y
-        clip_stats += torch.tensor([(probs.argmax(-1) == y).sum().item(), len(y)])
-    for t in (prob_sum, clip_stats):
-        dist.all_reduce_sum(t)
-    dist.all_reduce_max(labels)  # fills the -1 of videos scored by other ranks
+
+    def count(probs: torch.Tensor, y: torch.Tensor) -> None:
+        clip_stats.add_(torch.tensor([(probs.argmax(-1) == y).sum().item(), len(y)]))
+
+    prob_sum, counts, labels = per_video(
+        lambda b: net(b[input_key]).float().softmax(-1), dataset, num_videos, runtime=runtime,
+        batch_size=batch_size, num_workers=num_workers, shard=True, dim=num_classes,
+        on_clips=count)
+    dist.all_reduce_sum(clip_stats)
     net.train(was_training)
     seen = labels >= 0
     top5 = prob_sum[seen].topk(min(5, num_classes), dim=-1).indices
@@ -71,8 +96,7 @@ def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int
         "clips": int(clip_stats[1].item()),
     }
     if keep_probs:
-        counts = prob_sum.sum(-1, keepdim=True)  # each clip's softmax sums to 1
-        result["video_probs"] = (prob_sum / counts).float()  # 0 / 0 = NaN: never scored
+        result["video_probs"] = (prob_sum / counts[:, None]).float()  # 0 / 0 = NaN: never scored
         result["video_labels"] = labels
     return result
 

@@ -31,7 +31,8 @@ from distinit.evaluate import evaluate
 from distinit.methods.supervised import Supervised
 from distinit.models.image_resnet import IMAGE_MODELS, build_image_model
 from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD, teacher_checkpoint
-from distinit.train import resolve_precision, train, use_channels_last
+from distinit.runtime import Runtime
+from distinit.train import train
 
 CHECKPOINT = "teacher.pt"
 
@@ -108,11 +109,9 @@ def test_images(cfg: Config, classes: list[str]) -> ImageFolderDataset:
 
 def evaluate_images(cfg: Config, net: torch.nn.Module, test_set: ImageFolderDataset) -> dict:
     """Top-1 and top-5 (%) on the test stills."""
-    device = next(net.parameters()).device
     r = evaluate(net, _AsClips(test_set), len(test_set), len(test_set.classes),
-                 batch_size=max(cfg.optim.batch_size, 64), device=device,
-                 amp_dtype=resolve_precision(cfg.precision, device),
-                 channels_last=use_channels_last(cfg.channels_last, device), input_key="image")
+                 batch_size=max(cfg.optim.batch_size, 64),
+                 runtime=Runtime.of(cfg, next(net.parameters()).device), input_key="image")
     return {"test_top1": r["top1"], "test_top5": r["top5"], "test_images": r["videos"]}
 
 

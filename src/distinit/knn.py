@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from distinit.features import video_features
+from distinit.runtime import Runtime
 
 
 def knn_predict(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, k: int,
@@ -28,10 +29,10 @@ def knn_predict(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Ten
 
 def knn_accuracy(net: nn.Module, train_set: Dataset, num_train: int, test_set: Dataset,
                  num_test: int, num_classes: int, ks: tuple[int, ...] = (1, 20),
-                 temperature: float = 0.07, device: torch.device | None = None) -> dict:
+                 temperature: float = 0.07, runtime: Runtime | None = None) -> dict:
     """Video top-1 of kNN on `net`'s frozen features for each k: {"knn1": ..., "knn20": ...}."""
-    train, train_labels, _ = video_features(net, train_set, num_train, device=device)
-    test, test_labels, _ = video_features(net, test_set, num_test, device=device)
+    train, train_labels, _ = video_features(net, train_set, num_train, runtime=runtime)
+    test, test_labels, _ = video_features(net, test_set, num_test, runtime=runtime)
     return {f"knn{k}": 100.0 * (knn_predict(train, train_labels, test, k, num_classes,
                                             temperature).argmax(1) == test_labels).float().mean().item()
             for k in ks}

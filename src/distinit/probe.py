@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from distinit.features import video_features
 from distinit.knn import knn_predict
+from distinit.runtime import Runtime
 
 
 def linear_probe(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
@@ -39,13 +40,13 @@ def linear_probe(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
 @torch.no_grad()
 def frozen_scores(net: nn.Module, train_set: Dataset, num_train: int, test_set: Dataset,
                   num_test: int, num_classes: int, ks: tuple[int, ...] = (1, 20),
-                  device: torch.device | None = None, batch_size: int = 64,
+                  runtime: Runtime | None = None, batch_size: int = 64,
                   keep_features: bool = False) -> dict:
     """Video top-1 (%) of kNN for each k (`knn1`, `knn20`) and of the linear probe (`probe`);
     with `keep_features`, also `features`: the test set's features and labels."""
-    train, train_labels, _ = video_features(net, train_set, num_train, device=device,
+    train, train_labels, _ = video_features(net, train_set, num_train, runtime=runtime,
                                             batch_size=batch_size)
-    test, test_labels, _ = video_features(net, test_set, num_test, device=device,
+    test, test_labels, _ = video_features(net, test_set, num_test, runtime=runtime,
                                           batch_size=batch_size)
 
     def acc(scores: torch.Tensor) -> float:

@@ -28,7 +28,8 @@ from distinit.errors import UserError
 from distinit.evaluate import PREDICTIONS, evaluate
 from distinit.methods import config_class, get_method
 from distinit.methods.supervised import Supervised
-from distinit.train import resolve_precision, train, use_channels_last
+from distinit.runtime import Runtime
+from distinit.train import train
 
 COMMANDS = ("pretrain", "distill", "finetune", "eval")
 
@@ -56,11 +57,9 @@ def finetune_method(student: nn.Module, mc: ModelConfig) -> Supervised:
 
 def eval_student(cfg: Config, student: nn.Module, test_set: VideoClipDataset,
                  num_videos: int, num_classes: int, keep_probs: bool = False) -> dict:
-    device = next(student.parameters()).device
     return evaluate(student, test_set, num_videos, num_classes,
                     batch_size=cfg.optim.batch_size, num_workers=cfg.data.num_workers,
-                    device=device, amp_dtype=resolve_precision(cfg.precision, device),
-                    channels_last=use_channels_last(cfg.channels_last, device),
+                    runtime=Runtime.of(cfg, next(student.parameters()).device),
                     keep_probs=keep_probs)
 
 

@@ -27,46 +27,8 @@ from distinit.config import Config, OptimConfig, save_config, to_dict
 from distinit.errors import UserError
 from distinit.interrupt import Interrupted, StopRequest, signal_name
 from distinit.methods.base import Method
+from distinit.runtime import Runtime
 from distinit.sampler import StreamSampler
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPUs that run it; fp32 on CPU unless asked.
-
-    On CPU, oneDNN's bf16 Conv3d weight gradients are not deterministic and sometimes wrong
-    (measured with torch 2.13 on an AMX CPU: one layer's gradient sum 3% from the fp64 reference
-    in most processes and 16-29% in others; `benchmarks/check_bf16_conv3d.py`), so
-    `precision=bf16` on CPU is an explicit choice of speed over exactness.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise UserError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return None
-
-
-def use_channels_last(setting: str, device: torch.device) -> bool:
-    if setting not in ("auto", "on", "off"):
-        raise UserError(f"channels_last must be auto, on or off, got {setting!r}")
-    if setting == "auto":
-        return resolve_precision("auto", device) is not None
-    return setting == "on"
-
-
-def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() in (4, 5):
-                v = v.contiguous(memory_format=torch.channels_last_3d if v.dim() == 5
-                                 else torch.channels_last)
-        out[k] = v
-    return out
 
 
 def build_optimizer(net: nn.Module, cfg: OptimConfig, head_prefixes: tuple[str, ...] = ()):
@@ -162,16 +124,9 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed * 1000 + ctx.rank)
-    amp_dtype = resolve_precision(cfg.precision, ctx.device)
-    channels_last = use_channels_last(cfg.channels_last, ctx.device)
-
-    method.to(ctx.device)
+    rt = Runtime.of(cfg, ctx.device)
+    rt.place(method, keep_layout=tuple(method.frozen))
     net = method.student
-    if channels_last:
-        for name, child in method.named_children():
-            if name not in method.frozen:  # teachers keep the layout they were given
-                child.to(memory_format=torch.channels_last_3d if _has_conv3d(child)
-                         else torch.channels_last)
     optimizer = build_optimizer(net, cfg.optim, head_prefixes)
     if ctx.world > 1:  # only the trainable part; teachers and momentum encoders stay outside DDP
         method.trainable = nn.parallel.DistributedDataParallel(net)
@@ -255,7 +210,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                     break  # end of the epoch
                 for b in micro:
                     replaced += b.get("bad", torch.zeros(1)).sum()
-                out, finite = _accumulate(method, micro, ctx, amp_dtype, channels_last)
+                out, finite = _accumulate(method, micro, ctx, rt)
                 flags = dist.all_reduce_max(torch.tensor([float(not finite), float(stop.signum)]))
                 if flags[0]:
                     raise UserError(
@@ -316,7 +271,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
 
 
 def _accumulate(method: Method, micro: list[dict], ctx: dist.DistContext,
-                amp_dtype: torch.dtype | None, channels_last: bool) -> tuple[dict, bool]:
+                rt: Runtime) -> tuple[dict, bool]:
     """Forward and backward over the micro-batches of one optimizer step.
 
     A method with `prepare(batch)` first computes, for every micro-batch, what its loss needs
@@ -325,12 +280,10 @@ def _accumulate(method: Method, micro: list[dict], ctx: dist.DistContext,
     `batch["counts"]`, so a loss normalised by them is a mean over the global batch.
     Returns the last micro-batch's outputs and whether every loss was finite.
     """
-    autocast = torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,
-                              enabled=amp_dtype is not None)
-    micro = [to_device(b, ctx.device, channels_last) for b in micro]
+    micro = [rt.batch(b) for b in micro]
     prepare = getattr(method, "prepare", None)
     if prepare is not None:
-        with autocast, torch.no_grad():
+        with rt.autocast(), torch.no_grad():
             micro = [prepare(b) for b in micro]
         counts = dist.all_reduce_sum(torch.stack([b["counts"] for b in micro]).sum(0))
         for b in micro:
@@ -339,7 +292,7 @@ def _accumulate(method: Method, micro: list[dict], ctx: dist.DistContext,
     out: dict = {}
     for i, b in enumerate(micro):
         sync = i == len(micro) - 1
-        with _maybe_no_sync(method.trainable, sync), autocast:
+        with _maybe_no_sync(method.trainable, sync), rt.autocast():
             out = method(b)
             loss = out["loss"]
         finite = finite and bool(torch.isfinite(loss))
@@ -367,8 +320,6 @@ def _backbone(method: Method) -> dict | None:
         return None
 
 
-def _has_conv3d(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv3d) for m in net.modules())
 
 
 def _maybe_no_sync(net: nn.Module, sync: bool):

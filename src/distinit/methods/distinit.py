@@ -32,7 +32,7 @@ from distinit.losses import (
 from distinit.methods.base import Method, Pretraining
 from distinit.models.students import feature_dim, forward_features
 from distinit.models.teachers import build_teacher
-from distinit.train import resolve_precision, to_device, use_channels_last
+from distinit.runtime import Runtime
 
 SECTION = ("distill", DistillConfig)
 
@@ -158,9 +158,8 @@ class DistInit(Method):
 
 
 @torch.no_grad()
-def holdout_agreement(method: DistInit, loader, device: torch.device,
-                      autocast_dtype: torch.dtype | None = None,
-                      channels_last: bool = False, per_clip: bool = False) -> dict:
+def holdout_agreement(method: DistInit, loader, runtime: Runtime,
+                      per_clip: bool = False) -> dict:
     """How well the student matches its teachers on clips it never trains on.
 
     For each teacher: `holdout_agree_t{i}`, the share of clips where the student's top class is
@@ -176,9 +175,8 @@ def holdout_agreement(method: DistInit, loader, device: torch.device,
     sums = torch.zeros(n_teachers, 4, dtype=torch.float64)  # agree, loss, entropy, count
     entropies: list[list[torch.Tensor]] = [[] for _ in range(n_teachers)]
     for batch in loader:
-        b = method.prepare(to_device(batch, device, channels_last))
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        b = method.prepare(runtime.batch(batch))
+        with runtime.autocast():
             student_logits = net(b["video"])
         for i, (s, t) in enumerate(zip(student_logits, b["targets"], strict=True)):
             s = s.float()
@@ -245,11 +243,9 @@ def build(cfg: Config) -> Pretraining:
     last: dict = {}  # the latest held-out measurement, with each clip's target entropy
 
     def on_epoch_end(epoch: int) -> dict:
-        device = next(net.parameters()).device
         last.clear()
-        last.update(holdout_agreement(method, loader, device,
-                                      resolve_precision(cfg.precision, device),
-                                      use_channels_last(cfg.channels_last, device),
+        last.update(holdout_agreement(method, loader,
+                                      Runtime.of(cfg, next(net.parameters()).device),
                                       per_clip=world == 1))
         return {k: v for k, v in last.items() if k != "entropies"}  # metrics.jsonl: scalars
 
