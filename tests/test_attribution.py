@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from distinit.attribution import attribution, cam_layer, grad_cam, in_mask, world_clips
+from distinit.attribution import (
+    attribution,
+    cam_layer,
+    grad_cam,
+    in_mask,
+    peak_in_mask,
+    world_clips,
+)
 from distinit.data.synth.generate import make_recipe
 from distinit.data.synth.items import action_frames_and_mask, action_video_path
 from distinit.data.synth.objects import OBJECT_CLASSES
@@ -36,10 +43,11 @@ def test_the_mask_follows_the_encoded_video(world):
     assert inside.any() and outside.any()
 
 
-def test_in_mask_is_the_share_of_the_maps_mass():
-    cam = torch.tensor([[[1.0, 3.0], [0.0, 4.0]]])
-    mask = torch.tensor([[[1.0, 0.0], [1.0, 0.5]]])
-    assert in_mask(cam, mask) == pytest.approx((1 + 0 + 2) / 8)
+def test_in_mask_is_the_share_of_the_maps_mass_and_pointing_of_its_peaks():
+    cam = torch.tensor([[[1.0, 3.0], [0.0, 4.0]], [[5.0, 0.0], [0.0, 1.0]]])
+    mask = torch.tensor([[[1.0, 0.0], [1.0, 0.5]], [[1.0, 0.0], [0.0, 0.0]]])
+    assert in_mask(cam[:1], mask[:1]) == pytest.approx((1 + 0 + 2) / 8)
+    assert peak_in_mask(cam, mask) == 0.5  # frame 0 peaks at 4 (mask 0.5: out), frame 1 in
     assert np.isnan(in_mask(torch.zeros_like(cam), mask))
 
 
@@ -88,4 +96,5 @@ def test_attribution_on_the_worlds_test_clips(world):
     for fine_tuned in (False, True):
         r = attribution(net, clips, fine_tuned)
         assert 0 <= r["in_mask"] <= 100 and 0 < r["area"] < 100 and r["layer"] == "layer2"
+        assert 0 <= r["pointing"] <= 100
         assert len(r["maps"]) == 3 and r["maps"][0].shape == (4, 32, 32)

@@ -8,8 +8,10 @@ masks are known, so "it attends to the moving foreground" becomes a number.
   encoder has no classes);
 - `label=k`: the logit of class k (a fine-tuned network and the true class).
 
-The share of the map inside the object's mask (`in_mask`) is compared with the mask's share of
-the frame (`area`): a network blind to the object scores about `area`.
+The share of the map inside the object's mask (`in_mask`) and the share of frames whose map
+peaks on the object (`pointing`, the pointing game: robust to the blur of a coarse map) are
+compared with the mask's share of the frame (`area`): a network blind to the object scores
+about `area` on both.
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ def grad_cam(net: nn.Module, clips: torch.Tensor, layer: nn.Module,
                          align_corners=False)[:, 0]
 
 
+def peak_in_mask(cam: torch.Tensor, mask: torch.Tensor) -> float:
+    """Share of frames whose map peaks on the object (the pointing game; mask > 0.5)."""
+    flat = cam.flatten(1)  # (T, H * W)
+    hits = mask.flatten(1).gather(1, flat.argmax(1, keepdim=True)) > 0.5
+    return float(hits.double().mean())
+
+
 def in_mask(cam: torch.Tensor, mask: torch.Tensor) -> float:
     """Share of the map's mass where the object is (mask: coverage 0..1, same shape)."""
     total = cam.sum()
@@ -128,16 +137,18 @@ def attribution(net: nn.Module, clips: list[Clip], fine_tuned: bool,
                 batch_size: int = 64) -> dict:
     """Mean `in_mask` and `area` (%) over the clips, and each clip's map (for pictures)."""
     layer = cam_layer(net, clips[0].video[None])
-    maps, shares = [], []
+    maps, shares, peaks = [], [], []
     for i in range(0, len(clips), batch_size):
         batch = clips[i:i + batch_size]
         labels = torch.tensor([c.label for c in batch]) if fine_tuned else None
         cams = grad_cam(net, torch.stack([c.video for c in batch]), layer, labels)
         maps += list(cams)
         shares += [in_mask(cam, c.mask) for cam, c in zip(cams, batch, strict=True)]
+        peaks += [peak_in_mask(cam, c.mask) for cam, c in zip(cams, batch, strict=True)]
     shares_t = torch.tensor(shares, dtype=torch.float64)
     area = torch.stack([c.mask.mean() for c in clips]).double().mean()
     return {"in_mask": 100.0 * shares_t.nanmean().item(), "area": 100.0 * area.item(),
+            "pointing": 100.0 * sum(peaks) / len(peaks),
             "layer": next(n for n in STAGES if getattr(net, n, None) is layer), "maps": maps}
 
 
