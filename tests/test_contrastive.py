@@ -11,6 +11,7 @@ import torch.distributed as td
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
+from toy import leave_child
 
 from distinit import dist
 from distinit.losses_contrastive import info_nce, similarity_distillation
@@ -233,6 +234,7 @@ def _two_rank_child(rank: int, port: int, out_dir: str) -> None:
         torch.save(out, f"{out_dir}/rank{rank}.pt")
     finally:
         td.destroy_process_group()
+    leave_child()
 
 
 def test_gather_shuffle_and_queue_across_two_gloo_processes(tmp_path):

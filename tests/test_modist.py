@@ -11,6 +11,7 @@ import torch.distributed as td
 import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
+from toy import leave_child
 
 from distinit.build import load_weights, make_student
 from distinit.checkpoint import load_checkpoint
@@ -310,6 +311,7 @@ def _two_rank_child(rank: int, port: int, out_dir: str) -> None:
         torch.save(_two_steps(half, ddp=True), f"{out_dir}/rank{rank}.pt")
     finally:
         td.destroy_process_group()
+    leave_child()
 
 
 def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
