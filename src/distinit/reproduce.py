@@ -1,13 +1,14 @@
-"""`distinit reproduce NAME`: one of the paper's ablations on the synthetic world, over seeds.
+"""`distinit reproduce NAME`: one of the papers' experiments on the synthetic world, over seeds.
 
-Every experiment distills the demo's teacher into a student (Res3D by default: R(2+1)D, the
-paper's ablation model, costs twice as much per clip and would not fit 3 seeds in 15 minutes
-on 2 cores; `--student r2plus1d`) with the demo's recipe (`configs/demo/`), changing only what
-the experiment is about,
-then fine-tunes each student on split 1 with the demo's schedule. The world, the teachers
-(trained once, seed 0) and the decoded-video cache are shared by every variant and seed. It
-prints a table with mean +- std over seeds, says which of the paper's claims hold, and writes
-its section of docs/REPRODUCTION.md (or --doc) with the command and the wall time.
+Each variant pretrains a student (Res3D by default: R(2+1)D, the paper's ablation model, costs
+twice as much per clip and would not fit 3 seeds in 15 minutes on 2 cores; `--student r2plus1d`)
+with a registered method and the demo's recipe for it (`configs/demo/`: `distill.yaml` for
+DistInit, `modist.yaml` for MoDist), or starts from scratch or from inflated 2D weights, changing
+only what the experiment is about; then it fine-tunes each student on split 1 with the demo's
+schedule. The world, its flow, the teachers (trained once, seed 0) and the decoded-video cache
+are shared by every variant and seed. It prints a table with mean +- std over seeds, says which
+of the papers' claims hold, and writes its section of docs/REPRODUCTION.md (or --doc) with the
+command and the wall time.
 """
 
 from __future__ import annotations
