@@ -7,9 +7,10 @@ import torch
 
 from distinit.config import load_config
 from distinit.data.synth import generate_world
+from distinit.methods import config_class
 from distinit.models.image_resnet import build_image_model
 from distinit.optional import import_torchvision
-from distinit.run import distill, finetune
+from distinit.run import distill, finetune, pretrain
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 FAST = ["data.resize=36", "data.crop=32", "data.num_workers=0", "data.num_test_clips=2",
@@ -45,8 +46,26 @@ DISTILL = {
 }
 
 
+# name -> the method it pretrains with (`distinit pretrain METHOD`)
+PRETRAIN = {"auxskd_r3d18_k100": "auxskd", "vspp_r3d18_k100": "vspp"}
+
+
 def test_every_shipped_config_is_tested():
-    assert {p.stem for p in CONFIGS.glob("*.yaml")} == {*DISTILL, *FINETUNE, *SCRATCH}
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == {*DISTILL, *FINETUNE, *SCRATCH, *PRETRAIN}
+
+
+@pytest.mark.parametrize("name", PRETRAIN)
+def test_pretrain_configs_run(name, world, tmp_path):
+    method = PRETRAIN[name]
+    cfg = load_config(CONFIGS / f"{name}.yaml",
+                      [*FAST, "model.width=8", "data.clip_len=16", f"data.videos={world.corpus_dir}",
+                       f"out_dir={tmp_path}", "auxskd.queue=8"] if method == "auxskd" else
+                      [*FAST, "model.width=8", f"data.videos={world.corpus_dir}",
+                       f"out_dir={tmp_path}"], cls=config_class(method))
+    assert cfg.data.clip_len == 16 and cfg.optim.optimizer == "sgd"  # the paper's recipe
+    assert cfg.optim.weight_decay == 0.005 and cfg.optim.step_epochs == 6
+    pretrain(cfg, method)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 2
 
 
 @pytest.mark.parametrize("name", DISTILL)

@@ -28,6 +28,7 @@ from distinit.methods.modist import (
     build,
     positive_accuracy,
 )
+from distinit.methods.momentum import encode_keys
 from distinit.models.teachers import Teacher
 from distinit.train import train
 
@@ -132,7 +133,7 @@ def test_keys_in_one_process_get_batch_statistics_of_a_random_half():
     method = _method(bn=True, key_chunks=2)
     x = _batch(B=6)["video2"]
     torch.manual_seed(5)
-    keys = method._keys(method.key_rgb, x)
+    keys = encode_keys(method.key_rgb, x, method.cfg.key_chunks)
     torch.manual_seed(5)
     perm = torch.randperm(6)  # the shuffle's draw
     with torch.no_grad():
@@ -140,8 +141,8 @@ def test_keys_in_one_process_get_batch_statistics_of_a_random_half():
         whole = method.key_rgb(x)
     assert torch.allclose(keys, by_hand[perm.argsort()], atol=1e-6)  # back in the batch's order
     assert not torch.allclose(keys, whole, atol=1e-3)  # not the statistics the queries see
-    method.cfg.key_chunks = 1  # plain MoCo: in one process the shuffle alone changes nothing
-    assert torch.allclose(method._keys(method.key_rgb, x), whole, atol=1e-6)
+    # plain MoCo (one chunk): in one process the shuffle alone changes nothing
+    assert torch.allclose(encode_keys(method.key_rgb, x, 1), whole, atol=1e-6)
 
 
 def test_after_step_moves_each_key_encoder_by_exactly_the_momentum():

@@ -17,6 +17,7 @@ COMMANDS = {
     "train-image": ("distinit.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
     "pretrain": ("distinit.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
     "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),
+    "chain": ("distinit.chain", "Run stages one after another from one file (e.g. auxskd -> vspp -> finetune)."),
     "finetune": ("distinit.run", "Fine-tune (or linear-probe) a student on a labeled split."),
     "eval": ("distinit.run", "Evaluate a fine-tuned student: clip and video accuracy."),
     "fuse": ("distinit.evaluate", "Late fusion of fine-tuned runs (two-stream RGB + flow): video accuracy."),

@@ -172,6 +172,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                                  "backbone": _backbone(method),
                                  "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(), "step": step,
+                                 "total_steps": total_steps,
                                  "global_batch": sampler.global_batch, "rng": rngs,
                                  "config": to_dict(cfg)}, ckpt_path)
             except UserError as e:

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from distinit.data.pretext import SAMPLERS
 from distinit.data.sampling import test_clip_indices, train_clip_indices
 from distinit.data.transforms import to_float_clip
 from distinit.data.video import (
@@ -211,20 +212,30 @@ class VideoClipDataset(Dataset):
         frames). All random draws come from (seed, pass, index); a view with `frames_of` reuses
         that view's frames and augmentation seed."""
         rng = _item_rng(self.seed, pass_, index)
+        labels: dict[str, int] = {}
+
+        def cut(view: View) -> list[int] | np.ndarray:
+            if not view.sampler:
+                return self._indices(index, video_idx, clip_idx, rng, view.rate)
+            indices, drawn = SAMPLERS[view.sampler](rng, self._frame_count(video_idx),
+                                                    self.clip_len, self.stride * view.rate,
+                                                    **dict(view.options))
+            labels.update({f"{view.name}_{k}": v for k, v in drawn.items()})
+            return indices
+
         first = self.views[0]
-        picked = {first.name: self._indices(index, video_idx, clip_idx, rng, first.rate)}
+        picked = {first.name: cut(first)}
         rng_seed = int(rng.integers(2**62))
         seeds = {first.name: int(rng.integers(2**62))}
         for view in self.views[1:]:
             source = view.frames_of
-            picked[view.name] = (picked[source] if source else
-                                 self._indices(index, video_idx, clip_idx, rng, view.rate))
+            picked[view.name] = picked[source] if source else cut(view)
             seeds[view.name] = seeds[source] if source else int(rng.integers(2**62))
-        rgb = self._rgb_frames(video_idx, [picked[v.name] for v in self.views
+        rgb = self._rgb_frames(video_idx, [np.ravel(picked[v.name]).tolist() for v in self.views
                                            if v.modality == "rgb"])
         out = {view.name: self._clip(view, video_idx, picked[view.name], seeds[view.name], rgb)
                for view in self.views}
-        return out, rng_seed
+        return {**out, **labels}, rng_seed
 
     def _rgb_frames(self, video_idx: int, clips: list[list[int]]) -> dict[int, np.ndarray]:
         """{frame index: (H, W, 3) uint8} for every frame the RGB views read: one decode of
@@ -241,7 +252,11 @@ class VideoClipDataset(Dataset):
     def _clip(self, view: View, video_idx: int, indices: list[int], seed: int,
               rgb: dict[int, np.ndarray]) -> torch.Tensor:
         """One view's clip (C, T, H, W) float: RGB frames (T, H, W, 3) uint8 or flow
-        (T, H, W, 2) float through their transform."""
+        (T, H, W, 2) float through their transform; (n, C, T, H, W) for n rows of indices (the
+        clips of a VCOP sample, one crop for all)."""
+        if np.ndim(indices) == 2:
+            return torch.stack([self._clip(view, video_idx, list(row), seed, rgb)
+                                for row in indices])
         if view.modality == "flow":
             flow = torch.from_numpy(self.flow.read(self.videos[video_idx], indices))
             if self.flow_transform is None:

@@ -80,3 +80,22 @@ def vcop_sample(rng: np.random.Generator, num_frames: int, clip_len: int, n_clip
     orders = vcop_orders(n_clips)
     label = int(rng.integers(0, len(orders)))
     return _clip(in_time[list(orders[label])], num_frames), label
+
+
+def _vspp(rng, num_frames, clip_len, stride, max_segment=4, max_speed=4):
+    idx, speed, segment = vspp_sample(rng, num_frames, clip_len, max_segment, max_speed, stride)
+    return idx, {"speed": speed, "segment": segment}
+
+
+def _pace(rng, num_frames, clip_len, stride, max_pace=4):
+    idx, pace = pace_sample(rng, num_frames, clip_len, max_pace, stride)
+    return idx, {"pace": pace}
+
+
+def _vcop(rng, num_frames, clip_len, stride, n_clips=3, interval=8):
+    idx, order = vcop_sample(rng, num_frames, clip_len, n_clips, interval, stride)
+    return idx, {"order": order}
+
+
+# name -> (rng, num_frames, clip_len, stride, **options) -> (indices, {label name: label})
+SAMPLERS = {"vspp": _vspp, "pace": _pace, "vcop": _vcop}

@@ -9,6 +9,9 @@ view from it, and pairs RGB with flow, so no method knows how flow is stored.
   flow of an RGB clip). Empty: a clip of its own, at a random time, with its own augmentation.
 - `rate`: playback rate, a multiple of `data.stride` (2 = every other frame).
 - `modality`: `rgb`, or `flow` read from the `distinit flow` folder `data.flow_dir`.
+- `sampler`: a pretext task's frame sampler (`data/pretext.py`: `vspp`, `pace`, `vcop`) with its
+  `options`, in place of a plain clip; the labels it draws come with the sample as
+  `NAME_LABEL` (e.g. `video_speed`). A `vcop` view is (n_clips, C, T, H, W).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from distinit.data.flow_store import dequantize, flow_file, read_flow_meta
+from distinit.data.pretext import SAMPLERS
 from distinit.data.video import VideoDecodeError
 from distinit.errors import UserError
 
@@ -33,6 +37,8 @@ class View:
     modality: str = "rgb"
     frames_of: str = ""
     rate: int = 1
+    sampler: str = ""
+    options: tuple[tuple[str, int], ...] = ()
 
 
 RGB = (View("video"),)  # one RGB clip: the default recipe
@@ -51,6 +57,11 @@ def check_views(views: Sequence[View]) -> None:
                             f"({', '.join(names[:i]) or 'none'})")
         if v.rate < 1:
             raise UserError(f"view {v.name}: rate must be >= 1, got {v.rate}")
+        if v.sampler and v.sampler not in SAMPLERS:
+            raise UserError(f"view {v.name}: unknown sampler {v.sampler!r}; valid: "
+                            f"{', '.join(SAMPLERS)}")
+        if v.sampler and (v.frames_of or v.modality != "rgb"):
+            raise UserError(f"view {v.name}: a pretext sampler cuts its own RGB clip")
     if views and views[0].frames_of:
         raise UserError(f"the first view ({views[0].name}) must cut its own clip")
 

@@ -1,6 +1,6 @@
 """Pretraining methods by name: `distinit pretrain NAME CONFIG.yaml key=value ...`.
 
-Each entry is a module with
+Each entry is a module (or `module:object`, for several methods in one file) with
 - `SECTION`: `(key, dataclass)` of the method's own config section, or None;
 - `build(cfg) -> methods.base.Pretraining`: the method and its data recipe.
 
@@ -17,13 +17,19 @@ from distinit.errors import UserError
 METHODS = {
     "distinit": "distinit.methods.distinit",
     "modist": "distinit.methods.modist",
+    "auxskd": "distinit.methods.auxskd",
+    "vspp": "distinit.methods.pretext:VSPP",
+    "pace": "distinit.methods.pretext:PACE",
+    "vcop": "distinit.methods.pretext:VCOP",
 }
 
 
 def get_method(name: str) -> ModuleType:
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
-    return importlib.import_module(METHODS[name])
+    module, _, attr = METHODS[name].partition(":")
+    plugin = importlib.import_module(module)
+    return getattr(plugin, attr) if attr else plugin
 
 
 def config_class(name: str) -> type:

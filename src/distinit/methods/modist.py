@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distinit import dist
 from distinit.build import clip_dataset, init_student, make_student
 from distinit.config import Config, DistillConfig, checked
 from distinit.data.video import list_videos
@@ -27,7 +26,7 @@ from distinit.losses import logit_mse, soft_target_cross_entropy, teacher_target
 from distinit.losses_contrastive import info_nce
 from distinit.methods.base import Method, Pretraining
 from distinit.methods.distinit import build_teachers, select_frames
-from distinit.methods.momentum import momentum_copy, momentum_update
+from distinit.methods.momentum import encode_keys, momentum_copy, momentum_update
 from distinit.methods.queue import KeyQueue
 from distinit.models.students import feature_dim, forward_features
 
@@ -45,8 +44,8 @@ class ModistConfig:
     # > 0: add DistInit's soft-target loss from the `distill` section's teachers, on RGB clips
     distill_weight: float = checked(0.0, min=0)
     # Chunks each process's (shuffled) key batch is encoded in, each with its own BatchNorm
-    # statistics, at any world size (see `MoDist._keys`); 1 = MoCo's shuffling BN alone, which
-    # does nothing in a single process.
+    # statistics, at any world size; 1 = MoCo's shuffling BN alone, which
+    # does nothing in a single process (see `momentum.encode_keys`).
     key_chunks: int = checked(2, min=1)
 
 
@@ -122,21 +121,6 @@ class MoDist(Method):
         self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
 
     @torch.no_grad()
-    def _keys(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Keys (B, dim) of clips x (B, C, T, H, W) from a key encoder, without BN leakage.
-
-        A query and its own key encoded in the same BatchNorm batch share its statistics, a cue
-        that tells the positive apart. MoCo encodes keys from a batch shuffled across processes;
-        in one process the shuffled batch is the same batch, so its rows are also encoded in
-        `key_chunks` chunks: each key is normalised with the statistics of a random subset of
-        the batch, not the batch its query saw. Chunks are cut per process, so the run depends
-        on the key batch per process, like BatchNorm itself.
-        """
-        shuffled, idx = dist.shuffle_batch(x)
-        keys = torch.cat([encoder(c) for c in shuffled.chunk(self.cfg.key_chunks)])
-        return dist.unshuffle_batch(keys, idx)
-
-    @torch.no_grad()
     def _teacher_targets(self, clip: torch.Tensor, seeds: torch.Tensor | None) -> list:
         """DistInit's targets (Eq. 1) of each teacher for RGB clips (B, 3, T, H, W)."""
         d = self.distill
@@ -151,12 +135,12 @@ class MoDist(Method):
     def forward(self, batch: dict) -> dict:
         cfg = self.cfg
         out = self.trainable(batch["video"], batch["flow"] if cfg.motion else None)
-        k_rgb = self._keys(self.key_rgb, batch["video2"])  # (B, dim)
+        k_rgb = encode_keys(self.key_rgb, batch["video2"], cfg.key_chunks)  # (B, dim)
         neg_rgb = self.queue_rgb()  # (K, dim), a copy: enqueue below must not touch it
         # name: (query, positive key, negatives, weight)
         terms = {"rgb": (out["rgb"], k_rgb, neg_rgb, cfg.weight_rgb)}
         if cfg.motion:
-            k_flow = self._keys(self.key_flow, batch["flow2"])
+            k_flow = encode_keys(self.key_flow, batch["flow2"], cfg.key_chunks)
             neg_flow = self.queue_flow()
             terms["flow"] = (out["flow"], k_flow, neg_flow, cfg.weight_flow)
             terms["rgb_flow"] = (out["rgb"], k_flow, neg_flow, cfg.weight_cross)

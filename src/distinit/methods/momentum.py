@@ -8,6 +8,8 @@ import copy
 import torch
 from torch import nn
 
+from distinit import dist
+
 
 def momentum_copy(module: nn.Module) -> nn.Module:
     """A deep copy of `module` that no optimizer moves, in train mode.
@@ -50,3 +52,19 @@ def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
     buffers = _matched("buffers", dict(target.named_buffers()), dict(source.named_buffers()))
     for t, s in buffers:
         t.copy_(s)
+
+
+@torch.no_grad()
+def encode_keys(encoder: nn.Module, x: torch.Tensor, chunks: int = 1) -> torch.Tensor:
+    """Keys (B, dim) of clips x (B, C, T, H, W) from a key encoder, without BN leakage.
+
+    A query and its own key encoded in the same BatchNorm batch share its statistics, a cue
+    that tells the positive apart. MoCo encodes keys from a batch shuffled across processes; in
+    one process the shuffled batch is the same batch, so its rows are also encoded in `chunks`
+    chunks: each key is normalised with the statistics of a random subset of the batch, not the
+    batch its query saw. Chunks are cut per process, so the run depends on the key batch per
+    process, like BatchNorm itself.
+    """
+    shuffled, idx = dist.shuffle_batch(x)
+    keys = torch.cat([encoder(c) for c in shuffled.chunk(chunks)])
+    return dist.unshuffle_batch(keys, idx)

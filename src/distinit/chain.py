@@ -1,0 +1,125 @@
+"""`distinit chain CHAIN.yaml [key=value ...]`: stages run one after another, each handing its
+backbone to the next (e.g. auxskd -> vspp -> finetune), all named in one file:
+
+    out_dir: runs/auxskd_vspp
+    all: [seed=0, data.cache_dir=runs/cache]      # overrides for every stage
+    stages:
+      - {name: auxskd, method: auxskd, config: configs/demo/auxskd.yaml,
+         overrides: [data.videos=MY_VIDEOS]}
+      - {name: vspp, method: vspp, config: configs/demo/vspp.yaml,
+         overrides: [data.videos=MY_VIDEOS]}
+      - {name: finetune, method: finetune, config: configs/demo/finetune.yaml,
+         overrides: [data.video_root=..., data.split_dir=...]}
+
+A stage is a registered pretraining method (`distinit pretrain` names) or `finetune`. It runs in
+OUT_DIR/NAME and, unless it says `init: own`, starts from the previous stage's exported backbone
+(`model.init=checkpoint model.weights=OUT_DIR/PREVIOUS/last.pt`). A stage with a checkpoint
+resumes from it, exactly; a finished one is only reloaded, so running the command again after a
+crash or a scheduler's signal picks up where it stopped. Command-line `key=value` overrides go
+to every stage, after the file's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from distinit.checkpoint import load_checkpoint
+from distinit.config import Config, load_config
+from distinit.errors import UserError
+from distinit.methods import METHODS, config_class
+
+STAGE_KEYS = {"name", "method", "config", "overrides", "init"}
+TOP_KEYS = {"out_dir", "all", "stages"}
+
+
+def read_chain(path: str | Path) -> dict:
+    """The chain file, checked: a one-line error for anything it cannot run."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise UserError(f"cannot read the chain file {path} ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(tree, dict) or set(tree) - TOP_KEYS:
+        raise UserError(f"{path}: a chain has the keys {', '.join(sorted(TOP_KEYS))}; got "
+                        f"{', '.join(sorted(set(tree) - TOP_KEYS)) if isinstance(tree, dict) else type(tree).__name__}")
+    stages = tree.get("stages") or []
+    if not stages:
+        raise UserError(f"{path}: no stages; list them under `stages:`")
+    names = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict) or not {"name", "method"} <= set(stage):
+            raise UserError(f"{path}: stage {i + 1} needs at least `name` and `method`")
+        unknown = set(stage) - STAGE_KEYS
+        if unknown:
+            raise UserError(f"{path}: stage {stage['name']} has unknown keys "
+                            f"{', '.join(sorted(unknown))}; valid: {', '.join(sorted(STAGE_KEYS))}")
+        if stage["method"] != "finetune" and stage["method"] not in METHODS:
+            raise UserError(f"{path}: stage {stage['name']}: unknown method {stage['method']!r}; "
+                            f"valid: finetune, {', '.join(METHODS)}")
+        if stage.get("init", "previous") not in ("previous", "own"):
+            raise UserError(f"{path}: stage {stage['name']}: init is `previous` (default) or "
+                            f"`own` (the stage's config says), got {stage['init']!r}")
+        if stage["name"] in names:
+            raise UserError(f"{path}: two stages are called {stage['name']}")
+        names.append(stage["name"])
+    return {"out_dir": tree.get("out_dir", "runs/chain"), "all": list(tree.get("all") or []),
+            "stages": stages}
+
+
+def stage_config(chain: dict, i: int, extra: list[str] = ()) -> tuple[str, Config]:
+    """(method, run config) of stage i."""
+    stage = chain["stages"][i]
+    method = stage["method"]
+    out = Path(chain["out_dir"])
+    handed = []
+    if i > 0 and stage.get("init", "previous") == "previous":
+        previous = out / chain["stages"][i - 1]["name"] / "last.pt"
+        handed = ["model.init=checkpoint", f"model.weights={previous}"]
+    overrides = [*chain["all"], *(stage.get("overrides") or []), *extra, *handed,
+                 f"out_dir={out / stage['name']}"]
+    cls = Config if method == "finetune" else config_class(method)
+    return method, load_config(stage.get("config"), overrides, cls=cls)
+
+
+def run_chain(chain: dict, extra: list[str] = (), overwrite: bool = False) -> dict:
+    from distinit.run import finetune, pretrain
+
+    results = {}
+    for i, stage in enumerate(chain["stages"]):
+        method, cfg = stage_config(chain, i, extra)
+        resume = not overwrite and (Path(cfg.out_dir) / "last.pt").is_file()
+        print(f"[chain] stage {i + 1}/{len(chain['stages'])}: {stage['name']} ({method})"
+              + (", continuing its run" if resume else ""), flush=True)
+        if method == "finetune":
+            results[stage["name"]] = finetune(cfg, resume=resume, overwrite=overwrite)
+        else:
+            results[stage["name"]] = pretrain(cfg, method, resume=resume, overwrite=overwrite)
+        state = load_checkpoint(Path(cfg.out_dir) / "last.pt")
+        if state["step"] < state.get("total_steps", state["step"]):  # stop_after ended it early
+            print(f"[chain] stage {stage['name']} stopped at step {state['step']} of "
+                  f"{state['total_steps']}; the later stages wait for it: run the chain again "
+                  "to continue", flush=True)
+            break
+    out = Path(chain["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chain.json").write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="distinit chain", description=__doc__.splitlines()[0])
+    parser.add_argument("chain", help="the chain's YAML file")
+    parser.add_argument("args", nargs="*", help="key=value overrides for every stage")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete every stage's run and train the chain again")
+    ns = parser.parse_intermixed_args(argv)
+    results = run_chain(read_chain(ns.chain), ns.args, ns.overwrite)
+    last = list(results)[-1]
+    print(json.dumps({last: results[last]}, indent=2, default=str))
+    return 0

@@ -1,0 +1,132 @@
+"""auxSKD, the pretext tasks (VSPP, pace, VCOP) and stages chained by configuration.
+
+(The similarity-distillation loss is checked against a hand computation in test_contrastive.)
+"""
+
+import pytest
+import torch
+import yaml
+
+from distinit.build import clip_dataset
+from distinit.chain import read_chain
+from distinit.checkpoint import load_checkpoint
+from distinit.cli import main
+from distinit.config import load_config
+from distinit.data.views import View
+from distinit.errors import UserError
+from distinit.methods import config_class
+from distinit.methods.auxskd import AuxSKD, AuxSKDConfig
+from distinit.methods.modist import Pathway
+from distinit.models.students import r3d_18
+
+TINY = ["model.width=8", "optim.epochs=1", "optim.batch_size=4", "log_every=1"]
+
+
+def _encoder():
+    return r3d_18(num_classes=0, width=4, layers=[1, 1, 1, 1], stem_stride=2, stem_kernel=(3, 3))
+
+
+def test_sampler_views_carry_their_labels(world):
+    cfg = load_config("configs/demo/vcop.yaml", ["model.width=8", "data.cache=none"],
+                      cls=config_class("vcop"))
+    videos = sorted(world.corpus_dir.rglob("*.mp4"))[:4]
+    views = [View("video", sampler="vcop", options=(("n_clips", 3), ("interval", 2))),
+             View("other", sampler="vspp", options=(("max_segment", 4), ("max_speed", 4)))]
+    data = clip_dataset(cfg.data, videos, None, True, 0, views=views)
+    item = data[1]
+    assert item["video"].shape == (3, 3, 4, 32, 32)  # 3 clips of 4 frames, one crop
+    assert 0 <= item["video_order"] < 6
+    assert item["other"].shape == (3, 4, 32, 32) and 0 <= item["other_speed"] < 4
+    assert 0 <= item["other_segment"] < 4
+    again = data[1]  # a function of (seed, pass, index)
+    assert torch.equal(again["video"], item["video"]) and again["video_order"] == item["video_order"]
+    with pytest.raises(UserError, match="unknown sampler"):
+        clip_dataset(cfg.data, videos, None, True, 0, views=[View("video", sampler="magic")])
+
+
+def test_auxskd_teacher_is_a_momentum_copy_or_frozen():
+    torch.manual_seed(0)
+    cfg = AuxSKDConfig(dim=8, queue=6, momentum=0.5, key_chunks=1)
+    method = AuxSKD(Pathway(_encoder(), 8), cfg)
+    batch = {"video": torch.randn(4, 3, 4, 16, 16), "video2": torch.randn(4, 3, 4, 16, 16)}
+    out = method(batch)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert int(method.queue.ptr) == 4  # the teacher's keys were queued
+    out["loss"].backward()
+    with torch.no_grad():
+        for p in method.student.parameters():
+            p.add_(1.0)
+    before = next(method.teacher.parameters()).clone()
+    method.after_step(1)  # teacher = 0.5 teacher + 0.5 student
+    online = next(method.student.parameters())
+    assert torch.allclose(next(method.teacher.parameters()), 0.5 * before + 0.5 * online)
+    assert "teacher" not in method.method_state() or method.moving  # saved when it moves
+    frozen = AuxSKD(Pathway(_encoder(), 8), cfg, teacher=Pathway(_encoder(), 8))
+    fixed = next(frozen.teacher.parameters()).clone()
+    frozen.after_step(1)
+    assert torch.equal(next(frozen.teacher.parameters()), fixed)
+    assert "teacher" in frozen.frozen and not any(k.startswith("teacher.")
+                                                   for k in frozen.method_state())
+
+
+def _chain(tmp_path, world, name, vspp_extra=()):
+    w = world.root
+    chain = {
+        "out_dir": str(tmp_path / name),
+        "all": [*TINY, f"data.cache_dir={w / 'cache'}"],
+        "stages": [
+            {"name": "auxskd", "method": "auxskd", "config": "configs/demo/auxskd.yaml",
+             "overrides": [f"data.videos={world.corpus_dir}", "auxskd.queue=16"]},
+            {"name": "vspp", "method": "vspp", "config": "configs/demo/vspp.yaml",
+             "overrides": [f"data.videos={world.corpus_dir}", "optim.epochs=2", *vspp_extra]},
+            {"name": "finetune", "method": "finetune", "config": "configs/demo/finetune.yaml",
+             "overrides": ["data.format=hmdb51", f"data.video_root={world.actions_videos}",
+                           f"data.split_dir={world.actions_splits}", "data.num_test_clips=1"]},
+        ],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(chain))
+    return path
+
+
+def test_a_chain_stopped_in_stage_2_resumes_exactly(tmp_path, world):
+    straight = _chain(tmp_path, world, "straight")
+    assert main(["chain", str(straight)]) == 0
+    # Each stage starts from the previous one's backbone.
+    vspp = yaml.safe_load((tmp_path / "straight" / "vspp" / "config.yaml").read_text())
+    assert vspp["model"]["init"] == "checkpoint"
+    assert vspp["model"]["weights"].endswith("auxskd/last.pt")
+    # The same chain, stopped after 2 of stage 2's 6 steps (a crash, a scheduler's signal) ...
+    stopped = _chain(tmp_path, world, "stopped", vspp_extra=["stop_after=2"])
+    assert main(["chain", str(stopped)]) == 0
+    assert load_checkpoint(tmp_path / "stopped" / "vspp" / "last.pt")["step"] == 2
+    assert not (tmp_path / "stopped" / "finetune").exists()  # later stages wait for it
+    # ... then run again: stage 1 is reloaded, stage 2 continues, stage 3 runs.
+    assert main(["chain", str(_chain(tmp_path, world, "stopped"))]) == 0
+    for stage in ("auxskd", "vspp", "finetune"):
+        a = load_checkpoint(tmp_path / "straight" / stage / "last.pt")["model"]
+        b = load_checkpoint(tmp_path / "stopped" / stage / "last.pt")["model"]
+        for k in a:
+            assert torch.equal(a[k], b[k]), (stage, k)
+
+
+def test_pace_and_vcop_run_alone(tmp_path, world):
+    for task in ("pace", "vcop"):
+        assert main(["pretrain", task, f"configs/demo/{task}.yaml", *TINY,
+                     f"data.videos={world.corpus_dir}", f"data.cache_dir={world.root / 'cache'}",
+                     f"out_dir={tmp_path / task}"]) == 0
+        state = load_checkpoint(tmp_path / task / "last.pt")
+        assert any(k.startswith("layer1") for k in state["backbone"])
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"name": "a", "method": "magic"}], "unknown method 'magic'"),
+    ([{"name": "a", "method": "vspp", "epochs": 3}], "unknown keys epochs"),
+    ([{"name": "a", "method": "vspp"}, {"name": "a", "method": "vcop"}], "two stages"),
+    ([], "no stages"),
+])
+def test_bad_chain_files_get_one_line(tmp_path, stages, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    with pytest.raises(UserError, match=message):
+        read_chain(path)
