@@ -96,3 +96,28 @@ def test_modist_experiment_reports_attribution_inside_the_objects(tmp_path):
     assert sorted("motion: false" in c for c in configs) == [False, False, True]
     assert any("distill_weight: 1.0" in c for c in configs)
     assert any(n.startswith("Grad-CAM at layer") for n in summary["notes"])
+
+
+def test_auxskd_experiment_shares_its_auxiliary_stage_on_a_small_corpus(tmp_path):
+    assert main(["reproduce", "auxskd", f"out_dir={tmp_path / 'r'}", *TINY,
+                 "modist=[modist.queue=8]", "auxskd=[auxskd.queue=8]", "--seeds", "0",
+                 "--doc", ""]) == 0
+    summary = json.loads((tmp_path / "r" / "auxskd" / "summary.json").read_text())
+    labels = [r["variant"] for r in summary["rows"]]
+    assert labels[:2] == ["VSPP", "auxSKD + VSPP"] and labels[-1] == "scratch"
+    runs = tmp_path / "r" / "runs"
+    assert len(list(runs.glob("auxskd-*/seed0/r3d_18_auxskd/last.pt"))) == 1  # one, shared
+    for task in ("vspp", "vcop", "pace"):  # each alone, and from the auxSKD stage
+        inits = sorted(yaml_init(p) for p in runs.glob(f"*/seed0/r3d_18_{task}/config.yaml"))
+        assert inits == ["checkpoint", "scratch"], task
+    # The small corpus: a quarter of the world's videos, each stage as many clips per epoch as
+    # the whole corpus has videos.
+    listed = (tmp_path / "r" / "auxskd" / "corpus_25.txt").read_text().split()
+    assert len(listed) == 12 // 4
+    assert len(summary["verdicts"]) == 6
+
+
+def yaml_init(config_file):
+    import yaml
+
+    return yaml.safe_load(config_file.read_text())["model"]["init"]

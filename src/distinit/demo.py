@@ -72,7 +72,8 @@ CLAIMS = [
     ("Supervised pretraining on the corpus beats DistInit (R(2+1)D)", "r2plus1d_supervised",
      "r2plus1d_distinit"),
 ]
-STAGES = ("teacher", "inflation_source", "scene_net", "distill", "supervised", "finetune", "modist")
+STAGES = ("teacher", "inflation_source", "scene_net", "distill", "supervised", "finetune", "modist",
+          "auxskd", "vspp", "pace", "vcop")
 
 
 @dataclass
@@ -97,7 +98,12 @@ class DemoConfig:
     distill: list[str] = field(default_factory=list)
     supervised: list[str] = field(default_factory=list)
     finetune: list[str] = field(default_factory=list)
-    modist: list[str] = field(default_factory=list)  # `distinit reproduce modist` only
+    # `distinit reproduce` only: the other methods' stages
+    modist: list[str] = field(default_factory=list)
+    auxskd: list[str] = field(default_factory=list)
+    vspp: list[str] = field(default_factory=list)
+    pace: list[str] = field(default_factory=list)
+    vcop: list[str] = field(default_factory=list)
 
 
 def stage_config(demo: DemoConfig, stage: str, out_dir: Path, paths: list[str],

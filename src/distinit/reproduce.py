@@ -48,9 +48,14 @@ class Variant:
     method: str = "distinit"  # the pretraining method (its recipe: configs/demo/STAGE.yaml)...
     init: str = "scratch"  # ... or none (""): fine-tune from `scratch` or `inflate`d 2D weights
     finetune: list[str] = field(default_factory=list)  # fine-tune-stage overrides
+    # Stages run before the method, each handing its backbone on: (method, overrides). Each is
+    # kept by its own config, so variants that start alike (auxSKD, then a pretext) share it.
+    before: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
-STAGE = {"distinit": "distill", "modist": "modist"}  # a method's recipe in configs/demo/
+# a method's recipe in configs/demo/
+STAGE = {"distinit": "distill", "modist": "modist", "auxskd": "auxskd", "vspp": "vspp",
+         "pace": "pace", "vcop": "vcop"}
 
 
 @dataclass
@@ -131,10 +136,7 @@ def _data(ctx: Context) -> list[Variant]:
     lists = {"25%": videos[: len(videos) // 4], "50%": videos[: len(videos) // 2],
              "100%": videos, "second": sorted(map(str, second.corpus_videos))}
     lists["union"] = lists["100%"] + lists["second"]
-    files = {}
-    for name, items in lists.items():
-        files[name] = ctx.out / f"corpus_{name.rstrip('%')}.txt"
-        files[name].write_text("\n".join(items) + "\n")
+    files = {name: _video_list(ctx, name.rstrip("%"), items) for name, items in lists.items()}
     size = f"optim.epoch_size={len(videos)}"  # every variant trains on as many clips
     return [Variant("first corpus, 25%", [f"data.videos={files['25%']}", size]),
             Variant("first corpus, 50%", [f"data.videos={files['50%']}", size]),
@@ -222,6 +224,33 @@ def _modist(ctx: Context) -> list[Variant]:
                     method="modist")]
 
 
+def _video_list(ctx: Context, name: str, videos: list[str]) -> Path:
+    path = ctx.out / f"corpus_{name}.txt"
+    path.write_text("\n".join(videos) + "\n")
+    return path
+
+
+TASKS = {"vspp": "VSPP", "vcop": "VCOP", "pace": "pace prediction"}
+
+
+def _auxskd(ctx: Context) -> list[Variant]:
+    """auxSKD's setting: a SMALL unlabeled corpus (a quarter of the world's), each pretext task
+    alone and after the auxSKD stage, then DistInit and MoDist on the same quarter, and scratch.
+    Every pretraining stage sees as many clips as one pass over the whole corpus per epoch, so
+    the corpus is small, not the compute."""
+    videos = sorted(map(str, ctx.world.corpus_videos))
+    data = [f"data.videos={_video_list(ctx, '25', videos[: len(videos) // 4])}",
+            f"optim.epoch_size={len(videos)}"]
+    aux = ("auxskd", data)
+    out = []
+    for task, label in TASKS.items():
+        out += [Variant(label, data, method=task),
+                Variant(f"auxSKD + {label}", data, method=task, before=[aux])]
+    return [*out, Variant("auxSKD alone", method="", before=[aux]), Variant("DistInit", data),
+            Variant("MoDist", [*ctx.flow("corpus"), *data], method="modist"),
+            Variant("scratch", method="", init="scratch")]
+
+
 EXPERIMENTS = {
     "frames": Experiment("Table 2", "which frames the teacher sees", _frames,
                          [("a random frame beats the centre frame", "random frame", "centre frame"),
@@ -255,6 +284,15 @@ EXPERIMENTS = {
                           ("adding DistInit's loss helps MoDist", "MoDist + DistInit loss",
                            "MoDist")],
                          after=_attribution),
+    "auxskd": Experiment("auxSKD", "auxSKD before VSPP, VCOP and pace prediction on a small "
+                         "corpus, against DistInit and MoDist", _auxskd,
+                         [("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP"),
+                          ("auxSKD improves VCOP", "auxSKD + VCOP", "VCOP"),
+                          ("auxSKD improves pace prediction", "auxSKD + pace prediction",
+                           "pace prediction"),
+                          ("VSPP beats scratch", "VSPP", "scratch"),
+                          ("auxSKD + VSPP beats DistInit", "auxSKD + VSPP", "DistInit"),
+                          ("auxSKD + VSPP beats MoDist", "auxSKD + VSPP", "MoDist")]),
 }
 
 
@@ -307,10 +345,16 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
 def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: str,
                 overwrite: bool) -> dict:
     """Pretrain (unless the variant has no method), then fine-tune on split 1: the results."""
+    handed: list[str] = []
+    pre: dict = {}
+    for method, overrides in v.before:
+        weights, pre = _pretrain_stage(ctx, demo, method, [*overrides, *handed], seed, student,
+                                       overwrite)
+        handed = ["model.init=checkpoint", f"model.weights={weights}"]
     stage = STAGE.get(v.method)
     run = replace(demo, seed=seed, finetune=[*demo.finetune, *v.finetune])
     if stage:
-        run = replace(run, **{stage: [*getattr(demo, stage), *v.overrides]})
+        run = replace(run, **{stage: [*getattr(demo, stage), *v.overrides, *handed]})
     # Runs are kept by what they train, so experiments share identical ones (the recipe itself
     # is a variant of several) and a second command reloads them.
     run_out = ctx.out.parent / "runs" / _recipe_key(run, v) / f"seed{seed}"
@@ -322,10 +366,25 @@ def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: 
     elif v.method:
         init, weights, pre = _pretrain_method(ctx, run, v.method, run_out, row, overwrite)
     else:
-        init, pre = v.init, {}
-        weights = str(ctx.inflation_source) if v.init == "inflate" else ""
+        init, weights = v.init, str(ctx.inflation_source) if v.init == "inflate" else ""
+        if handed:  # the last earlier stage is the initialisation
+            init, weights = "checkpoint", handed[1].split("=", 1)[1]
     result = finetune_row(run, ctx.world, run_out, row, init, weights, overwrite)
     return {**pre, **result, "predictions": str(run_out / f"finetune_{row}" / PREDICTIONS)}
+
+
+def _pretrain_stage(ctx: Context, demo: DemoConfig, method: str, overrides: list[str], seed: int,
+                    student: str, overwrite: bool) -> tuple[str, dict]:
+    """An earlier stage of a variant, in a folder of its own config: (its last.pt, results)."""
+    stage = STAGE[method]
+    run = replace(demo, seed=seed, **{stage: [*getattr(demo, stage), *overrides]})
+    tree = to_dict(stage_config(run, stage, Path("."), [], cls=config_class(method)))
+    tree.pop("out_dir")
+    key = hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:10]
+    run_out = ctx.out.parent / "runs" / f"{method}-{key}" / f"seed{seed}"
+    _, weights, result = _pretrain_method(ctx, replace(run, out_dir=str(run_out)), method,
+                                          run_out, STUDENTS[student], overwrite)
+    return weights, result
 
 
 def _pretrain_method(ctx: Context, run: DemoConfig, method: str, run_out: Path, row: str,
@@ -351,6 +410,8 @@ def _recipe_key(demo: DemoConfig, v: Variant) -> str:
         tree.pop("out_dir")
     if not v.method:
         trees.append({"init": v.init})
+    if v.before:
+        trees.append({"before": [[m, list(o)] for m, o in v.before]})
     return hashlib.sha1(json.dumps(trees, sort_keys=True).encode()).hexdigest()[:10]
 
 
