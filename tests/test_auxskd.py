@@ -51,6 +51,7 @@ def test_auxskd_teacher_is_a_momentum_copy_or_frozen():
     batch = {"video": torch.randn(4, 3, 4, 16, 16), "video2": torch.randn(4, 3, 4, 16, 16)}
     out = method(batch)
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert 0 < out["spread"] < 2  # unit vectors spread over directions: near 1
     assert int(method.queue.ptr) == 4  # the teacher's keys were queued
     out["loss"].backward()
     with torch.no_grad():

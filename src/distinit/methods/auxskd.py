@@ -66,8 +66,11 @@ class AuxSKD(Method):
         with torch.no_grad():  # does the student's nearest queued key match the teacher's?
             agree = ((q.float() @ keys.float().T).argmax(1)
                      == (k.float() @ keys.float().T).argmax(1)).float().mean()
+            # Collapse watch: unit vectors spread over `dim` directions have a per-dimension std
+            # near dim ** -0.5 across the batch; a student mapping every clip alike, near 0.
+            spread = q.float().std(0).mean() * cfg.dim ** 0.5
         self.queue.enqueue(k)
-        return {"loss": loss, "agree_nn": agree}
+        return {"loss": loss, "agree_nn": agree, "spread": spread}
 
     def after_step(self, step: int) -> None:
         if self.moving:
