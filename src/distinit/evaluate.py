@@ -82,17 +82,14 @@ def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int
     dist.all_reduce_sum(clip_stats)
     net.train(was_training)
     seen = labels >= 0
-    top5 = prob_sum[seen].topk(min(5, num_classes), dim=-1).indices
     y = labels[seen]
-    hits = (top5[:, 0] == y).double()
+    hits = (prob_sum[seen].argmax(-1) == y).double()
     per_class = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, y, hits)
     per_class /= torch.bincount(y, minlength=num_classes).clamp_min(1)
     result = {
         "per_class_top1": [round(100.0 * v, 2) for v in per_class.tolist()],
         "clip_acc": 100.0 * clip_stats[0].item() / max(1.0, clip_stats[1].item()),
-        "top1": 100.0 * (top5[:, 0] == y).double().mean().item(),
-        "top5": 100.0 * (top5 == y[:, None]).any(-1).double().mean().item(),
-        "videos": int(seen.sum()),
+        **video_scores(prob_sum, labels),  # top1, top5, videos
         "clips": int(clip_stats[1].item()),
     }
     if keep_probs:

@@ -177,7 +177,7 @@ def _attribution(ctx: Context) -> dict[str, list[dict]]:
 
     clips, maps = None, {}
     for label, results in ctx.results.items():
-        for seed, result in enumerate(results):
+        for i, result in enumerate(results):  # one per seed
             folder = Path(result["predictions"]).parent
             cfg = load_config(folder / "config.yaml")
             test = labeled_split(cfg.data, "test")
@@ -192,7 +192,7 @@ def _attribution(ctx: Context) -> dict[str, list[dict]]:
             a, b = attribution(pre, clips, fine_tuned=False), attribution(tuned, clips, True)
             result.update(in_mask=a["in_mask"], pointing=a["pointing"], in_mask_ft=b["in_mask"],
                           pointing_ft=b["pointing"])
-            if seed == 0:
+            if i == 0:
                 maps[label] = a["maps"]
     area = torch.stack([c.mask.mean() for c in clips]).mean().item() * 100
     ctx.notes.append(f"Grad-CAM at {a['layer']} over the {len(clips)} test videos' centre clips "
@@ -345,12 +345,12 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
 def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: str,
                 overwrite: bool) -> dict:
     """Pretrain (unless the variant has no method), then fine-tune on split 1: the results."""
-    handed: list[str] = []
-    pre: dict = {}
+    handed: list[str] = []  # the last earlier stage's backbone, as the next one's init
+    earlier, pre = "", {}
     for method, overrides in v.before:
-        weights, pre = _pretrain_stage(ctx, demo, method, [*overrides, *handed], seed, student,
+        earlier, pre = _pretrain_stage(ctx, demo, method, [*overrides, *handed], seed, student,
                                        overwrite)
-        handed = ["model.init=checkpoint", f"model.weights={weights}"]
+        handed = ["model.init=checkpoint", f"model.weights={earlier}"]
     stage = STAGE.get(v.method)
     run = replace(demo, seed=seed, finetune=[*demo.finetune, *v.finetune])
     if stage:
@@ -367,8 +367,8 @@ def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: 
         init, weights, pre = _pretrain_method(ctx, run, v.method, run_out, row, overwrite)
     else:
         init, weights = v.init, str(ctx.inflation_source) if v.init == "inflate" else ""
-        if handed:  # the last earlier stage is the initialisation
-            init, weights = "checkpoint", handed[1].split("=", 1)[1]
+        if earlier:  # the last earlier stage is the initialisation
+            init, weights = "checkpoint", earlier
     result = finetune_row(run, ctx.world, run_out, row, init, weights, overwrite)
     return {**pre, **result, "predictions": str(run_out / f"finetune_{row}" / PREDICTIONS)}
 
@@ -380,8 +380,7 @@ def _pretrain_stage(ctx: Context, demo: DemoConfig, method: str, overrides: list
     run = replace(demo, seed=seed, **{stage: [*getattr(demo, stage), *overrides]})
     tree = to_dict(stage_config(run, stage, Path("."), [], cls=config_class(method)))
     tree.pop("out_dir")
-    key = hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:10]
-    run_out = ctx.out.parent / "runs" / f"{method}-{key}" / f"seed{seed}"
+    run_out = ctx.out.parent / "runs" / f"{method}-{_hash(tree)}" / f"seed{seed}"
     _, weights, result = _pretrain_method(ctx, replace(run, out_dir=str(run_out)), method,
                                           run_out, STUDENTS[student], overwrite)
     return weights, result
@@ -412,7 +411,12 @@ def _recipe_key(demo: DemoConfig, v: Variant) -> str:
         trees.append({"init": v.init})
     if v.before:
         trees.append({"before": [[m, list(o)] for m, o in v.before]})
-    return hashlib.sha1(json.dumps(trees, sort_keys=True).encode()).hexdigest()[:10]
+    return _hash(trees)
+
+
+def _hash(tree) -> str:
+    """A short, stable name for a config tree (what a run folder is kept under)."""
+    return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
