@@ -44,9 +44,11 @@ def student_views(dc: DataConfig) -> tuple[View, ...]:
 
 
 def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_mode: bool,
-                 seed: int, views: Sequence[View] | None = None) -> VideoClipDataset:
+                 seed: int, views: Sequence[View] | None = None,
+                 targets=None) -> VideoClipDataset:
     """Clips of `videos` as `data` says; `views` (default: the student's input) make each
-    sample a dict of named views (`distinit.data.views`)."""
+    sample a dict of named views (`distinit.data.views`); `targets`: a teacher-target cache the
+    clips are cut for (`distinit.target_cache`)."""
     views = student_views(dc) if views is None else tuple(views)
     transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
                               mean=dc.mean, std=dc.std, flip=dc.flip and train_mode,
@@ -67,7 +69,7 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
                             transform=transform, backend=dc.backend,
                             cache=None if dc.cache == "none" else dc.cache,
                             cache_dir=dc.cache_dir or None, seed=seed, views=views, flow=flow,
-                            flow_transform=flow_transform)
+                            flow_transform=flow_transform, targets=targets)
 
 
 def labeled_split(dc: DataConfig, subset: str):

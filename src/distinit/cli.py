@@ -14,6 +14,7 @@ COMMANDS = {
     "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
     "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1) for a folder or list of videos."),
+    "cache-targets": ("distinit.target_cache", "Run the teachers once over the corpus and store their logits (distill.target_cache)."),
     "train-image": ("distinit.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
     "pretrain": ("distinit.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
     "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),

@@ -125,6 +125,15 @@ class DistillConfig:
     # well the student agrees with its teachers on clips it never trained on; at most 1/10 of
     # the corpus. 0 = off.
     holdout: int = checked(256, min=0)
+    # The teacher-target cache (`distinit cache-targets`): a folder; set, the student distills
+    # from the stored logits instead of running the teachers in every step.
+    target_cache: str = ""
+    cache_crops: int = checked(8, min=1)  # crop boxes per video, drawn from the crop policy
+    cache_frame_step: int = checked(1, min=1)  # store every Nth frame (nearest one is used)
+    # float16: every logit; topk: the top cache_topk logits and the log-mass of the rest.
+    cache_dtype: str = checked("float16", choices=("float16", "topk"))
+    cache_topk: int = checked(10, min=1)
+    cache_shard_size: int = checked(64, min=1)  # videos per shard file
 
 
 @dataclass

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from distinit.data.pretext import SAMPLERS
 from distinit.data.sampling import test_clip_indices, train_clip_indices
-from distinit.data.transforms import to_float_clip
+from distinit.data.transforms import Box, to_float_clip
 from distinit.data.video import (
     IMAGE_EXTENSIONS,
     VideoDecodeError,
@@ -87,6 +87,10 @@ class VideoClipDataset(Dataset):
     `views` (`distinit.data.views`) makes each item a dict of named views of one video (an RGB
     clip, its flow from `flow`, a second clip ...); flow views go through `flow_transform`.
     The default is one RGB view, `video`.
+
+    `targets` (a `distinit.target_cache.TargetCache`, training only): the `video` view is cut
+    from one of the crop boxes the cache stored for the video (drawn per clip), and the item
+    carries the cached teacher logits of its frames, `teacher_logits{i}` (T, C_i).
     """
 
     def __init__(self, videos: Sequence[str | Path], labels: Sequence[int] | None = None,
@@ -94,7 +98,8 @@ class VideoClipDataset(Dataset):
                  transform: Transform | None = None, backend: str = "pyav",
                  cache: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
                  jitter: bool = True, views: Sequence[View] = RGB,
-                 flow: FlowSource | None = None, flow_transform: Transform | None = None) -> None:
+                 flow: FlowSource | None = None, flow_transform: Transform | None = None,
+                 targets=None) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if cache not in CACHE_MODES:
@@ -111,7 +116,9 @@ class VideoClipDataset(Dataset):
         if any(v.modality == "flow" for v in views) and flow is None:
             raise UserError("a flow view needs optical flow: set data.flow_dir to a folder "
                             "written by `distinit flow`")
-        self.views, self.flow = tuple(views), flow
+        if targets is not None and (mode != "train" or transform is None):
+            raise ValueError("cached teacher targets need train mode and a ClipTransform")
+        self.views, self.flow, self.targets = tuple(views), flow, targets
         self.flow_transform = flow_transform
         self.videos = [Path(v) for v in videos]
         self.labels = None if labels is None else [int(label) for label in labels]
@@ -231,11 +238,24 @@ class VideoClipDataset(Dataset):
             source = view.frames_of
             picked[view.name] = picked[source] if source else cut(view)
             seeds[view.name] = seeds[source] if source else int(rng.integers(2**62))
+        cached: dict[str, torch.Tensor] = {}
+        box = None
+        if self.targets is not None:  # the student's clip is cut from a box the cache stored
+            try:
+                boxes, _ = self.targets.boxes(self.videos[video_idx])
+            except KeyError:
+                raise VideoDecodeError(self.videos[video_idx], "the teacher-target cache skipped "
+                                       "it (it did not decode when the cache was built)") from None
+            k = int(rng.integers(len(boxes)))
+            box = Box(*(int(v) for v in boxes[k][:4]), bool(boxes[k][4]))
+            logits = self.targets.clip_logits(self.videos[video_idx], picked["video"], k)
+            cached = {f"teacher_logits{i}": t for i, t in enumerate(logits)}
         rgb = self._rgb_frames(video_idx, [np.ravel(picked[v.name]).tolist() for v in self.views
                                            if v.modality == "rgb"])
-        out = {view.name: self._clip(view, video_idx, picked[view.name], seeds[view.name], rgb)
+        out = {view.name: self._clip(view, video_idx, picked[view.name], seeds[view.name], rgb,
+                                     box if view.name == "video" else None)
                for view in self.views}
-        return {**out, **labels}, rng_seed
+        return {**out, **labels, **cached}, rng_seed
 
     def _rgb_frames(self, video_idx: int, clips: list[list[int]]) -> dict[int, np.ndarray]:
         """{frame index: (H, W, 3) uint8} for every frame the RGB views read: one decode of
@@ -250,7 +270,7 @@ class VideoClipDataset(Dataset):
         return dict(zip(wanted, frames, strict=True))
 
     def _clip(self, view: View, video_idx: int, indices: list[int], seed: int,
-              rgb: dict[int, np.ndarray]) -> torch.Tensor:
+              rgb: dict[int, np.ndarray], box: Box | None = None) -> torch.Tensor:
         """One view's clip (C, T, H, W) float: RGB frames (T, H, W, 3) uint8 or flow
         (T, H, W, 2) float through their transform; (n, C, T, H, W) for n rows of indices (the
         clips of a VCOP sample, one crop for all)."""
@@ -265,7 +285,10 @@ class VideoClipDataset(Dataset):
         frames = np.stack([rgb[i] for i in indices])  # (T, H, W, 3)
         if self.transform is None:
             return to_float_clip(frames)
-        return self.transform(torch.from_numpy(frames), generator=torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        if box is not None:
+            return self.transform(torch.from_numpy(frames), generator=generator, box=box)
+        return self.transform(torch.from_numpy(frames), generator=generator)
 
     def _frame_count(self, video_idx: int) -> int:
         if self.cache is not None:

@@ -8,6 +8,7 @@ the same crop and the same flip.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -76,25 +77,37 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top:top + size, left:left + size]
 
 
-def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One random `size` x `size` window of (..., H, W), the same for all frames."""
-    _check_crop(x, size)
-    height, width = x.shape[-2:]
-    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
-    return x[..., top:top + size, left:left + size]
+@dataclass(frozen=True)
+class Box:
+    """Where a training clip is cut from its (resized) frames: a window, resized to the crop
+    size when it is not that size already, and mirrored when `flip`. Drawn by `draw_box`,
+    applied by `apply_box`; the teacher-target cache stores the boxes it ran its teachers on."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool = False
 
 
-def random_resized_crop(x: torch.Tensor, size: int, scale: Sequence[float],
-                        ratio: Sequence[float] = (3 / 4, 4 / 3),
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Scale jitter (Inception-style, torchvision's RandomResizedCrop): a random window covering
-    a share of the area in `scale` with aspect ratio in `ratio`, resized to `size` x `size`.
-    The same window for all frames of (..., H, W)."""
-    height, width = x.shape[-2:]
+def draw_box(height: int, width: int, size: int, scale: Sequence[float] = (),
+             flip: bool = False, ratio: Sequence[float] = (3 / 4, 4 / 3),
+             generator: torch.Generator | None = None) -> Box:
+    """The training crop policy on frames of `height` x `width`: a random `size` x `size` window
+    and a coin for the flip, or with `scale` (scale jitter, torchvision's RandomResizedCrop) a
+    random window covering a share of the area in `scale` with aspect ratio in `ratio`."""
+    if not scale:
+        if height < size or width < size:
+            raise ClipSizeError(
+                f"frames of {width}x{height} pixels are smaller than the crop size {size}; "
+                f"resize the short side to at least {size} first (data.resize >= data.crop)")
+        top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+        mirror = flip and float(torch.rand((), generator=generator)) < 0.5
+        return Box(top, left, size, size, mirror)
     area = height * width
     log_ratio = (float(np.log(ratio[0])), float(np.log(ratio[1])))
-    h, w = min(height, width), min(height, width)  # fallback: the central square
+    h = w = min(height, width)  # fallback: the central square
     top, left = (height - h) // 2, (width - w) // 2
     for _ in range(10):
         u = torch.rand(2, generator=generator).tolist()
@@ -106,11 +119,40 @@ def random_resized_crop(x: torch.Tensor, size: int, scale: Sequence[float],
             top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
             break
-    window = x[..., top:top + h, left:left + w]
-    *lead, _, _ = window.shape
-    out = F.interpolate(window.reshape(1, -1, h, w).float(), size=(size, size), mode="bilinear",
-                        align_corners=False, antialias=h > size or w > size)
-    return out.to(x.dtype).reshape(*lead, size, size)
+    # Scale jitter has never flipped (data.flip applies to plain crops); kept so runs repeat.
+    return Box(top, left, h, w, False)
+
+
+def apply_box(x: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+    """Cut `box` from float (..., H, W), resize it to `size` x `size` when it is another size
+    (bilinear, antialiased when shrinking), mirror it when the box says so."""
+    height, width = x.shape[-2:]
+    if box.top + box.height > height or box.left + box.width > width:
+        raise ValueError(f"{box} does not fit frames of {width}x{height}")
+    window = x[..., box.top:box.top + box.height, box.left:box.left + box.width]
+    if (box.height, box.width) != (size, size):
+        *lead, h, w = window.shape
+        window = F.interpolate(window.reshape(1, -1, h, w).float(), size=(size, size),
+                               mode="bilinear", align_corners=False,
+                               antialias=h > size or w > size).to(x.dtype).reshape(*lead, size, size)
+    return horizontal_flip(window) if box.flip else window
+
+
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random `size` x `size` window of (..., H, W), the same for all frames."""
+    height, width = x.shape[-2:]
+    return apply_box(x, draw_box(height, width, size, generator=generator), size)
+
+
+def random_resized_crop(x: torch.Tensor, size: int, scale: Sequence[float],
+                        ratio: Sequence[float] = (3 / 4, 4 / 3),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Scale jitter (Inception-style, torchvision's RandomResizedCrop): a random window covering
+    a share of the area in `scale` with aspect ratio in `ratio`, resized to `size` x `size`.
+    The same window for all frames of (..., H, W)."""
+    height, width = x.shape[-2:]
+    return apply_box(x, draw_box(height, width, size, scale, ratio=ratio, generator=generator),
+                     size)
 
 
 def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
@@ -158,8 +200,13 @@ class ClipTransform:
         self.scale = tuple(float(v) for v in scale)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
+    def draw(self, height: int, width: int, generator: torch.Generator | None = None) -> Box:
+        """A training crop of frames of `height` x `width` (after the resize)."""
+        return draw_box(height, width, self.crop, self.scale, self.flip, generator=generator)
+
     def __call__(self, frames: np.ndarray | torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, box: Box | None = None) -> torch.Tensor:
+        """`box` (training only): cut this crop instead of drawing one."""
         frames = torch.as_tensor(frames)
         image = frames.ndim == 3
         if image:
@@ -176,14 +223,12 @@ class ClipTransform:
                 f"frames of {width}x{height} pixels are smaller than data.crop={self.crop} and "
                 f"data.resize is off (0); set data.crop to at most {min(height, width)}, or "
                 f"data.resize to at least {self.crop} to scale the frames up")
-        if self.train and self.scale:
-            clip = random_resized_crop(clip, self.crop, self.scale, generator=generator)
-        elif self.train:
-            clip = random_crop(clip, self.crop, generator)
-            if self.flip and float(torch.rand((), generator=generator)) < 0.5:
-                clip = horizontal_flip(clip)
-                if self.flow:
-                    clip[0] = -clip[0]
+        if self.train:
+            if box is None:
+                box = self.draw(*clip.shape[-2:], generator=generator)
+            clip = apply_box(clip, box, self.crop)
+            if box.flip and self.flow:
+                clip[0] = -clip[0]  # a mirrored flow field points the other way in x
         else:
             clip = center_crop(clip, self.crop)
         clip = normalize(clip, self.mean, self.std).contiguous()

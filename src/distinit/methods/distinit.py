@@ -33,6 +33,7 @@ from distinit.methods.base import Method, Pretraining
 from distinit.models.students import feature_dim, forward_features
 from distinit.models.teachers import build_teacher
 from distinit.runtime import Runtime
+from distinit.target_cache import TargetCache
 
 SECTION = ("distill", DistillConfig)
 
@@ -59,29 +60,37 @@ class MultiHeadStudent(nn.Module):
         return [head(f) for head in self.heads]
 
 
-def select_frames(clip: torch.Tensor, how: str, num_frames: int = 1,
+def frame_indices(batch: int, length: int, how: str, num_frames: int = 1,
                   seeds: torch.Tensor | None = None) -> torch.Tensor:
-    """Frames of each clip for the teachers: (B, C, T, H, W) -> (B, T', C, H, W).
+    """(B, T') indices of the frames the teachers see in each clip of `length` frames.
 
     center: the middle frame; random: one random frame per clip; multi: `num_frames` random
     frames per clip (drawn without replacement, so at most T). With `seeds` (one per clip, from
     the dataset) a clip's frames depend on the clip alone, not on the process or the batch it is
-    in, so one process and several give the same targets.
+    in, so one process and several give the same targets, and so do live and cached teachers.
     """
-    B, _, T = clip.shape[:3]
     if how not in FRAME_CHOICES:
         raise ValueError(f"frames must be one of {FRAME_CHOICES}, got {how!r}")
-    n = 1 if how == "random" else min(num_frames, T)
+    n = 1 if how == "random" else min(num_frames, length)
     if how == "center":
-        idx = torch.full((B, 1), T // 2, dtype=torch.long)
-    elif seeds is None:
-        idx = torch.rand(B, T).argsort(dim=1)[:, :n]
-    else:
-        idx = torch.stack([torch.randperm(T, generator=torch.Generator().manual_seed(int(s)))[:n]
-                           for s in seeds.tolist()])
-    idx = idx.to(clip.device)
-    frames = clip.transpose(1, 2)  # (B, T, C, H, W)
-    return frames[torch.arange(B, device=clip.device)[:, None], idx]
+        return torch.full((batch, 1), length // 2, dtype=torch.long)
+    if seeds is None:
+        return torch.rand(batch, length).argsort(dim=1)[:, :n]
+    return torch.stack([torch.randperm(length, generator=torch.Generator().manual_seed(int(s)))[:n]
+                        for s in seeds.tolist()])
+
+
+def gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows `idx` (B, T') of the frame axis 1 of x (B, T, ...) -> (B, T', ...)."""
+    idx = idx.to(x.device)
+    return x[torch.arange(len(x), device=x.device)[:, None], idx]
+
+
+def select_frames(clip: torch.Tensor, how: str, num_frames: int = 1,
+                  seeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Frames of each clip for the teachers: (B, C, T, H, W) -> (B, T', C, H, W)."""
+    B, _, T = clip.shape[:3]
+    return gather_frames(clip.transpose(1, 2), frame_indices(B, T, how, num_frames, seeds))
 
 
 class DistInit(Method):
@@ -120,12 +129,18 @@ class DistInit(Method):
         the entropy-filtered loss is a mean over the kept examples of the whole global batch.
         """
         clip = batch[self.teacher_view]  # (B, 3, T, H, W)
-        frames = select_frames(clip, self.frames, self.num_frames, batch.get("rng_seed"))
-        B, Tp = frames.shape[:2]
-        pixels = (frames.float() * self.std + self.mean).clamp(0, 1).flatten(0, 1)  # (B*T', C, H, W)
+        B, T = clip.shape[0], clip.shape[2]
+        idx = frame_indices(B, T, self.frames, self.num_frames, batch.get("rng_seed"))
+        pixels = None
+        if "teacher_logits0" not in batch:  # live teachers: their frames of the clip
+            frames = gather_frames(clip.transpose(1, 2), idx)  # (B, T', C, H, W)
+            pixels = (frames.float() * self.std + self.mean).clamp(0, 1).flatten(0, 1)
         targets, keeps = [], []
-        for teacher in self.teachers:
-            t_logits = teacher(pixels).float().view(B, Tp, -1)  # (B, T', K)
+        for i, teacher in enumerate(self.teachers):
+            if pixels is None:  # the cache's logits of the same frames and crop
+                t_logits = gather_frames(batch[f"teacher_logits{i}"].float(), idx)
+            else:
+                t_logits = teacher(pixels).float().view(B, idx.shape[1], -1)  # (B, T', K)
             t = teacher_targets(t_logits, self.temperature)  # (B, K)
             # MSE regresses the frame-averaged logits; CE matches the softmax targets
             targets.append(t_logits.mean(dim=1) if self.loss == "mse" else t)
@@ -232,8 +247,17 @@ def build(cfg: Config) -> Pretraining:
                       teacher_view="rgb" if flow else "video")
     # The teachers see RGB frames of the very clip whose flow the student sees.
     views = [View("rgb"), View("video", "flow", frames_of="rgb")] if flow else None
+    targets = None
+    if dcfg.target_cache:  # read the teachers' logits instead of running them in the step
+        if dcfg.cache_dtype == "topk" and dcfg.loss == "mse":
+            raise UserError("distill.loss=mse regresses every logit, and a top-k cache keeps only "
+                            "a few: use distill.loss=ce or a float16 cache")
+        targets = TargetCache(cfg, videos, [t.num_classes for t in teachers])
     videos, held = holdout_split(videos, dcfg.holdout)
-    dataset = clip_dataset(dc, videos, None, train_mode=True, seed=cfg.seed, views=views)
+    if targets is not None:
+        targets.check(videos)
+    dataset = clip_dataset(dc, videos, None, train_mode=True, seed=cfg.seed, views=views,
+                           targets=targets)
     if not held:
         return Pretraining(method, dataset)
     rank, world = dist.rank_world()

@@ -1,0 +1,209 @@
+"""The teacher-target cache (FKD's idea): run each teacher once over the corpus, store its logits,
+and distill from the store instead of running the teachers in every step.
+
+`distinit cache-targets CONFIG.yaml` draws K crop boxes per video from the training crop policy
+(`data.resize`, `data.crop`, `data.scale`, `data.flip`; `distill.cache_crops`), runs every
+teacher on every `distill.cache_frame_step`-th frame of each box, and stores per video:
+
+- `boxes` (K, 5) int32: top, left, height, width, flip, in the resized frame;
+- `size` (3,) int32: the video's frame count and resized height and width;
+- per teacher i, `logits{i}` (F, K, C) float16, or with `distill.cache_dtype=topk` the top
+  `cache_topk` logits `top{i}` (float16), their classes `idx{i}` (int32) and `rest{i}` (F, K)
+  float32, the log of the summed exp of the other logits, which the reader spreads evenly over
+  the other classes (each frame's softmax at temperature 1 keeps its top-k probabilities and
+  its tail mass).
+
+Training with `distill.target_cache=DIR`: the dataset cuts the student's clip from one of the
+stored boxes (drawn per clip) and hands the method the cached logits of the clip's frames (the
+nearest stored frame when `cache_frame_step` > 1); the method picks the teacher's frames from
+those exactly as it picks pixels, and Eq. 1 is computed on them. A cache made with other
+teachers, another crop policy, frame step or corpus is refused, never silently used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distinit import dist, shards
+from distinit.config import Config, config_from_args
+from distinit.data.transforms import Box, apply_box, draw_box, resize_short_side, to_float_clip
+from distinit.data.video import list_videos, read_all_frames
+from distinit.errors import UserError
+from distinit.runtime import Runtime
+
+WHAT = "teacher-target cache"
+COMMAND = "distinit cache-targets CONFIG.yaml"
+
+
+def _teacher_identity(t) -> dict:
+    """What makes a teacher this teacher: its spec, its files' bytes, its preprocessing."""
+    files = [t.weights] if t.weights else []
+    kind, _, rest = t.spec.partition(":")
+    if kind in ("ckpt", "torchscript") and rest:
+        files.append(rest)
+    digests = []
+    for f in files:
+        if not Path(f).is_file():
+            raise UserError(f"teacher weights not found: {f}; set distill.teachers[].weights "
+                            "(or the ckpt:/torchscript: path) to a file on disk")
+        digests.append(shards.file_digest(f))
+    return {"spec": t.spec if kind not in ("ckpt", "torchscript") else kind, "files": digests,
+            "arch": t.arch, "input_size": t.input_size, "mean": list(t.mean), "std": list(t.std)}
+
+
+def fingerprint(cfg: Config, videos: Sequence[str | Path]) -> dict:
+    """Everything a cached target depends on; a cache whose fingerprint differs is stale."""
+    dc, dcfg = cfg.data, cfg.distill
+    return {"teachers": [_teacher_identity(t) for t in dcfg.teachers],
+            "resize": dc.resize, "crop": dc.crop, "scale": list(dc.scale), "flip": dc.flip,
+            "crops": dcfg.cache_crops, "frame_step": dcfg.cache_frame_step,
+            "dtype": dcfg.cache_dtype, "topk": dcfg.cache_topk if dcfg.cache_dtype == "topk" else 0,
+            "backend": dc.backend, "corpus": shards.corpus_digest(videos)}
+
+
+def video_boxes(video: Path, height: int, width: int, cfg: Config) -> list[Box]:
+    """The K boxes of one video: draws of the training crop policy from a generator seeded by the
+    video's path, so every build (and every rank) draws the same. One box when the policy has
+    no randomness on these frames (the crop is the whole frame, no flip, no scale jitter)."""
+    dc = cfg.data
+    if not dc.scale and not dc.flip and (height, width) == (dc.crop, dc.crop):
+        return [Box(0, 0, dc.crop, dc.crop, False)]
+    seed = int.from_bytes(hashlib.sha1(str(video.resolve()).encode()).digest()[:7], "little")
+    g = torch.Generator().manual_seed(seed)
+    return [draw_box(height, width, dc.crop, dc.scale, dc.flip, generator=g)
+            for _ in range(cfg.distill.cache_crops)]
+
+
+@torch.no_grad()
+def video_targets(video: Path, cfg: Config, teachers, runtime: Runtime,
+                  batch: int = 256) -> dict[str, np.ndarray]:
+    """The stored arrays of one video (see the module docstring)."""
+    dc, dcfg = cfg.data, cfg.distill
+    frames = read_all_frames(video, dc.backend)  # (T, H, W, 3) uint8
+    num_frames = len(frames)
+    rows = list(range(0, num_frames, dcfg.cache_frame_step))
+    clip = to_float_clip(frames[rows])  # (3, F, H, W), as the dataset converts
+    if dc.resize:
+        clip = resize_short_side(clip, dc.resize)
+    height, width = clip.shape[-2:]
+    boxes = video_boxes(video, height, width, cfg)
+    # (K, F, 3, crop, crop): the very pixels the student's clip holds when it is cut from box k
+    crops = torch.stack([apply_box(clip, b, dc.crop).transpose(0, 1) for b in boxes])
+    pixels = crops.flatten(0, 1)
+    out: dict[str, np.ndarray] = {
+        "boxes": np.array([[b.top, b.left, b.height, b.width, int(b.flip)] for b in boxes],
+                          dtype=np.int32),
+        "size": np.array([num_frames, height, width], dtype=np.int32)}
+    for i, teacher in enumerate(teachers):
+        parts = []
+        for s in range(0, len(pixels), batch):
+            with runtime.autocast():
+                parts.append(teacher(pixels[s:s + batch].to(runtime.device)).float().cpu())
+        logits = torch.cat(parts).view(len(boxes), len(rows), -1).transpose(0, 1)  # (F, K, C)
+        out.update(_encode(logits, i, dcfg.cache_dtype, dcfg.cache_topk))
+    return out
+
+
+def _encode(logits: torch.Tensor, i: int, dtype: str, topk: int) -> dict[str, np.ndarray]:
+    if dtype == "float16":
+        return {f"logits{i}": logits.half().numpy()}
+    k = min(topk, logits.shape[-1])
+    top = logits.topk(k, dim=-1)
+    rest = logits.scatter(-1, top.indices, float("-inf")).logsumexp(-1)  # -inf when k == C
+    return {f"top{i}": top.values.half().numpy(), f"idx{i}": top.indices.int().numpy(),
+            f"rest{i}": rest.numpy()}
+
+
+def decode_logits(arrays: dict[str, np.ndarray], i: int, num_classes: int) -> torch.Tensor:
+    """Full (..., C) float32 logits of teacher i from what `_encode` stored."""
+    if f"logits{i}" in arrays:
+        return torch.from_numpy(np.asarray(arrays[f"logits{i}"])).float()
+    top = torch.from_numpy(np.asarray(arrays[f"top{i}"])).float()
+    idx = torch.from_numpy(np.asarray(arrays[f"idx{i}"])).long()
+    rest = torch.from_numpy(np.asarray(arrays[f"rest{i}"])).float()
+    others = max(num_classes - top.shape[-1], 1)
+    fill = (rest - float(np.log(others))).unsqueeze(-1).expand(*rest.shape, num_classes)
+    return fill.clone().scatter_(-1, idx, top)
+
+
+class TargetCache:
+    """Reads a cache for a run: refuses one made for other settings (`fingerprint`)."""
+
+    def __init__(self, cfg: Config, corpus: Sequence[str | Path], num_classes: Sequence[int]):
+        if not cfg.distill.target_cache:
+            raise ValueError("distill.target_cache is empty")
+        if cfg.data.input != "rgb":
+            raise UserError("distill.target_cache serves RGB students; a flow student "
+                            "(data.input=flow) distills from live teachers: unset it")
+        expect = fingerprint(cfg, corpus)
+        self.store = shards.Store(cfg.distill.target_cache, WHAT, expect, COMMAND)
+        self.frame_step = cfg.distill.cache_frame_step
+        self.num_classes = list(num_classes)
+
+    def check(self, videos: Sequence[str | Path]) -> None:
+        missing = self.store.covers(videos)
+        if missing:
+            raise UserError(f"the teacher-target cache does not cover {len(missing)} videos of "
+                            f"this run (e.g. {missing[0]}); rebuild it with {COMMAND}")
+
+    def boxes(self, video: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 5) boxes and (3,) size of a video; KeyError when the build skipped it."""
+        if not self.store.has(video):
+            raise KeyError(str(video))
+        return self.store.get(video, "boxes"), self.store.get(video, "size")
+
+    def clip_logits(self, video: Path, frames: Sequence[int], box: int) -> list[torch.Tensor]:
+        """Per teacher, (T, C) float32 logits of the clip's frames (the nearest stored frame) in
+        box `box`."""
+        rows = np.asarray(frames) // self.frame_step + (np.asarray(frames) % self.frame_step
+                                                        > self.frame_step // 2)
+        size = int(self.store.get(video, "size")[0])
+        rows = np.minimum(rows, (size - 1) // self.frame_step)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        out = []
+        for i, c in enumerate(self.num_classes):
+            names = [f"logits{i}"] if self.store.has_array(video, f"logits{i}") else \
+                [f"top{i}", f"idx{i}", f"rest{i}"]
+            arrays = {n: self.store.get(video, n, slice(lo, hi))[rows - lo, box] for n in names}
+            out.append(decode_logits(arrays, i, c))
+        return out
+
+
+def main(argv: list[str]) -> int:
+    """`distinit cache-targets CONFIG.yaml [key=value ...]`."""
+    parser = argparse.ArgumentParser(
+        prog="distinit cache-targets",
+        description="Run the distill config's teachers once over its corpus and store their "
+                    "logits for K crop boxes per video (distill.target_cache is the folder).")
+    parser.add_argument("args", nargs="+", help="CONFIG.yaml [key=value ...]")
+    parser.add_argument("--batch", type=int, default=256, help="frames per teacher forward")
+    ns = parser.parse_args(argv)
+    cfg = config_from_args(ns.args)
+    dc, dcfg = cfg.data, cfg.distill
+    if not dcfg.target_cache:
+        raise UserError("set distill.target_cache=DIR: the folder the cache is written to")
+    if not dcfg.teachers:
+        raise UserError("the config names no teachers (distill.teachers)")
+    if not dc.videos:
+        raise UserError("the config names no corpus (data.videos)")
+    ctx = dist.setup(cfg.device)
+    from distinit.methods.distinit import build_teachers
+
+    teachers = build_teachers(dcfg)
+    runtime = Runtime.of(cfg, ctx.device)
+    for t in teachers:
+        runtime.place(t)
+    videos = list_videos(dc.videos, dc.extensions)
+    out = shards.build(dcfg.target_cache, WHAT, fingerprint(cfg, videos), videos,
+                       dcfg.cache_shard_size,
+                       lambda v: video_targets(v, cfg, teachers, runtime, ns.batch), COMMAND)
+    if ctx.is_main:
+        size = sum(f.stat().st_size for f in out.glob("shard-*.safetensors"))
+        print(f"teacher-target cache: {out} ({len(videos)} videos, {size / 2**20:.1f} MiB)")
+    return 0
