@@ -154,7 +154,8 @@ def test_memory_cache_decodes_once(textured, monkeypatch):
 
     calls = []
     real = datasets.read_all_frames
-    monkeypatch.setattr(datasets, "read_all_frames", lambda p, b: calls.append(p) or real(p, b))
+    monkeypatch.setattr(datasets, "read_all_frames",
+                        lambda p, *args: calls.append(p) or real(p, *args))
     ds = VideoClipDataset(textured[:2], clip_len=4, cache="memory")
     ds.fill_cache()
     _ = [ds[i] for i in range(3 * len(ds))]  # three passes
@@ -193,8 +194,8 @@ def test_bad_video_warned_once_across_workers_and_epochs(textured, bad_video, ca
     # A worker found it, yet this process skips it too, without decoding it again.
     probed = []
     real_probe = datasets.probe
-    monkeypatch.setattr(datasets, "probe", lambda path, backend: probed.append(path)
-                        or real_probe(path, backend))
+    monkeypatch.setattr(datasets, "probe", lambda path, *args: probed.append(path)
+                        or real_probe(path, *args))
     assert ds[2]["bad"] == 1 and bad_video not in probed
     assert ds.bad_files == set() and ds.bad_report() == "1 of 3 videos skipped"
     assert capfd.readouterr().err == ""

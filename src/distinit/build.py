@@ -12,6 +12,7 @@ from torch import nn
 
 from distinit.checkpoint import backbone_state, load_checkpoint
 from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, ModelConfig
+from distinit.data.clip_store import clip_store_for
 from distinit.data.datasets import VideoClipDataset
 from distinit.data.splits import load_labeled
 from distinit.data.transforms import ClipTransform
@@ -63,13 +64,23 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
         flow_transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
                                        mean=(0.0, 0.0), std=(1.0, 1.0),
                                        flip=dc.flip and train_mode, scale=dc.scale, flow=True)
+    if dc.decode_device == "cuda" and dc.num_workers and dc.cache != "store":
+        raise UserError("data.decode_device=cuda decodes in the loader's processes, and CUDA "
+                        "cannot start in forked loader workers: set data.num_workers=0, or "
+                        "data.cache=store (decoded once before the loader starts)")
+    cache_dir = dc.cache_dir or None
+    if dc.cache == "store":  # found, or built now (resumable; every rank takes part)
+        if not dc.cache_dir:
+            raise UserError("data.cache=store keeps its clip stores under data.cache_dir; set it")
+        cache_dir = clip_store_for(videos, dc.cache_dir, dc.resize, dc.backend, dc.decode_device)
     return VideoClipDataset(videos, labels, clip_len=dc.clip_len, stride=dc.stride,
                             mode="train" if train_mode else "test",
                             num_clips=1 if train_mode else dc.num_test_clips,
                             transform=transform, backend=dc.backend,
                             cache=None if dc.cache == "none" else dc.cache,
-                            cache_dir=dc.cache_dir or None, seed=seed, views=views, flow=flow,
-                            flow_transform=flow_transform, targets=targets)
+                            cache_dir=cache_dir, seed=seed, views=views, flow=flow,
+                            flow_transform=flow_transform, targets=targets,
+                            decode_device=dc.decode_device)
 
 
 def labeled_split(dc: DataConfig, subset: str):

@@ -15,6 +15,7 @@ COMMANDS = {
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
     "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1) for a folder or list of videos."),
     "cache-targets": ("distinit.target_cache", "Run the teachers once over the corpus and store their logits (distill.target_cache)."),
+    "store-clips": ("distinit.data.clip_store", "Decode every video once, resized to data.resize, into memory-mapped uint8 shards (data.cache=store)."),
     "train-image": ("distinit.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
     "pretrain": ("distinit.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
     "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),
@@ -25,6 +26,7 @@ COMMANDS = {
     "extract-features": ("distinit.features", "Write pooled student features for every video in a folder."),
     "demo": ("distinit.demo", "Reproduce the paper's Table 1 on the synthetic world."),
     "reproduce": ("distinit.reproduce", "One of the paper's ablations on the synthetic world, over seeds."),
+    "bench": ("distinit.bench", "Throughput and memory of each stage: data, student, teacher, live vs cached distill, naive baseline."),
     "figures": ("distinit.figures", "Figures of demo runs: conv1 filters, t-SNE, entropy histogram, per-class gain, curves."),
 }
 

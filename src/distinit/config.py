@@ -72,6 +72,11 @@ class DataConfig:
     mean: list[float] = checked([], sizes=(0, 3))
     std: list[float] = checked([], sizes=(0, 3), gt=0)
     backend: str = "pyav"
+    # Where videos are decoded: cpu, or cuda (NVDEC; data.backend=torchcodec only; the frames
+    # are copied back to the CPU, sparing it the decoding). CUDA cannot start in forked loader
+    # workers, so cuda needs data.num_workers=0 unless data.cache=store (the store is built
+    # before the loader starts; its workers only read it).
+    decode_device: str = checked("cpu", choices=("cpu", "cuda"))
     # Optical flow written by `distinit flow SRC OUT`: OUT, and SRC when it is not data.videos
     # (unlabeled) or data.video_root (labeled).
     flow_dir: str = ""
@@ -80,8 +85,10 @@ class DataConfig:
     input: str = checked("rgb", choices=("rgb", "flow"))
     # memory | disk: decode each video once, cut clips from the cache. memory: kept by each
     # process that decodes (loader workers last the whole run, so each fills its own copy);
-    # disk: one .npy per video in cache_dir, shared by every process and run.
-    cache: str = checked("none", choices=("none", "memory", "disk"))
+    # disk: one .npy per video in cache_dir, shared by every process and run. store: frames
+    # decoded and resized to data.resize once, uint8 in memory-mapped shards under cache_dir
+    # (`distinit store-clips`, or built when a run starts); a clip reads only its frames.
+    cache: str = checked("none", choices=("none", "memory", "disk", "store"))
     cache_dir: str = ""
     num_workers: int = checked(4, min=0)
 

@@ -88,6 +88,7 @@ def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
 
 
 def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    dist.setup(cfg.device)  # ranks share the work of building a clip store (data.cache=store)
     cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
     seed_all(cfg.seed)
     train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")

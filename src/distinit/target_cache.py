@@ -175,6 +175,21 @@ class TargetCache:
         return out
 
 
+def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = None) -> Path:
+    """Write (or finish) the cache `distill.target_cache` of the config's corpus and teachers."""
+    from distinit.methods.distinit import build_teachers
+
+    dc, dcfg = cfg.data, cfg.distill
+    teachers = build_teachers(dcfg)
+    runtime = Runtime.of(cfg, device)
+    for t in teachers:
+        runtime.place(t)
+    videos = list_videos(dc.videos, dc.extensions)
+    return shards.build(dcfg.target_cache, WHAT, fingerprint(cfg, videos), videos,
+                        dcfg.cache_shard_size,
+                        lambda v: video_targets(v, cfg, teachers, runtime, batch), COMMAND)
+
+
 def main(argv: list[str]) -> int:
     """`distinit cache-targets CONFIG.yaml [key=value ...]`."""
     parser = argparse.ArgumentParser(
@@ -193,17 +208,8 @@ def main(argv: list[str]) -> int:
     if not dc.videos:
         raise UserError("the config names no corpus (data.videos)")
     ctx = dist.setup(cfg.device)
-    from distinit.methods.distinit import build_teachers
-
-    teachers = build_teachers(dcfg)
-    runtime = Runtime.of(cfg, ctx.device)
-    for t in teachers:
-        runtime.place(t)
-    videos = list_videos(dc.videos, dc.extensions)
-    out = shards.build(dcfg.target_cache, WHAT, fingerprint(cfg, videos), videos,
-                       dcfg.cache_shard_size,
-                       lambda v: video_targets(v, cfg, teachers, runtime, ns.batch), COMMAND)
+    out = build_cache(cfg, ns.batch, ctx.device)
     if ctx.is_main:
         size = sum(f.stat().st_size for f in out.glob("shard-*.safetensors"))
-        print(f"teacher-target cache: {out} ({len(videos)} videos, {size / 2**20:.1f} MiB)")
+        print(f"teacher-target cache: {out} ({size / 2**20:.1f} MiB)")
     return 0

@@ -193,12 +193,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
     # videos with data.cache=memory, open files) lasts. Items draw their randomness from (seed,
     # pass, index), not from worker seeds; the workers' own generator is seeded anyway, not
     # taken from the global RNG, so building the loader changes nothing a resumed run draws.
-    workers = cfg.data.num_workers
-    loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=workers, persistent_workers=workers > 0,
-                        pin_memory=ctx.device.type == "cuda",
-                        prefetch_factor=4 if workers > 0 else None,
-                        generator=torch.Generator().manual_seed(cfg.seed * 100_003))
+    loader = make_loader(dataset, cfg, sampler, ctx.device)
     with StopRequest(announce=ctx.is_main) as stop:
         while step < stop_at:
             epoch = step // steps_per_epoch
@@ -211,7 +206,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                     break  # end of the epoch
                 for b in micro:
                     replaced += b.get("bad", torch.zeros(1)).sum()
-                out, finite = _accumulate(method, micro, ctx, rt)
+                out, finite = accumulate(method, micro, ctx, rt)
                 flags = dist.all_reduce_max(torch.tensor([float(not finite), float(stop.signum)]))
                 if flags[0]:
                     raise UserError(
@@ -271,7 +266,18 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
     return last
 
 
-def _accumulate(method: Method, micro: list[dict], ctx: dist.DistContext,
+def make_loader(dataset: Dataset, cfg: Config, sampler, device: torch.device) -> DataLoader:
+    """The run's one loader: persistent workers (`data.num_workers`), 4 batches prefetched per
+    worker, pinned memory when training on a GPU."""
+    workers = cfg.data.num_workers
+    return DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=device.type == "cuda",
+                      prefetch_factor=4 if workers > 0 else None,
+                      generator=torch.Generator().manual_seed(cfg.seed * 100_003))
+
+
+def accumulate(method: Method, micro: list[dict], ctx: dist.DistContext,
                 rt: Runtime) -> tuple[dict, bool]:
     """Forward and backward over the micro-batches of one optimizer step.
 

@@ -20,12 +20,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from distinit import shards
+from distinit.data import clip_store
 from distinit.data.pretext import SAMPLERS
 from distinit.data.sampling import test_clip_indices, train_clip_indices
 from distinit.data.transforms import Box, to_float_clip
 from distinit.data.video import (
     IMAGE_EXTENSIONS,
     VideoDecodeError,
+    check_decode_device,
     probe,
     read_all_frames,
     read_frames,
@@ -34,7 +37,7 @@ from distinit.data.views import RGB, FlowSource, View, check_views
 from distinit.errors import UserError
 from distinit.sampler import split_index
 
-CACHE_MODES = (None, "memory", "disk")
+CACHE_MODES = (None, "memory", "disk", "store")
 
 # transform(frames uint8 (T, H, W, C), generator) -> float (C, T, H, W)
 Transform = Callable[..., torch.Tensor]
@@ -81,8 +84,14 @@ class VideoClipDataset(Dataset):
 
     cache "memory" keeps each decoded video (uint8) in this process (call `fill_cache()`
     before making worker processes so they share it); "disk" writes one .npy per video to
-    `cache_dir`, shared by all processes and runs. `transform` is called as
+    `cache_dir`, shared by all processes and runs; "store" reads frames decoded and resized
+    once, up front, from the clip store whose folder is `cache_dir` (`data.clip_store`: its
+    `clip_store_for` finds or builds one), only the rows a clip needs. `transform` is called as
     `transform(frames, generator=...)`; None only converts to float in [0, 1].
+
+    `decode_device="cuda"` decodes with torchcodec on the GPU (NVDEC) and copies the frames back
+    to the CPU as uint8: that spares the CPU the decoding. CUDA cannot start in a forked
+    process, so its loaders need `num_workers=0` or the spawn start method.
 
     `views` (`distinit.data.views`) makes each item a dict of named views of one video (an RGB
     clip, its flow from `flow`, a second clip ...); flow views go through `flow_transform`.
@@ -99,13 +108,16 @@ class VideoClipDataset(Dataset):
                  cache: str | None = None, cache_dir: str | Path | None = None, seed: int = 0,
                  jitter: bool = True, views: Sequence[View] = RGB,
                  flow: FlowSource | None = None, flow_transform: Transform | None = None,
-                 targets=None) -> None:
+                 targets=None, decode_device: str = "cpu") -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if cache not in CACHE_MODES:
-            raise UserError(f"unknown cache mode {cache!r}; use one of none, memory, disk")
+            raise UserError(f"unknown cache mode {cache!r}; use one of none, memory, disk, store")
         if cache == "disk" and cache_dir is None:
             raise UserError("the disk cache needs a cache folder; set cache_dir")
+        if cache == "store" and cache_dir is None:
+            raise UserError("cache='store' reads a clip store: set cache_dir to its folder")
+        check_decode_device(backend, decode_device)  # before any video is decoded
         if not videos:
             raise UserError("the video dataset is empty; check the video folder or split file")
         if labels is not None and len(labels) != len(videos):
@@ -126,8 +138,19 @@ class VideoClipDataset(Dataset):
         self.transform, self.backend, self.seed, self.jitter = transform, backend, seed, jitter
         self.cache = cache
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.decode_device = decode_device
         if self.cache_dir is not None and cache == "disk":
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # Opened here so a missing or partial store fails now; each process (loader worker)
+        # memory-maps the shards itself on first use.
+        self._store = None
+        if cache == "store":
+            self._store = shards.Store(self.cache_dir, clip_store.WHAT, command=clip_store.COMMAND)
+            missing = self._store.covers(self.videos)
+            if missing:
+                raise UserError(f"the {clip_store.WHAT} at {self.cache_dir} was made for other "
+                                f"videos ({len(missing)} of these are not in it, e.g. "
+                                f"{missing[0]}); build one for them with {clip_store.COMMAND}")
         self.bad_files: set[Path] = set()
         self.bad_reasons: dict[Path, str] = {}
         super().__init__()
@@ -176,8 +199,9 @@ class VideoClipDataset(Dataset):
 
     def fill_cache(self) -> None:
         """Decode every video into the cache now (skipping, and remembering, bad ones)."""
-        if self.cache is None:
-            raise ValueError("fill_cache() needs cache='memory' or cache='disk'")
+        if self.cache not in ("memory", "disk"):
+            raise ValueError("fill_cache() needs cache='memory' or cache='disk' (a clip store "
+                             "is filled when it is built)")
         for video_idx in range(len(self.videos)):
             if self._bad[video_idx]:
                 continue
@@ -264,7 +288,13 @@ class VideoClipDataset(Dataset):
         if not wanted:
             return {}
         if self.cache is None:
-            frames = read_frames(self.videos[video_idx], wanted, self.backend)
+            frames = read_frames(self.videos[video_idx], wanted, self.backend,
+                                 device=self.decode_device)
+        elif self.cache == "store":
+            # One contiguous read of rows first..last from the memory-mapped shard.
+            first, last = wanted[0], wanted[-1]
+            rows = self._store.get(self.videos[video_idx], "frames", slice(first, last + 1))
+            frames = rows[[i - first for i in wanted]]  # (len(wanted), H, W, 3)
         else:
             frames = self._cached_frames(video_idx)[wanted]
         return dict(zip(wanted, frames, strict=True))
@@ -291,14 +321,25 @@ class VideoClipDataset(Dataset):
         return self.transform(torch.from_numpy(frames), generator=generator)
 
     def _frame_count(self, video_idx: int) -> int:
+        if self.cache == "store":
+            return self._stored_frame_count(video_idx)
         if self.cache is not None:
             return len(self._cached_frames(video_idx))
         if video_idx not in self._num_frames:
             path = self.videos[video_idx]
-            num_frames = probe(path, self.backend).num_frames
+            num_frames = probe(path, self.backend, self.decode_device).num_frames
             if num_frames < 1:
                 raise VideoDecodeError(path, "the video has no frames")
             self._num_frames[video_idx] = num_frames
+        return self._num_frames[video_idx]
+
+    def _stored_frame_count(self, video_idx: int) -> int:
+        """Frames of a video in the clip store, from its shard's header."""
+        if video_idx not in self._num_frames:
+            path = self.videos[video_idx]
+            if not self._store.has(path):
+                raise VideoDecodeError(path, "it did not decode when the clip store was built")
+            self._num_frames[video_idx] = self._store.shape(path, "frames")[0]
         return self._num_frames[video_idx]
 
     def _cached_frames(self, video_idx: int) -> np.ndarray:
@@ -324,7 +365,7 @@ class VideoClipDataset(Dataset):
 
     def _decode_all(self, video_idx: int) -> np.ndarray:
         path = self.videos[video_idx]
-        frames = read_all_frames(path, self.backend)
+        frames = read_all_frames(path, self.backend, self.decode_device)
         if len(frames) < 1:
             raise VideoDecodeError(path, "the video has no frames")
         return frames

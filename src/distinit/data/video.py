@@ -8,6 +8,8 @@ A "video" is a file any backend can open, or a frame folder: a directory of JPEG
 from __future__ import annotations
 
 import codecs
+import functools
+import io
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +28,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Frame folders carry no frame rate; `reencode --frames` writes the source's into this file.
 FPS_FILE = "fps.txt"
 DEFAULT_FOLDER_FPS = 30.0
+# Where frames are decoded: "cuda" (NVDEC) with the torchcodec backend only.
+DECODE_DEVICES = ("cpu", "cuda")
 
 
 class VideoDecodeError(UserError):
@@ -57,19 +61,21 @@ class Backend:
     read_all: Callable[[Path], np.ndarray]
 
 
-def probe(path: str | Path, backend: str = "pyav") -> VideoInfo:
+def probe(path: str | Path, backend: str = "pyav", device: str = "cpu") -> VideoInfo:
     """Frame count, frame rate and size from container metadata (packets counted if absent)."""
     path = Path(path)
     with _errors_as_decode_error(path):
-        return _backend_for(path, backend).probe(path)
+        return _backend_for(path, backend, device).probe(path)
 
 
 def read_frames(path: str | Path, indices: Sequence[int], backend: str = "pyav",
-                strict: bool = False) -> np.ndarray:
+                strict: bool = False, device: str = "cpu") -> np.ndarray:
     """Frames at `indices` (any order, repeats allowed) as (N, H, W, 3) uint8 RGB.
 
     Decodes only from the keyframe before the first wanted frame to the last one. Indices past
     the last decodable frame (metadata can overcount) read that frame, or raise if `strict`.
+    `device="cuda"` (torchcodec only, see `check_decode_device`) decodes on the GPU and copies
+    the frames back: the CPU is spared the decoding, not the copy.
     """
     indices = [int(i) for i in indices]
     if not indices or min(indices) < 0:
@@ -77,15 +83,38 @@ def read_frames(path: str | Path, indices: Sequence[int], backend: str = "pyav",
     path = Path(path)
     wanted = sorted(set(indices))
     with _errors_as_decode_error(path):
-        frames = _backend_for(path, backend).read(path, wanted, strict)  # (len(wanted), H, W, 3)
+        frames = _backend_for(path, backend, device).read(path, wanted, strict)  # (len(wanted), H, W, 3)
     return frames[np.searchsorted(wanted, indices)]
 
 
-def read_all_frames(path: str | Path, backend: str = "pyav") -> np.ndarray:
-    """Every frame of the video as (T, H, W, 3) uint8 RGB."""
+def read_all_frames(path: str | Path, backend: str = "pyav", device: str = "cpu") -> np.ndarray:
+    """Every frame of the video as (T, H, W, 3) uint8 RGB (`device` as for `read_frames`)."""
     path = Path(path)
     with _errors_as_decode_error(path):
-        return _backend_for(path, backend).read_all(path)
+        return _backend_for(path, backend, device).read_all(path)
+
+
+def check_decode_device(backend: str, device: str) -> None:
+    """Raise a one-line UserError unless videos can be decoded on `device` here: "cpu" always;
+    "cuda" needs the torchcodec backend, a CUDA GPU, and a torchcodec built with its CUDA
+    decoder. Checked once, before any video is decoded."""
+    if device not in DECODE_DEVICES:
+        raise UserError(f"unknown decode device {device!r}; use one of {', '.join(DECODE_DEVICES)}")
+    if device == "cpu":
+        return
+    if backend != "torchcodec":
+        raise UserError(f"data.decode_device=cuda needs data.backend=torchcodec (the backend that "
+                        f"decodes on the GPU), not {backend!r}; or set data.decode_device=cpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("data.decode_device=cuda but this torch sees no CUDA GPU (a CPU build, "
+                        "or no driver); set data.decode_device=cpu")
+    reason = _torchcodec_cuda_missing()
+    if reason:
+        raise UserError(f"data.decode_device=cuda but torchcodec cannot decode on the GPU here "
+                        f"({reason}); install a CUDA build of torchcodec matching torch, or set "
+                        "data.decode_device=cpu")
 
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
@@ -235,7 +264,7 @@ def _pyav_read_all(path: Path) -> np.ndarray:
 # Optional backends: imported lazily, each behind the same three functions.
 
 
-def _torchcodec_decoder(path: Path):
+def _torchcodec_decoder(path: Path | bytes, device: str = "cpu"):
     try:
         from torchcodec.decoders import VideoDecoder
     except (ImportError, RuntimeError, OSError) as e:  # RuntimeError: FFmpeg libraries missing
@@ -248,28 +277,54 @@ def _torchcodec_decoder(path: Path):
     # "exact" scans the packets once, so frame counts and seeks are right even where the
     # header lies; one FFmpeg thread because data-loader workers already use every core.
     try:
-        return VideoDecoder(str(path), dimension_order="NHWC", seek_mode="exact",
-                            num_ffmpeg_threads=1)
+        return VideoDecoder(path if isinstance(path, bytes) else str(path),
+                            dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=1,
+                            device=device)
     except ValueError as e:  # raised where the file has no video stream
         raise VideoDecodeError(path, f"no usable video stream ({_first_line(e)})") from None
 
 
-def _torchcodec_probe(path: Path) -> VideoInfo:
-    meta = _torchcodec_decoder(path).metadata
+def _torchcodec_probe(path: Path, device: str = "cpu") -> VideoInfo:
+    meta = _torchcodec_decoder(path, device).metadata
     _clamp(path, [0], meta.num_frames, strict=True)  # raises if there are no frames
     return VideoInfo(num_frames=meta.num_frames, fps=float(meta.average_fps or 0.0),
                      height=meta.height, width=meta.width)
 
 
-def _torchcodec_read(path: Path, wanted: list[int], strict: bool) -> np.ndarray:
-    decoder = _torchcodec_decoder(path)
+def _torchcodec_read(path: Path, wanted: list[int], strict: bool,
+                     device: str = "cpu") -> np.ndarray:
+    decoder = _torchcodec_decoder(path, device)
     indices = _clamp(path, wanted, decoder.metadata.num_frames or 0, strict)
-    return decoder.get_frames_at(indices).data.numpy()
+    return decoder.get_frames_at(indices).data.cpu().numpy()  # from the GPU with device=cuda
 
 
-def _torchcodec_read_all(path: Path) -> np.ndarray:
-    num_frames = _torchcodec_decoder(path).metadata.num_frames or 0
-    return _torchcodec_read(path, list(range(num_frames)) or [0], strict=True)
+def _torchcodec_read_all(path: Path, device: str = "cpu") -> np.ndarray:
+    num_frames = _torchcodec_decoder(path, device).metadata.num_frames or 0
+    return _torchcodec_read(path, list(range(num_frames)) or [0], strict=True, device=device)
+
+
+def _torchcodec_on(device: str) -> Backend:
+    return Backend(functools.partial(_torchcodec_probe, device=device),
+                   functools.partial(_torchcodec_read, device=device),
+                   functools.partial(_torchcodec_read_all, device=device))
+
+
+@functools.cache
+def _torchcodec_cuda_missing() -> str:
+    """Why torchcodec cannot open a video on the GPU ('' when it can): a CPU build of torchcodec
+    says so only when a decoder is made, so one is made on a tiny video encoded in memory."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    try:
+        _torchcodec_decoder(buffer.getvalue(), "cuda")
+    except RuntimeError as e:  # "Unsupported device: cuda" from a CPU build
+        return _first_line(e)
+    return ""
 
 
 def _decord_reader(path: Path):
@@ -386,12 +441,16 @@ FRAME_FOLDER = Backend(_folder_probe, _folder_read,
                        lambda folder: _stack_same_size(folder, _folder_frames(folder)))
 
 
-def _backend_for(path: Path, backend: str) -> Backend:
+def _backend_for(path: Path, backend: str, device: str = "cpu") -> Backend:
     if backend not in BACKENDS:
         raise UserError(f"unknown video backend {backend!r}; choose one of {sorted(BACKENDS)}")
     if path.is_dir():
         return FRAME_FOLDER
     _check_file(path)
+    if device != "cpu":
+        if backend != "torchcodec":
+            raise UserError(f"only the torchcodec backend decodes on {device}, not {backend!r}")
+        return _torchcodec_on(device)
     return BACKENDS[backend]
 
 

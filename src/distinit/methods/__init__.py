@@ -38,3 +38,16 @@ def config_class(name: str) -> type:
 
     section = get_method(name).SECTION
     return Config if section is None else with_section(Config, *section)
+
+
+def any_config_class() -> type:
+    """A run config with every method's section, so any run's file loads: for commands that read
+    only the common sections (`distinit store-clips`)."""
+    from distinit.config import Config, with_section
+
+    cls = Config
+    for name in METHODS:
+        section = get_method(name).SECTION
+        if section is not None:
+            cls = with_section(cls, *section)
+    return cls

@@ -8,7 +8,7 @@ objective needs, and tells the loop which part to optimise.
   mode, moved with `.to()`, never in DDP or the optimizer. Momentum encoders and queues are
   plain submodules and buffers with `requires_grad=False`; they stay in train mode.
 - `forward(batch)` returns `{"loss": ..., **logs}`; an optional `prepare(batch)` runs under
-  no_grad before it (see `train._accumulate`).
+  no_grad before it (see `train.accumulate`).
 - `after_step(step)` runs after each optimizer step (momentum updates, queue maintenance).
 - `method_state()` is what a checkpoint needs beyond `trainable` for an exact `--resume`
   (momentum encoders, queues, pointers); frozen modules rebuilt from the config are left out.

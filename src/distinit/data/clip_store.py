@@ -1,0 +1,158 @@
+"""The decoded-clip store (`distinit store-clips CONFIG.yaml`): every frame of every video decoded
+once and resized once so its short side is `data.resize`, kept as uint8 in memory-mapped shards
+(`distinit.shards`). With `data.cache=store` a loader then reads only the frames a clip needs,
+and `ClipTransform`'s resize is a no-op on them: training neither decodes nor resizes.
+
+A store lives in `data.cache_dir/<first 12 hex of the video list's digest>`, so the corpus, a
+labeled train split and its test split each get their own under one cache_dir. A run on part of
+a list (the corpus minus the videos DistInit holds out) reads the store of the whole list
+(`find_clip_store`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distinit import dist, shards
+from distinit.config import config_from_args
+from distinit.data.splits import load_labeled
+from distinit.data.transforms import resize_short_side
+from distinit.data.video import VideoDecodeError, check_decode_device, list_videos, read_all_frames
+from distinit.errors import UserError
+from distinit.methods import any_config_class
+
+WHAT = "clip store"
+COMMAND = "distinit store-clips CONFIG.yaml"
+
+
+def store_folder(cache_dir: str | Path, videos: Sequence[str | Path]) -> Path:
+    """Where the store made for exactly `videos` lives under `cache_dir`."""
+    return Path(cache_dir) / shards.corpus_digest(videos)[:12]
+
+
+def _fingerprint(corpus: str, resize: int, backend: str) -> dict:
+    # What the frames depend on: the files (`corpus`: their digest), the resize and the decoder.
+    # Not the decode device: it changes how fast they are decoded, not which videos are stored.
+    return {"resize": int(resize), "backend": backend, "corpus": corpus}
+
+
+def resized_frames(frames: np.ndarray, size: int, chunk: int = 32) -> np.ndarray:
+    """(T, H, W, 3) uint8 with the short side resized to `size` (0: as decoded): the resampling
+    `ClipTransform` does per clip, rounded to uint8. `chunk` frames at a time bound the float copy
+    of a long video."""
+    if size == 0:
+        return frames
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W): resize works on (..., H, W)
+    out = torch.cat([resize_short_side(x[i:i + chunk], size) for i in range(0, len(x), chunk)])
+    return out.permute(0, 2, 3, 1).contiguous().numpy()  # (T, H', W', 3)
+
+
+def build_clip_store(videos: Sequence[str | Path], cache_dir: str | Path, resize: int,
+                     backend: str, shard_size: int = 64, device: str = "cpu") -> Path:
+    """Write (or finish) the store of `videos` under `cache_dir`: per video the array `frames`
+    (T, H, W, 3) uint8, its short side `resize`. A video that does not decode is skipped (a
+    dataset then skips it too). Resumable and split across torchrun ranks (`shards.build`); a
+    store there made with another resize or backend is refused. `device="cuda"` decodes with
+    torchcodec on the GPU."""
+    check_decode_device(backend, device)  # before any video is decoded
+
+    def make(video: Path) -> dict[str, np.ndarray]:
+        frames = read_all_frames(video, backend, device)
+        if len(frames) == 0:
+            raise VideoDecodeError(video, "the video has no frames")
+        return {"frames": resized_frames(frames, resize)}
+
+    corpus = shards.corpus_digest(videos)  # one stat of every file, for the folder and the check
+    return shards.build(Path(cache_dir) / corpus[:12], WHAT, _fingerprint(corpus, resize, backend),
+                        videos, shard_size, make, COMMAND)
+
+
+def find_clip_store(cache_dir: str | Path, videos: Sequence[str | Path], resize: int,
+                    backend: str) -> Path | None:
+    """A complete, up-to-date store under `cache_dir` made with `resize` and `backend` that holds
+    every one of `videos`: the one made for exactly them, else one made for more (a corpus of
+    which `videos` is the training part). None when there is none."""
+    root = Path(cache_dir)
+    corpus = shards.corpus_digest(videos)
+    exact = root / corpus[:12]
+    others = sorted(p for p in root.iterdir() if p.is_dir() and p != exact) if root.is_dir() else []
+    wanted = {str(Path(v).resolve()) for v in videos}
+    for folder in [exact, *others]:
+        try:
+            manifest = json.loads((folder / shards.MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue
+        made = manifest.get("fingerprint", {})
+        if (manifest.get("what") != WHAT or made.get("resize") != resize
+                or made.get("backend") != backend):
+            continue
+        listed = manifest["videos"]
+        if (not wanted <= {str(Path(v).resolve()) for v in listed}
+                or any(not (folder / shards.shard_name(i)).is_file()
+                       for i in range(manifest["num_shards"]))):
+            continue
+        same = listed == [str(v) for v in videos]
+        if made.get("corpus") == (corpus if same else shards.corpus_digest(listed)):
+            return folder  # else a file changed since it was built: stale
+    return None
+
+
+def clip_store_for(videos: Sequence[str | Path], cache_dir: str | Path, resize: int,
+                   backend: str, device: str = "cpu") -> Path:
+    """The folder of a store holding `videos` (`find_clip_store`), built first when there is
+    none. Under torchrun every rank calls it: rank 0 looks, and all build together."""
+    found = find_clip_store(cache_dir, videos, resize, backend) if dist.rank_world()[0] == 0 else None
+    found = dist.broadcast_object(None if found is None else str(found))
+    if found is not None:
+        return Path(found)
+    if dist.rank_world()[0] == 0:
+        print(f"{WHAT}: decoding {len(videos)} videos once into "
+              f"{store_folder(cache_dir, videos)} (data.cache=store)", flush=True)
+    return build_clip_store(videos, cache_dir, resize, backend, device=device)
+
+
+def _size(folder: Path) -> str:
+    size = sum(f.stat().st_size for f in folder.glob("shard-*.safetensors"))
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def main(argv: list[str]) -> int:
+    """`distinit store-clips CONFIG.yaml [key=value ...]`: the stores of `data.videos` (the
+    unlabeled corpus) and of the labeled train and test split (`data.video_root`,
+    `data.split_dir`, `data.split`) under `data.cache_dir`. Any run's config file will do. Under
+    `torchrun` each process writes its share of the shards."""
+    parser = argparse.ArgumentParser(prog="distinit store-clips")
+    parser.add_argument("args", nargs="*", help="CONFIG.yaml [key=value ...]")
+    ns = parser.parse_intermixed_args(argv)
+    cfg = config_from_args(ns.args, cls=any_config_class())
+    dc = cfg.data
+    if not dc.cache_dir:
+        raise UserError("store-clips writes its stores under data.cache_dir; set it, e.g. "
+                        "data.cache_dir=runs/cache (and data.cache=store in the runs)")
+    rank = dist.setup(cfg.device).rank
+    lists = []
+    if dc.videos:
+        lists.append(("corpus (data.videos)", list_videos(dc.videos, dc.extensions)))
+    if dc.video_root and dc.split_dir:
+        for subset in ("train", "test"):
+            split = load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
+            lists.append((f"{subset} split {dc.split}", split.videos))
+    if not lists:
+        raise UserError("nothing to store: set data.videos (an unlabeled corpus) and/or "
+                        "data.video_root and data.split_dir (a labeled dataset)")
+    for name, videos in lists:
+        folder = build_clip_store(videos, dc.cache_dir, dc.resize, dc.backend,
+                                  device=dc.decode_device)
+        if rank == 0:
+            store = shards.Store(folder, WHAT)
+            skipped = sum(not store.has(v) for v in videos)
+            note = f"; {skipped} did not decode and were skipped" if skipped else ""
+            print(f"{WHAT} of the {name}: {len(videos)} videos{note}, short side "
+                  f"{dc.resize or 'as decoded'}, in {folder} ({_size(folder)})")
+    return 0
