@@ -121,3 +121,25 @@ def yaml_init(config_file):
     import yaml
 
     return yaml.safe_load(config_file.read_text())["model"]["init"]
+
+
+def test_cache_experiment_distills_from_caches_it_builds_once(tmp_path):
+    assert main(["reproduce", "cache", f"out_dir={tmp_path / 'r'}", *TINY, "--seeds", "0,1",
+                 "--doc", ""]) == 0
+    summary = json.loads((tmp_path / "r" / "cache" / "summary.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == [
+        "live teachers", "cached, 8 boxes", "cached, 2 boxes", "cached, 8 boxes, top-5"]
+    assert len(summary["verdicts"]) == 3
+    for name, boxes in (("targets-8", 8), ("targets-2", 2), ("targets-8-top5", 8)):
+        manifest = json.loads((tmp_path / "r" / "cache" / name / "manifest.json").read_text())
+        assert manifest["fingerprint"]["crops"] == boxes  # built once, for both seeds
+    configs = [yaml_cache(p) for p in (tmp_path / "r" / "runs").glob(
+        "*/seed1/r3d_18_distill/config.yaml")]
+    assert sorted(c.rsplit("/", 1)[-1] if c else "" for c in configs) == [
+        "", "targets-2", "targets-8", "targets-8-top5"]
+
+
+def yaml_cache(config_file):
+    import yaml
+
+    return yaml.safe_load(config_file.read_text())["distill"]["target_cache"]

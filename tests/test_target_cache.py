@@ -58,8 +58,12 @@ def test_cached_targets_match_live_teachers(cache_args, tmp_path):
 
 
 def test_distill_reads_the_cache_and_measures_the_live_teacher(cache_args, tmp_path):
-    assert main(["cache-targets", *cache_args]) == 0
+    # no cache-targets first: the first run builds the cache, a second one reads it
     assert main(["distill", *cache_args, f"out_dir={tmp_path / 'run'}"]) == 0
+    assert (tmp_path / "cache" / "manifest.json").is_file()
+    before = {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").glob("shard-*")}
+    assert main(["distill", *cache_args, f"out_dir={tmp_path / 'run2'}"]) == 0
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").glob("shard-*")} == before
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in lines if "loss" in x]
     assert steps and all(np.isfinite(x["loss"]) for x in steps)

@@ -133,7 +133,8 @@ class DistillConfig:
     # the corpus. 0 = off.
     holdout: int = checked(256, min=0)
     # The teacher-target cache (`distinit cache-targets`): a folder; set, the student distills
-    # from the stored logits instead of running the teachers in every step.
+    # from the stored logits instead of running the teachers in every step (built first when
+    # the folder holds no finished cache; one made for other settings is refused).
     target_cache: str = ""
     cache_crops: int = checked(8, min=1)  # crop boxes per video, drawn from the crop policy
     cache_frame_step: int = checked(1, min=1)  # store every Nth frame (nearest one is used)

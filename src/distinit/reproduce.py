@@ -251,6 +251,21 @@ def _auxskd(ctx: Context) -> list[Variant]:
             Variant("scratch", method="", init="scratch")]
 
 
+def _cache(ctx: Context) -> list[Variant]:
+    """Live teachers against their targets cached once (FKD's trade: the student sees only the
+    cached crop boxes of each video): 8 and 2 boxes in float16, 8 boxes keeping the top 5 of
+    the teacher's 20 logits. Each cache is built by the first seed's run and shared."""
+    folder = ctx.out / "targets"
+    return [Variant("live teachers", []),
+            Variant("cached, 8 boxes", [f"distill.target_cache={folder}-8",
+                                        "distill.cache_crops=8"]),
+            Variant("cached, 2 boxes", [f"distill.target_cache={folder}-2",
+                                        "distill.cache_crops=2"]),
+            Variant("cached, 8 boxes, top-5", [f"distill.target_cache={folder}-8-top5",
+                                               "distill.cache_crops=8", "distill.cache_dtype=topk",
+                                               "distill.cache_topk=5"])]
+
+
 EXPERIMENTS = {
     "frames": Experiment("Table 2", "which frames the teacher sees", _frames,
                          [("a random frame beats the centre frame", "random frame", "centre frame"),
@@ -284,6 +299,11 @@ EXPERIMENTS = {
                           ("adding DistInit's loss helps MoDist", "MoDist + DistInit loss",
                            "MoDist")],
                          after=_attribution),
+    "cache": Experiment("FKD", "teacher targets cached once vs live teachers", _cache,
+                        [("live teachers beat cached targets (8 boxes)", "live teachers",
+                          "cached, 8 boxes"),
+                         ("8 cached boxes beat 2", "cached, 8 boxes", "cached, 2 boxes"),
+                         ("float16 beats top-5", "cached, 8 boxes", "cached, 8 boxes, top-5")]),
     "auxskd": Experiment("auxSKD", "auxSKD before VSPP, VCOP and pace prediction on a small "
                          "corpus, against DistInit and MoDist", _auxskd,
                          [("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP"),

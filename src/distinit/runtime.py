@@ -32,11 +32,13 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
-def use_channels_last(setting: str, device: torch.device) -> bool:
+def use_channels_last(setting: str, amp_dtype: torch.dtype | None) -> bool:
+    """channels_last(_3d): `auto` turns it on wherever the run uses bf16 autocast, on a GPU or
+    (asked for) on a CPU: oneDNN's and cuDNN's fast bf16 convolutions want that layout."""
     if setting not in ("auto", "on", "off"):
         raise UserError(f"channels_last must be auto, on or off, got {setting!r}")
     if setting == "auto":
-        return resolve_precision("auto", device) is not None
+        return amp_dtype is not None
     return setting == "on"
 
 
@@ -68,8 +70,8 @@ class Runtime:
         """A run config's settings (`device`, `precision`, `channels_last`); `device` instead of
         `cfg.device` when the network already lives somewhere (under torchrun: this rank's)."""
         device = device or resolve_device(cfg.device)
-        return cls(device, resolve_precision(cfg.precision, device),
-                   use_channels_last(cfg.channels_last, device))
+        amp = resolve_precision(cfg.precision, device)
+        return cls(device, amp, use_channels_last(cfg.channels_last, amp))
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

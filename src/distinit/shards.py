@@ -104,6 +104,17 @@ def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[st
     return out
 
 
+def complete(folder: str | Path) -> bool:
+    """Whether `folder` holds a finished store: a manifest and every shard it lists."""
+    file = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(file.read_text())
+        return all((Path(folder) / shard_name(i)).is_file()
+                   for i in range(manifest["num_shards"]))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def _claim(out: Path, manifest: dict, what: str) -> str:
     """Write the manifest, or say why this folder is not ours ('' when it is)."""
     file = out / MANIFEST

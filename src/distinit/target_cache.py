@@ -175,6 +175,11 @@ class TargetCache:
         return out
 
 
+def cache_complete(folder: str | Path) -> bool:
+    """Whether `folder` holds a finished cache (of whatever settings)."""
+    return shards.complete(folder)
+
+
 def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = None) -> Path:
     """Write (or finish) the cache `distill.target_cache` of the config's corpus and teachers."""
     from distinit.methods.distinit import build_teachers

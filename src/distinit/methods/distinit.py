@@ -33,7 +33,7 @@ from distinit.methods.base import Method, Pretraining
 from distinit.models.students import feature_dim, forward_features
 from distinit.models.teachers import build_teacher
 from distinit.runtime import Runtime
-from distinit.target_cache import TargetCache
+from distinit.target_cache import TargetCache, build_cache, cache_complete
 
 SECTION = ("distill", DistillConfig)
 
@@ -252,6 +252,8 @@ def build(cfg: Config) -> Pretraining:
         if dcfg.cache_dtype == "topk" and dcfg.loss == "mse":
             raise UserError("distill.loss=mse regresses every logit, and a top-k cache keeps only "
                             "a few: use distill.loss=ce or a float16 cache")
+        if not cache_complete(dcfg.target_cache):  # first use: run the teachers once now
+            build_cache(cfg)
         targets = TargetCache(cfg, videos, [t.num_classes for t in teachers])
     videos, held = holdout_split(videos, dcfg.holdout)
     if targets is not None:

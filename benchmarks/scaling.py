@@ -1,0 +1,113 @@
+"""The numbers of docs/SCALING.md: counted FLOPs of the student step and the teachers, and what
+the paper's recipe costs at a given per-GPU rate and measured per-core data rates.
+
+    .venv/bin/python benchmarks/scaling.py --decode-per-core 5.1 --store-per-core 60
+
+FLOPs are counted here (torch.utils.flop_counter) on our R(2+1)D-18 / R3D-18 students and on
+ResNet-50 and CLIP ViT-B/16 image towers (timm's ViT-B/16 at 224 px, the same shape as CLIP's
+image encoder). GPU rates are not measured (no GPU was lent): they are given as an MFU of the
+H100's dense bf16 peak, and every table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from distinit.models.image_resnet import build_image_model
+from distinit.models.students import build_student
+from distinit.optional import import_timm
+
+H100_BF16 = 989e12  # dense bf16 FLOP/s
+CLIPS = 45 * 1_000_000  # the paper: 45 epochs of 1M clips
+K400 = dict(videos=240_000, frames=300, height=128, width=171)  # train set, ~10 s at 30 fps
+
+
+def counted(fn) -> float:
+    with FlopCounterMode(display=False) as c:
+        fn()
+    return float(c.get_total_flops())
+
+
+def student_step_flops(arch: str) -> float:
+    net = build_student(arch, num_classes=400)
+    x = torch.randn(1, 3, 8, 112, 112)
+    return counted(lambda: net(x).sum().backward())
+
+
+def image_flops(model) -> float:
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        return counted(lambda: model(x))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--decode-per-core", type=float, required=True,
+                   help="data-only clips/s per core decoding on the fly (distinit bench)")
+    p.add_argument("--store-per-core", type=float, required=True,
+                   help="data-only clips/s per core from the clip store (distinit bench)")
+    p.add_argument("--mfu", default="0.25,0.5", help="MFUs to assume for the GPU step")
+    p.add_argument("--crops", type=int, default=4, help="cached boxes per video")
+    p.add_argument("--frame-step", type=int, default=8, help="cache every Nth frame")
+    p.add_argument("--topk", type=int, default=10)
+    args = p.parse_args()
+
+    step = {a: student_step_flops(a) for a in ("r2plus1d_18", "r3d_18")}
+    resnet50 = image_flops(build_image_model("resnet50", num_classes=1000).eval())
+    timm = import_timm()
+    vit = image_flops(timm.create_model("vit_base_patch16_224", pretrained=False,
+                                        num_classes=512).eval())
+    print("## Counted FLOPs (torch.utils.flop_counter)\n")
+    print("| what | GFLOP |\n|---|---|")
+    for a, f in step.items():
+        print(f"| {a} training step, one 8x112x112 clip (forward + backward) | {f / 1e9:.1f} |")
+    print(f"| ResNet-50 forward, one 224-px frame | {resnet50 / 1e9:.1f} |")
+    print(f"| ViT-B/16 (CLIP's image tower) forward, one 224-px frame | {vit / 1e9:.1f} |")
+
+    s = step["r2plus1d_18"]
+    print("\n## The paper's recipe (45 epochs of 1M clips), R(2+1)D-18, cached targets\n")
+    print("GPU rate = MFU x 989 TFLOP/s (H100 dense bf16) / FLOP per clip: assumed, not "
+          "measured. Cores: what it takes to feed that rate at the measured per-core rates.\n")
+    print("| MFU | clips/s per GPU | GPUs | wall time | cores decoding on the fly | "
+          "cores reading the clip store |\n|---|---|---|---|---|---|")
+    for mfu in (float(m) for m in args.mfu.split(",")):
+        rate = mfu * H100_BF16 / s
+        for gpus in (8, 64):
+            hours = CLIPS / (rate * gpus) / 3600
+            print(f"| {mfu:.0%} | {rate:,.0f} | {gpus} | {hours:.2f} h | "
+                  f"{gpus * rate / args.decode_per_core:,.0f} | "
+                  f"{gpus * rate / args.store_per_core:,.0f} |")
+
+    v = K400
+    frames_stored = v["frames"] // args.frame_step
+    store = v["videos"] * v["frames"] * v["height"] * v["width"] * 3
+    fp16 = v["videos"] * args.crops * frames_stored * 2
+    topk = v["videos"] * args.crops * frames_stored * (args.topk * (2 + 4) + 4)
+    print(f"\n## Storage for Kinetics-400's train set ({v['videos']:,} videos of "
+          f"~{v['frames']} frames)\n")
+    print("| store | size |\n|---|---|")
+    print(f"| clip store, every frame at {v['width']}x{v['height']} (short side 128), uint8 | "
+          f"{store / 1e12:.1f} TB |")
+    for name, classes in (("ImageNet (1000)", 1000), ("ImageNet + Places-365", 1365)):
+        print(f"| target cache, {name} classes, {args.crops} boxes, every {args.frame_step}th "
+              f"frame, float16 | {fp16 * classes / 1e9:,.0f} GB |")
+    print(f"| target cache, any classes, {args.crops} boxes, every {args.frame_step}th frame, "
+          f"top-{args.topk} | {topk / 1e9:,.1f} GB (per teacher) |")
+
+    print("\n## A CLIP ViT-B/16 teacher, live vs cached (R(2+1)D-18 student, same MFU for "
+          "both)\n")
+    cached_frames = v["videos"] * args.crops * frames_stored
+    print("| teacher frames per clip | live: step FLOP vs student alone | live: teacher "
+          "FLOP over the recipe | cache: teacher FLOP, built once |\n|---|---|---|---|")
+    for k in (1, 4):
+        print(f"| {k} | {1 + k * vit / s:.2f}x | {CLIPS * k * vit / 1e18:.2f} EFLOP | "
+              f"{cached_frames * vit / 1e18:.2f} EFLOP ({args.crops} boxes, every "
+              f"{args.frame_step}th frame) |")
+    print(f"\nResNet-50 for comparison: live with 1 frame adds {resnet50 / s:.1%} to the step.")
+
+
+if __name__ == "__main__":
+    main()
