@@ -58,6 +58,20 @@ def test_resume_refuses_a_changed_config_but_not_a_safe_key(tmp_path):
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 12
 
 
+def test_a_run_written_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    _train(tmp_path, "stop_after=3")
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    del ckpt["config"]["data"]["decode_device"]  # as written by a distinit without the key
+    torch.save(ckpt, tmp_path / "last.pt")
+    _train(tmp_path, resume=True)
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 12
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    del ckpt["config"]["optim"]["lr"]  # a missing key is its default (0.01), not the run's 0.1
+    torch.save(ckpt, tmp_path / "last.pt")
+    with pytest.raises(UserError, match=r"optim.lr: 0.01 -> 0.1"):
+        _train(tmp_path, resume=True)
+
+
 def test_resume_without_checkpoint_says_so(tmp_path, capsys):
     _train(tmp_path / "new", resume=True)
     assert "no checkpoint at" in capsys.readouterr().out

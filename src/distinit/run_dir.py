@@ -63,9 +63,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def check_resumable(saved: dict, current: dict, ckpt_path: Path) -> None:
-    """Refuse to resume when a key that shapes the run differs from the checkpoint's config."""
+def check_resumable(saved: dict, current: dict, ckpt_path: Path,
+                    defaults: dict | None = None) -> None:
+    """Refuse to resume when a key that shapes the run differs from the checkpoint's config.
+
+    A key the saved config lacks (a setting added to distinit after the run was written) counts
+    as its default from `defaults`: the run was made with what that default does.
+    """
     old, new = _flatten(saved), _flatten(current)
+    for k, v in _flatten(defaults or {}).items():
+        old.setdefault(k, v)
     changed = sorted(k for k in old.keys() | new.keys()
                      if k not in SAFE_ON_RESUME and old.get(k) != new.get(k))
     if changed:

@@ -108,7 +108,8 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
     if resume:
         if ckpt_path.is_file():
             state = load_checkpoint(ckpt_path)
-            run_dir.check_resumable(state.get("config", {}), to_dict(cfg), ckpt_path)
+            run_dir.check_resumable(state.get("config", {}), to_dict(cfg), ckpt_path,
+                                    to_dict(type(cfg)()))
             global_batch = cfg.optim.batch_size * ctx.world * cfg.optim.accum_steps
             if state.get("global_batch", global_batch) != global_batch:
                 raise UserError(f"cannot resume {ckpt_path}: its global batch was "
