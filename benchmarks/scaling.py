@@ -82,6 +82,11 @@ def main() -> None:
                   f"{gpus * rate / args.store_per_core:,.0f} |")
 
     v = K400
+    clip_bytes = 8 * v["height"] * v["width"] * 3  # rows first..last of an 8-frame clip, stride 1
+    print(f"\nReading the clip store: {clip_bytes / 1e3:.0f} KB per 8-frame clip, so "
+          + ", ".join(f"{8 * mfu * H100_BF16 / s * clip_bytes / 1e9:.1f} GB/s per 8-GPU node "
+                      f"at {mfu:.0%} MFU" for mfu in (float(m) for m in args.mfu.split(",")))
+          + " (random reads, from page cache or NVMe).")
     frames_stored = v["frames"] // args.frame_step
     store = v["videos"] * v["frames"] * v["height"] * v["width"] * 3
     fp16 = v["videos"] * args.crops * frames_stored * 2

@@ -300,30 +300,38 @@ def _run(args, preset: dict, work: Path, device: torch.device) -> int:
         store_set = build(store_cfg).dataset  # builds the store
         store_s = time.perf_counter() - t
         data_sources.append(("clip store", store_cfg))
+    # Loader rows run one after another, each past its loader's start-up: the warm-up drains
+    # what the workers prefetched while nothing read (4 batches each), so the timed steps are
+    # the steady state.
+    fill = 4 * args.workers + warm
     for name, c in data_sources:
         ds = cached.dataset if name == "decode" else store_set
-        loader = _loader(ds, c, device)
-        it = _cycle(loader)
-        result = timed(lambda it=it: (len(next(it)["video"]), 0.0), 2 * steps, warm, device)
-        workers = max(c.data.num_workers, 1)
-        result["per_core"] = result["clips_s"] / workers
+        it = _cycle(_loader(ds, c, device))
+        result = timed(lambda it=it: (len(next(it)["video"]), 0.0), 4 * steps, fill, device)
+        result["per_core"] = result["clips_s"] / max(c.data.num_workers, 1)
         rows.append((f"data only, {name} ({c.data.num_workers} workers)", result))
-        del loader, it
+        del it
 
     # --- end to end: the loader and the step together ----------------------------------------
     for name, c in data_sources:
         ds = cached.dataset if name == "decode" else store_set
         rows.append((f"end to end, cached targets, {name}",
                      timed(_loop(method, opt, _cycle(_loader(ds, c, device)), rt, device),
-                           steps, warm, device)))
+                           2 * steps, fill, device)))
     rows.append(("end to end, live teacher, decode",
                  timed(_loop(method, opt, _cycle(_loader(live.dataset, cfg, device)), rt, device),
-                       steps, warm, device)))
+                       2 * steps, fill, device)))
+    # The naive baseline: a student of its own, fp32, default memory format, the teacher in the
+    # loop, and a fresh DataLoader (new worker processes) every epoch.
+    naive = build(replace(cfg, distill=replace(cfg.distill, target_cache="")))
     naive_rt = Runtime(device, None, False)
-    method.to(memory_format=torch.contiguous_format)
+    naive_rt.place(naive.method)
+    naive_opt = build_optimizer(naive.method.trainable, cfg.optim)
+    epoch = max(len(naive.dataset) // cfg.optim.batch_size, 1)  # a whole number of epochs:
+    span = epoch * max(round(2 * steps / epoch), 1)  # each start of the loader counted alike
     rows.append(("naive baseline", timed(
-        _loop(method, opt, _fresh_each_epoch(live.dataset, cfg), naive_rt, device),
-        steps, warm, device)))
+        _loop(naive.method, naive_opt, _fresh_each_epoch(naive.dataset, cfg), naive_rt, device),
+        span, warm, device)))
 
     table = _table(rows, args, cfg, device, flops)
     built = "checked (built by an earlier run)" if reused else "built"

@@ -191,6 +191,7 @@ class Store:
                             f"{self.manifest['num_shards']} shards missing){hint}")
         self._open: dict[int, object] = {}
         self._videos: dict[int, set[int]] = {}
+        self._located: dict[str, tuple[int, int] | None] = {}
         self._keys: dict[int, set[str]] = {}
         self._pid = os.getpid()
 
@@ -213,7 +214,7 @@ class Store:
 
     def has(self, video: str | Path) -> bool:
         """Whether the store holds `video` (False for one skipped at build time)."""
-        where = self._where.get(str(Path(video).resolve()))
+        where = self._locate(video)
         if where is None:
             return False
         shard, j = where
@@ -221,7 +222,7 @@ class Store:
         return j in self._videos[shard]
 
     def has_array(self, video: str | Path, name: str) -> bool:
-        shard, j = self._where[str(Path(video).resolve())]
+        shard, j = self._locate(video)
         self._shard(shard)
         return f"v{j}/{name}" in self._keys[shard]
 
@@ -241,8 +242,15 @@ class Store:
 
     def _key(self, video: str | Path, name: str) -> tuple[object, str]:
         """(the open shard holding `video`, the key of its array `name`)."""
-        where = self._where.get(str(Path(video).resolve()))
+        where = self._locate(video)
         if where is None:
             raise ValueError(f"{video} is not in the {self.manifest['what']} at {self.folder}")
         shard, j = where
         return self._shard(shard), f"v{j}/{name}"
+
+    def _locate(self, video: str | Path) -> tuple[int, int] | None:
+        """(shard, position) of a video, its path resolved once per process and name."""
+        key = str(video)
+        if key not in self._located:
+            self._located[key] = self._where.get(str(Path(video).resolve()))
+        return self._located[key]

@@ -145,6 +145,8 @@ class TargetCache:
         self.store = shards.Store(cfg.distill.target_cache, WHAT, expect, COMMAND)
         self.frame_step = cfg.distill.cache_frame_step
         self.num_classes = list(num_classes)
+        self._small: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._names: list[list[str]] = []  # per teacher, the arrays it is stored as
 
     def check(self, videos: Sequence[str | Path]) -> None:
         missing = self.store.covers(videos)
@@ -154,22 +156,26 @@ class TargetCache:
 
     def boxes(self, video: Path) -> tuple[np.ndarray, np.ndarray]:
         """(K, 5) boxes and (3,) size of a video; KeyError when the build skipped it."""
-        if not self.store.has(video):
-            raise KeyError(str(video))
-        return self.store.get(video, "boxes"), self.store.get(video, "size")
+        key = str(video)
+        if key not in self._small:  # read once per process: every clip of the video needs them
+            if not self.store.has(video):
+                raise KeyError(key)
+            self._small[key] = (self.store.get(video, "boxes"), self.store.get(video, "size"))
+        return self._small[key]
 
     def clip_logits(self, video: Path, frames: Sequence[int], box: int) -> list[torch.Tensor]:
         """Per teacher, (T, C) float32 logits of the clip's frames (the nearest stored frame) in
         box `box`."""
         rows = np.asarray(frames) // self.frame_step + (np.asarray(frames) % self.frame_step
                                                         > self.frame_step // 2)
-        size = int(self.store.get(video, "size")[0])
+        size = int(self.boxes(video)[1][0])
         rows = np.minimum(rows, (size - 1) // self.frame_step)
         lo, hi = int(rows.min()), int(rows.max()) + 1
         out = []
-        for i, c in enumerate(self.num_classes):
-            names = [f"logits{i}"] if self.store.has_array(video, f"logits{i}") else \
-                [f"top{i}", f"idx{i}", f"rest{i}"]
+        if not self._names:  # one layout for the whole cache (its fingerprint's dtype)
+            self._names = [[f"logits{i}"] if self.store.has_array(video, f"logits{i}") else
+                           [f"top{i}", f"idx{i}", f"rest{i}"] for i in range(len(self.num_classes))]
+        for i, (c, names) in enumerate(zip(self.num_classes, self._names, strict=True)):
             arrays = {n: self.store.get(video, n, slice(lo, hi))[rows - lo, box] for n in names}
             out.append(decode_logits(arrays, i, c))
         return out

@@ -38,6 +38,7 @@ from distinit.errors import UserError
 from distinit.sampler import split_index
 
 CACHE_MODES = (None, "memory", "disk", "store")
+MAX_MAPPED = 4096  # disk-cache files a process keeps mapped (vm.max_map_count is ~65k)
 
 # transform(frames uint8 (T, H, W, C), generator) -> float (C, T, H, W)
 Transform = Callable[..., torch.Tensor]
@@ -159,6 +160,7 @@ class VideoClipDataset(Dataset):
         self._bad = torch.zeros(len(self.videos), dtype=torch.uint8).share_memory_()
         self._num_frames: dict[int, int] = {}
         self._memory: dict[int, np.ndarray] = {}  # video_idx -> (T, H, W, 3) uint8
+        self._mapped: dict[int, np.ndarray] = {}  # disk cache files this process has mapped
 
     def __len__(self) -> int:
         return len(self.videos) * self.num_clips
@@ -348,11 +350,17 @@ class VideoClipDataset(Dataset):
             if video_idx not in self._memory:
                 self._memory[video_idx] = self._decode_all(video_idx)
             return self._memory[video_idx]
+        if video_idx in self._mapped:  # opened before by this process
+            return self._mapped[video_idx]
         file = self._disk_cache_file(video_idx)
         if file.is_file():
             try:
                 # Memory-mapped: cutting a clip reads only its frames from disk.
-                return np.load(file, mmap_mode="r")
+                frames = np.load(file, mmap_mode="r")
+                if len(self._mapped) >= MAX_MAPPED:  # bounded: the kernel limits mappings
+                    del self._mapped[next(iter(self._mapped))]
+                self._mapped[video_idx] = frames
+                return frames
             except (OSError, ValueError, EOFError):
                 pass  # a damaged cache file is rebuilt below
         frames = self._decode_all(video_idx)
