@@ -48,6 +48,7 @@ from distinit.methods.distinit import build
 from distinit.models.image_resnet import build_image_model
 from distinit.models.teachers import teacher_checkpoint
 from distinit.runtime import Runtime
+from distinit.target_cache import build_cache
 from distinit.train import accumulate, build_optimizer, make_loader
 
 PRESETS = {
@@ -285,8 +286,6 @@ def _run(args, preset: dict, work: Path, device: torch.device) -> int:
     flops = flops_per_clip(method, cfg, device)
 
     # --- the data path ------------------------------------------------------------------------
-    from distinit.target_cache import build_cache
-
     reused = (work / "targets" / "manifest.json").is_file()
     t = time.perf_counter()
     build_cache(cfg)

@@ -54,10 +54,11 @@ def resized_frames(frames: np.ndarray, size: int, chunk: int = 32) -> np.ndarray
 
 
 def build_clip_store(videos: Sequence[str | Path], cache_dir: str | Path, resize: int,
-                     backend: str, shard_size: int = 64, device: str = "cpu") -> Path:
+                     backend: str, shard_size: int = 16, device: str = "cpu") -> Path:
     """Write (or finish) the store of `videos` under `cache_dir`: per video the array `frames`
     (T, H, W, 3) uint8, its short side `resize`. A video that does not decode is skipped (a
-    dataset then skips it too). Resumable and split across torchrun ranks (`shards.build`); a
+    dataset then skips it too). A shard is assembled in memory before it is written: 16 videos
+    of ~300 frames at short side 128 are ~320 MB. Resumable and split across torchrun ranks (`shards.build`); a
     store there made with another resize or backend is refused. `device="cuda"` decodes with
     torchcodec on the GPU."""
     check_decode_device(backend, device)  # before any video is decoded
