@@ -44,7 +44,7 @@ from distinit.build import resolve_normalization
 from distinit.config import Config, load_config
 from distinit.data.video import list_videos, write_video
 from distinit.errors import UserError
-from distinit.methods.distinit import build
+from distinit.methods.distinit import build, frame_indices
 from distinit.models.image_resnet import build_image_model
 from distinit.models.teachers import teacher_checkpoint
 from distinit.runtime import Runtime
@@ -347,8 +347,8 @@ def _run(args, preset: dict, work: Path, device: torch.device) -> int:
 
 
 def method_frames(cfg: Config, length: int) -> int:
-    d = cfg.distill
-    return 1 if d.frames in ("center", "random") else min(d.num_frames, length)
+    """How many frames of a clip the teachers see (as `DistInit.prepare` picks them)."""
+    return frame_indices(1, length, cfg.distill.frames, cfg.distill.num_frames).shape[1]
 
 
 def _loader(dataset, cfg: Config, device: torch.device) -> DataLoader:

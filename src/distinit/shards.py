@@ -63,7 +63,8 @@ def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[st
           shard_size: int, make: Callable[[Path], dict[str, np.ndarray]],
           command: str) -> Path:
     """Write the store for `videos` under `out_dir`, shard by shard: `make(video)` returns the
-    arrays of one video (a `VideoDecodeError` skips it, recorded in the manifest as missing).
+    arrays of one video (a `VideoDecodeError` skips it: its shard holds no arrays for it, so
+    `Store.has` is False).
 
     Shards already on disk are kept (a stopped build resumes); under torchrun rank r writes the
     shards i with i % world == r. A folder holding a store made from another fingerprint is
@@ -86,7 +87,6 @@ def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[st
         raise UserError(f"{error}; remove it or write to another folder ({command})")
     out.mkdir(parents=True, exist_ok=True)
     todo = [i for i in range(rank, len(shards), world) if not (out / shard_name(i)).is_file()]
-    skipped: list[str] = []
     for i in tqdm(todo, desc=f"{what} (rank {rank})" if world > 1 else what, unit="shard",
                   disable=not todo):
         arrays: dict[str, np.ndarray] = {}
@@ -94,7 +94,6 @@ def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[st
             try:
                 made = make(Path(videos[video_idx]))
             except VideoDecodeError as e:
-                skipped.append(videos[video_idx])
                 print(f"warning: {what}: skipping video {videos[video_idx]}: {e.reason}",
                       flush=True)
                 continue
@@ -157,7 +156,7 @@ def _atomic_write_text(file: Path, text: str) -> None:
 
 
 class Store:
-    """Reads a store: `arrays(video)` gives {NAME: lazily sliced array} of one video.
+    """Reads a store: `get(video, NAME, rows)` slices one array of one video lazily.
 
     `expect` (a fingerprint) refuses a store made from something else, naming what differs;
     shards are opened on first use in each process (safe in loader workers).
@@ -180,7 +179,6 @@ class Store:
             differ = _describe_difference(self.manifest["fingerprint"], expect)
             raise UserError(f"the {what} at {self.folder} was made for other settings (differs "
                             f"in: {differ}); it is stale for this config: rebuild it{hint}")
-        self.fingerprint = self.manifest["fingerprint"]
         size = self.manifest["shard_size"]
         self._where = {str(Path(v).resolve()): divmod(i, size)
                        for i, v in enumerate(self.manifest["videos"])}
