@@ -179,6 +179,7 @@ class Store:
             differ = _describe_difference(self.manifest["fingerprint"], expect)
             raise UserError(f"the {what} at {self.folder} was made for other settings (differs "
                             f"in: {differ}); it is stale for this config: rebuild it{hint}")
+        self.fingerprint = self.manifest["fingerprint"]  # what the store was made from
         size = self.manifest["shard_size"]
         self._where = {str(Path(v).resolve()): divmod(i, size)
                        for i, v in enumerate(self.manifest["videos"])}
