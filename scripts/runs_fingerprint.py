@@ -1,7 +1,8 @@
 """Fingerprint every run under a folder: a digest of each checkpoint's tensors and each
 results.json / summary.json / table1.json (wall-time fields aside), keyed by path relative to the
-folder. `python scripts/runs_fingerprint.py A [B]` prints A's fingerprint, or compares A with B
-(bitwise: the "no run changes" check of a refactor).
+folder. `python scripts/runs_fingerprint.py A [B [A_WAS]]` prints A's fingerprint, or compares A with B
+(bitwise: the "no run changes" check of a refactor); A_WAS: where A was written, if it was moved
+so that B could be written at the same path (run folder keys and crop seeds include paths).
 
 What is compared is what a run *is*: the weights and results it ends with. Timing fields
 (`seconds`, `*_s`, `times`), the folder's own path, and the digests that name a store's
@@ -51,7 +52,8 @@ def _clean(tree, root: str):
     return tree
 
 
-def fingerprint(root: Path) -> dict[str, str]:
+def fingerprint(root: Path, made_at: str = "") -> dict[str, str]:
+    """`made_at`: where the tree was written, if it has been moved since (paths in its JSON)."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = STORE_KEY.sub("/#/", "/" + str(p.relative_to(root)))[1:]
@@ -65,13 +67,13 @@ def fingerprint(root: Path) -> dict[str, str]:
                 _digest_tensors(safetensors.torch.load_file(p), h)
                 out[rel] = h.hexdigest()[:16]
             else:
-                tree = _clean(json.loads(p.read_text()), str(root.resolve()))
+                tree = _clean(json.loads(p.read_text()), made_at or str(root.resolve()))
                 out[rel] = hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
     return out
 
 
 def main(argv: list[str]) -> int:
-    a = fingerprint(Path(argv[0]))
+    a = fingerprint(Path(argv[0]), argv[2] if len(argv) > 2 else "")
     if len(argv) == 1:
         print(json.dumps(a, indent=1))
         return 0

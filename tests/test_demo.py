@@ -75,7 +75,7 @@ def test_demo_over_seeds_reports_mean_and_std(tmp_path):
 
 def test_the_demo_recipes_run_on_a_users_own_data(world, labeled, tmp_path, capsys):
     """A user with small-frame videos runs the demo's recipes with path overrides alone."""
-    from distinit.demo import RECIPES
+    from distinit.experiments.world import RECIPES
 
     small = ["model.width=8", "optim.epochs=1", "optim.batch_size=4", "data.num_test_clips=2"]
     teacher = tmp_path / "teacher"

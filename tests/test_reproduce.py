@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from distinit.cli import main
-from distinit.reproduce import EXPERIMENTS, write_section
+from distinit.experiments.catalog import EXPERIMENTS
+from distinit.experiments.tables import write_section
 
 TINY = ["size=tiny", "all=[model.width=8, data.num_test_clips=2, optim.epochs=1, "
         "optim.batch_size=4]", "teacher=[model.width=8]"]
@@ -36,7 +37,7 @@ def test_reproduce_runs_each_variant_over_seeds_and_writes_its_section(tmp_path,
 
 
 def test_entropy_thresholds_come_from_the_teachers_entropies(tmp_path):
-    from distinit.reproduce import Context
+    from distinit.experiments.catalog import Context
 
     ctx = Context(world=None, out=tmp_path, teacher=tmp_path, scene_net=tmp_path,
                   results={"keep all": [{"entropies": [[0.1 * i for i in range(101)]]}]})

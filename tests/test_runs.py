@@ -180,16 +180,16 @@ def test_same_seed_same_weights_and_results(world, teacher_file, tmp_path, label
 
 
 def test_demo_teacher_is_the_same_for_the_same_seed(world, tmp_path):
-    from distinit.config import load_config as load
-    from distinit.demo import DemoConfig, train_2d
+    from distinit.experiments.demo import parse_demo
+    from distinit.experiments.engine import run_stage
+    from distinit.experiments.world import image_stage
 
-    demo = load(None, ["size=tiny", "teacher=[optim.epochs=1, optim.batch_size=8, model.width=8]"],
-                cls=DemoConfig)
+    demo = parse_demo(["size=tiny", "teacher=[optim.epochs=1, optim.batch_size=8, model.width=8]"])
     nets = []
     for name in ("a", "b"):
         torch.rand(3 if name == "a" else 5)
-        path, _ = train_2d(demo, world, tmp_path / name, "teacher")
-        nets.append(torch.load(path, weights_only=False)["model"])
+        done = run_stage(image_stage(demo, world, tmp_path / name, "teacher"))
+        nets.append(torch.load(done.weights, weights_only=False)["model"])
     assert _same(*nets)
 
 

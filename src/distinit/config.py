@@ -218,6 +218,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _from_dict(tp, value, f"{key}.")
+    if origin is dict:  # str keys only: per-name settings (a demo's overrides per stage)
+        key_tp, item = typing.get_args(tp)
+        if not isinstance(value, dict) or not all(isinstance(k, key_tp) for k in value):
+            raise ConfigError(f"{key}: expected a mapping of names, got {value!r}")
+        return {k: _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):

@@ -28,6 +28,7 @@ from distinit.errors import UserError
 from distinit.evaluate import PREDICTIONS, evaluate
 from distinit.methods import config_class, get_method
 from distinit.methods.supervised import Supervised
+from distinit.probe import frozen_scores
 from distinit.runtime import Runtime
 from distinit.train import train
 
@@ -112,6 +113,23 @@ def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict
     result["train_loss"] = logs.get("loss")
     _write_result(cfg, result, train_split.classes, test_split.videos)
     return result
+
+
+def frozen_eval(cfg: Config) -> dict:
+    """kNN (k = 1, 20) and linear-probe video top-1 of the initial weights on the labeled split,
+    with the test videos' features (`features`)."""
+    cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
+    seed_all(cfg.seed)
+    train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
+    student = make_student(cfg.model, num_classes=0, in_channels=input_channels(cfg.data))
+    init_student(student, cfg.model)
+    rt = Runtime.of(cfg)
+    rt.place(student)
+    sets = [clip_dataset(cfg.data, s.videos, s.labels, False, cfg.seed)
+            for s in (train_split, test_split)]
+    return frozen_scores(student, sets[0], len(train_split.videos), sets[1],
+                         len(test_split.videos), len(train_split.classes), runtime=rt,
+                         keep_features=True)
 
 
 def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:

@@ -11,12 +11,13 @@ backbone to the next (e.g. auxskd -> vspp -> finetune), all named in one file:
       - {name: finetune, method: finetune, config: configs/demo/finetune.yaml,
          overrides: [data.video_root=..., data.split_dir=...]}
 
-A stage is a registered pretraining method (`distinit pretrain` names) or `finetune`. It runs in
-OUT_DIR/NAME and, unless it says `init: own`, starts from the previous stage's exported backbone
-(`model.init=checkpoint model.weights=OUT_DIR/PREVIOUS/last.pt`). A stage with a checkpoint
-resumes from it, exactly; a finished one is only reloaded, so running the command again after a
-crash or a scheduler's signal picks up where it stopped. Command-line `key=value` overrides go
-to every stage, after the file's.
+A stage's `method` is any kind the experiment engine runs (`distinit.experiments.engine`): a
+registered pretraining method (`distinit pretrain` names), `finetune` or `train-image`. It runs
+in OUT_DIR/NAME and, unless it says `init: own`, starts from the previous stage's exported
+backbone (`init: STAGE` starts from an earlier one). A stage with a checkpoint resumes from it,
+exactly; a finished one is only reloaded, so running the command again after a crash or a
+scheduler's signal picks up where it stopped. Command-line `key=value` overrides go to every
+stage, after the file's. Every stage's config is checked before the first one trains.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from distinit.checkpoint import load_checkpoint
-from distinit.config import Config, load_config
 from distinit.errors import UserError
-from distinit.methods import METHODS, config_class
+from distinit.experiments.engine import JOBS, Stage, run_stages
+from distinit.methods import METHODS
 
 STAGE_KEYS = {"name", "method", "config", "overrides", "init"}
 TOP_KEYS = {"out_dir", "all", "stages"}
@@ -59,12 +59,13 @@ def read_chain(path: str | Path) -> dict:
         if unknown:
             raise UserError(f"{path}: stage {stage['name']} has unknown keys "
                             f"{', '.join(sorted(unknown))}; valid: {', '.join(sorted(STAGE_KEYS))}")
-        if stage["method"] != "finetune" and stage["method"] not in METHODS:
+        if stage["method"] not in (*JOBS, *METHODS):
             raise UserError(f"{path}: stage {stage['name']}: unknown method {stage['method']!r}; "
-                            f"valid: finetune, {', '.join(METHODS)}")
-        if stage.get("init", "previous") not in ("previous", "own"):
-            raise UserError(f"{path}: stage {stage['name']}: init is `previous` (default) or "
-                            f"`own` (the stage's config says), got {stage['init']!r}")
+                            f"valid: {', '.join((*JOBS, *METHODS))}")
+        init = stage.get("init", "previous")
+        if init not in ("previous", "own", *names):
+            raise UserError(f"{path}: stage {stage['name']}: init is `previous` (default), "
+                            f"`own` (the stage's config says) or an earlier stage, got {init!r}")
         if stage["name"] in names:
             raise UserError(f"{path}: two stages are called {stage['name']}")
         names.append(stage["name"])
@@ -72,40 +73,22 @@ def read_chain(path: str | Path) -> dict:
             "stages": stages}
 
 
-def stage_config(chain: dict, i: int, extra: list[str] = ()) -> tuple[str, Config]:
-    """(method, run config) of stage i."""
-    stage = chain["stages"][i]
-    method = stage["method"]
+def chain_stages(chain: dict, extra: list[str] = ()) -> list[Stage]:
     out = Path(chain["out_dir"])
-    handed = []
-    if i > 0 and stage.get("init", "previous") == "previous":
-        previous = out / chain["stages"][i - 1]["name"] / "last.pt"
-        handed = ["model.init=checkpoint", f"model.weights={previous}"]
-    overrides = [*chain["all"], *(stage.get("overrides") or []), *extra, *handed,
-                 f"out_dir={out / stage['name']}"]
-    cls = Config if method == "finetune" else config_class(method)
-    return method, load_config(stage.get("config"), overrides, cls=cls)
+    stages = []
+    for i, s in enumerate(chain["stages"]):
+        init = s.get("init", "previous")
+        start = (chain["stages"][i - 1]["name"] if init == "previous" and i > 0
+                 else "" if init in ("previous", "own") else init)
+        stages.append(Stage(s["name"], s["method"], s.get("config"),
+                            (*chain["all"], *(s.get("overrides") or []), *extra),
+                            start=start, out=out / s["name"]))
+    return stages
 
 
 def run_chain(chain: dict, extra: list[str] = (), overwrite: bool = False) -> dict:
-    from distinit.run import finetune, pretrain
-
-    results = {}
-    for i, stage in enumerate(chain["stages"]):
-        method, cfg = stage_config(chain, i, extra)
-        resume = not overwrite and (Path(cfg.out_dir) / "last.pt").is_file()
-        print(f"[chain] stage {i + 1}/{len(chain['stages'])}: {stage['name']} ({method})"
-              + (", continuing its run" if resume else ""), flush=True)
-        if method == "finetune":
-            results[stage["name"]] = finetune(cfg, resume=resume, overwrite=overwrite)
-        else:
-            results[stage["name"]] = pretrain(cfg, method, resume=resume, overwrite=overwrite)
-        state = load_checkpoint(Path(cfg.out_dir) / "last.pt")
-        if state["step"] < state.get("total_steps", state["step"]):  # stop_after ended it early
-            print(f"[chain] stage {stage['name']} stopped at step {state['step']} of "
-                  f"{state['total_steps']}; the later stages wait for it: run the chain again "
-                  "to continue", flush=True)
-            break
+    done = run_stages(chain_stages(chain, extra), overwrite, log="chain")
+    results = {name: d.result for name, d in done.items()}
     out = Path(chain["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "chain.json").write_text(json.dumps(results, indent=2, default=str))

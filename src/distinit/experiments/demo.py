@@ -1,0 +1,222 @@
+"""`distinit demo`: the paper's Table 1 (distillation vs inflation vs scratch) on the synthetic world.
+
+Every row is a list of stages (`engine.Stage`) on a recipe from `configs/demo/` (YAML, the same
+files a user runs with `distinit train-image | distill | finetune FILE.yaml`); the demo only fills
+in the world's paths, the seed and the run folders:
+
+1. the ResNet-50 analog teacher on the object stills (ImageNet's role), `teacher.yaml`;
+2. a separate ResNet-18 analog on the same stills, the source that inflates one to one into
+   Res3D, `inflation_source.yaml`, and one on the scene stills (Places' role), `scene_net.yaml`;
+3. DistInit: the teacher distilled into Res3D and R(2+1)D on the unlabeled corpus, with the
+   student's agreement with its teacher on held-out corpus clips, `distill.yaml`;
+4. the upper bound: R(2+1)D trained with the corpus's hidden labels, `supervised.yaml`;
+5. every initialisation judged frozen (kNN and linear probe) and fine-tuned on split 1 of the
+   action set (HMDB-51's role) with one schedule, `finetune.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+from distinit.config import config_from_args, load_config
+from distinit.errors import UserError
+from distinit.experiments import tables
+from distinit.experiments.engine import Stage, run_stages
+from distinit.experiments.world import (
+    ARCH,
+    DemoConfig,
+    cache,
+    corpus_split,
+    demo_args,
+    finetune_stage,
+    image_stage,
+    pretrain_stage,
+    recipe_names,
+    recipe_path,
+    teacher_on_frames,
+    world_stage,
+)
+from distinit.methods import config_class
+
+# row -> (student, initialisation, how it is pretrained: a method, `supervised`, or the stage
+# whose 2D network it inflates, or scratch)
+ROWS = {
+    "res3d_scratch": ("Res3D", "Scratch", "scratch"),
+    "res3d_inflated": ("Res3D", "ImageNet-analog inflated (ResNet-18 analog)", "inflation_source"),
+    "res3d_places_inflated": ("Res3D", "PlaceNet-analog inflated", "scene_net"),
+    "res3d_distinit": ("Res3D", "DistInit (ours)", "distinit"),
+    "r2plus1d_scratch": ("R(2+1)D", "Scratch", "scratch"),
+    "r2plus1d_distinit": ("R(2+1)D", "DistInit (ours)", "distinit"),
+    "r2plus1d_supervised": ("R(2+1)D", "Supervised pretraining on the corpus", "supervised"),
+}
+PAPER = {"res3d_scratch": 25.4, "res3d_inflated": 35.8, "res3d_places_inflated": 35.6,
+         "res3d_distinit": 39.9, "r2plus1d_scratch": 24.1, "r2plus1d_distinit": 40.3,
+         "r2plus1d_supervised": 51.0}  # Table 1, top-1 on HMDB-51 split 1
+# The paper's orderings: (claim, better row, worse row).
+CLAIMS = [
+    ("DistInit beats scratch (Res3D)", "res3d_distinit", "res3d_scratch"),
+    ("DistInit beats scratch (R(2+1)D)", "r2plus1d_distinit", "r2plus1d_scratch"),
+    ("DistInit beats ImageNet inflation (Res3D)", "res3d_distinit", "res3d_inflated"),
+    ("ImageNet inflation beats scratch (Res3D)", "res3d_inflated", "res3d_scratch"),
+    ("ImageNet inflation at least matches PlaceNet inflation", "res3d_inflated",
+     "res3d_places_inflated"),
+    ("Supervised pretraining on the corpus beats DistInit (R(2+1)D)", "r2plus1d_supervised",
+     "r2plus1d_distinit"),
+]
+
+
+def row_stages(demo: DemoConfig, world, out: Path, row: str) -> list[Stage]:
+    """The stages of one row after the 2D networks: its pretraining, then its fine-tune."""
+    arch, how = ARCH[ROWS[row][0]], ROWS[row][2]
+    if how == "distinit":
+        pre = pretrain_stage(demo, world, "distinit", arch, out, out / "teacher" / "teacher.pt")
+    elif how == "supervised":
+        # Held out: the videos distillation holds out, so both are judged on the same ones.
+        holdout = load_config(recipe_path(demo, "distill"),
+                              [*demo.all, *demo.overrides.get("distill", [])],
+                              cls=config_class("distinit")).distill.holdout
+        split = corpus_split(world, out, holdout)
+        pre = world_stage(demo, f"{arch}_supervised", "finetune", "supervised",
+                          out / f"{arch}_supervised",
+                          ["data.format=csv", f"data.split_dir={split}", "data.video_root=",
+                           cache(world), f"model.arch={arch}"])
+    else:
+        pre = Stage(f"{row}_init", "inflate" if how != "scratch" else "scratch",
+                    start=how if how != "scratch" else "")
+    return [pre, finetune_stage(demo, world, arch, out, f"finetune_{row}", pre.name)]
+
+
+def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
+    rows = demo.rows or list(ROWS)
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise UserError(f"unknown demo row {unknown[0]}; valid rows: {', '.join(ROWS)}")
+    if demo.threads > 0:
+        import torch
+
+        torch.set_num_threads(demo.threads)
+    out = Path(demo.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    world = demo.world()
+    times["world"] = time.perf_counter() - t
+    print(world.summary(), flush=True)
+
+    stats: dict = {}
+    done: dict = {}
+    two_d = ["teacher", *[s for s in ("inflation_source", "scene_net")
+                          if any(ROWS[r][2] == s for r in rows)]]
+    for name in two_d:
+        t = time.perf_counter()
+        stage = image_stage(demo, world, out, name)
+        run_stages([stage], overwrite, done)
+        times[name] = time.perf_counter() - t
+        key = "teacher_stills" if name == "teacher" else f"{name}_test"
+        stats[key] = done[name].result.get("test_top1", float("nan"))
+        if name == "teacher":
+            cfg = load_config(stage.recipe, [*stage.overrides, f"out_dir={stage.out}"])
+            stats["teacher_frames"] = teacher_on_frames(Path(done[name].weights), world, cfg)
+            print(f"teacher (ResNet-50 analog): {stats['teacher_stills']:.1f}% on object stills "
+                  f"of unseen instances, {stats['teacher_frames']:.1f}% on frames of labeled "
+                  f"videos ({times['teacher']:.0f} s)", flush=True)
+        else:
+            print(f"{name}: {stats[key]:.1f}% on unseen "
+                  f"{'scene' if name == 'scene_net' else 'object'} stills ({times[name]:.0f} s)",
+                  flush=True)
+
+    plans = {row: row_stages(demo, world, out, row) for row in rows}
+    for row, (pre, _) in plans.items():  # every pretraining first, then every fine-tune
+        t = time.perf_counter()
+        run_stages([pre], overwrite, done)
+        times[f"pretrain {row}"] = time.perf_counter() - t
+        result = done[pre.name].result
+        if "holdout_agree_t0" in result:
+            stats[f"{row}_agree"] = result["holdout_agree_t0"]
+            stats[f"{row}_soft_loss"] = result["holdout_loss_t0"]
+            print(f"{row}: agrees with the teacher's top class on {result['holdout_agree_t0']:.1f}% "
+                  f"of {result['holdout_videos']} held-out corpus clips (soft-target loss "
+                  f"{result['holdout_loss_t0']:.3f})", flush=True)
+        if ROWS[row][2] == "supervised":
+            stats[f"{row}_corpus_test"] = result["top1"]
+            print(f"{row}: {result['top1']:.1f}% top-1 on held-out corpus videos (final "
+                  f"training loss {result.get('train_loss') or float('nan'):.3f})", flush=True)
+
+    table_rows = []
+    for row, (_, ft) in plans.items():
+        t = time.perf_counter()
+        run_stages([ft], overwrite, done)
+        times[f"finetune {row}"] = time.perf_counter() - t
+        result = done[ft.name].result
+        table_rows.append({"row": row, "model": ROWS[row][0], "init": ROWS[row][1],
+                           **{k: round(result[k], 2) for k in tables.DEMO_COLUMNS}})
+        r = table_rows[-1]
+        print(f"{r['model']:8s} {r['init']:44s} clip {r['clip_acc']:5.1f}  top1 {r['top1']:5.1f}  "
+              f"top5 {r['top5']:5.1f}  kNN-20 {r['knn20']:5.1f}  probe {r['probe']:5.1f}",
+              flush=True)
+
+    table = {"seed": demo.seed, "world_seed": demo.world_seed, "size": demo.size,
+             "stats": {k: round(v, 2) for k, v in stats.items()}, "rows": table_rows,
+             "seconds": {k: round(v, 1) for k, v in times.items()},
+             "chance": round(100.0 / len(world.action_classes), 2)}
+    text = tables.table1_markdown(table, [table], ROWS, PAPER, CLAIMS)
+    (out / "table1.json").write_text(json.dumps(table, indent=2))
+    (out / "table1.md").write_text(text)
+    print("\n" + text, flush=True)
+    if demo.figures:
+        figures([out])
+    return table
+
+
+def figures(run_dirs: list[Path]) -> None:
+    """The paper's figures from these runs, in the first one's figures/ folder."""
+    from distinit.figures import make_figures
+    from distinit.optional import MissingDependency
+
+    try:
+        made = make_figures(run_dirs, run_dirs[0].parent / "figures" if len(run_dirs) > 1
+                            else run_dirs[0] / "figures")
+    except MissingDependency as e:  # the table stands without its figures
+        print(f"figures skipped: {e}", flush=True)
+        return
+    if made:
+        print(f"figures: {', '.join(str(p) for p in made.values())}", flush=True)
+
+
+def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
+    """The demo once per seed (same world), then the mean and std of every number."""
+    out = Path(demo.out_dir)
+    world_dir = demo.world_dir or str(out / f"world-{demo.size}-{demo.world_seed}")
+    runs = [run_demo(replace(demo, seed=s, seeds=[], out_dir=str(out / f"seed{s}"),
+                             world_dir=world_dir, figures=False), overwrite)
+            for s in demo.seeds]
+    summary = tables.table1_summary(demo, runs, ROWS, PAPER, CLAIMS)
+    text = tables.table1_markdown(summary, runs, ROWS, PAPER, CLAIMS)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(text)
+    print("\n" + text, flush=True)
+    if demo.figures:
+        figures([out / f"seed{s}" for s in demo.seeds])
+    return summary
+
+
+def parse_demo(args: list[str]) -> DemoConfig:
+    """`key=value` settings; `NAME=[...]` for a recipe NAME overrides that recipe's stages."""
+    base = config_from_args([a for a in args if a.startswith("recipes=")], DemoConfig)
+    names = {f.name for f in fields(DemoConfig)}
+    return config_from_args(demo_args(args, names, recipe_names(base)), DemoConfig)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="distinit demo", description=__doc__.splitlines()[0])
+    parser.add_argument("args", nargs="*", help="[key=value ...], e.g. seed=1 'distill=[...]'")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train every stage again instead of continuing the runs in out_dir")
+    ns = parser.parse_intermixed_args(argv)
+    demo = parse_demo(ns.args)
+    run_seeds(demo, ns.overwrite) if demo.seeds else run_demo(demo, ns.overwrite)
+    return 0

@@ -1,0 +1,169 @@
+"""Stages on the synthetic world, as `distinit demo` and `distinit reproduce` build them: the
+demo's recipes (`configs/demo/NAME.yaml`) with the world's paths, the run's seed and runtime, and
+the user's overrides (for every stage, then per recipe: `distill=[optim.epochs=2]`)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from distinit.build import clip_dataset, holdout_split
+from distinit.config import Config, load_config, to_dict
+from distinit.data.synth import World, generate_world
+from distinit.errors import UserError
+from distinit.experiments.engine import Stage
+from distinit.methods import METHODS, config_class
+from distinit.models.teachers import build_teacher
+
+RECIPES = Path(__file__).resolve().parents[3] / "configs" / "demo"
+# A pretraining method's recipe in configs/demo/ (DistInit's is distill.yaml).
+RECIPE_OF = {"distinit": "distill"}
+ARCH = {"Res3D": "r3d_18", "R(2+1)D": "r2plus1d_18"}
+
+
+@dataclass
+class DemoConfig:
+    out_dir: str = "runs/demo"
+    seed: int = 0  # training seed (every network, data order)
+    seeds: list[int] = field(default_factory=list)  # several seeds: OUT_DIR/seedN + mean and std
+    world_seed: int = 0
+    size: str = "small"
+    world_dir: str = ""  # default: OUT_DIR/../world-<size>-<world_seed>, shared between seeds
+    rows: list[str] = field(default_factory=list)  # the demo's Table 1 rows (default: all)
+    threads: int = 0
+    precision: str = "auto"
+    channels_last: str = "auto"
+    recipes: str = ""  # folder of the stage recipes (NAME.yaml); empty = configs/demo
+    figures: bool = True  # write the paper's figures (distinit figures) next to the table
+    all: list[str] = field(default_factory=list)  # key=value overrides for every stage
+    # ... then for the stages of one recipe: `NAME=[key=value, ...]` on the command line.
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+
+    def world(self) -> World:
+        out = Path(self.out_dir)
+        folder = Path(self.world_dir or out.parent / f"world-{self.size}-{self.world_seed}")
+        return generate_world(folder, seed=self.world_seed, size=self.size)
+
+
+def recipe_names(demo: DemoConfig) -> list[str]:
+    return sorted(p.stem for p in recipe_dir(demo).glob("*.yaml"))
+
+
+def recipe_dir(demo: DemoConfig) -> Path:
+    return Path(demo.recipes) if demo.recipes else RECIPES
+
+
+def demo_args(args: list[str], fields: set[str], recipes: list[str]) -> list[str]:
+    """`NAME=[...]` for a recipe NAME is `overrides.NAME=[...]`; any other key is the config's."""
+    out = []
+    for a in args:
+        key = a.split("=", 1)[0]
+        out.append(f"overrides.{a}" if "=" in a and key not in fields and key in recipes else a)
+    return out
+
+
+def recipe_path(demo: DemoConfig, name: str) -> Path:
+    path = recipe_dir(demo) / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"the demo's recipe {path} is missing; point recipes= at a folder with "
+                        f"{', '.join(n + '.yaml' for n in recipe_names(demo)) or 'NAME.yaml files'}")
+    return path
+
+
+def world_stage(demo: DemoConfig, name: str, kind: str, recipe: str, out: Path,
+                before: list[str] = (), after: list[str] = (), **kw) -> Stage:
+    """A stage on recipe `recipe`: runtime, `before` (the world's paths), the user's overrides
+    for every stage and for this recipe, then `after`."""
+    unknown = sorted(set(demo.overrides) - set(recipe_names(demo)))
+    if unknown:
+        raise UserError(f"no demo recipe is called {unknown[0]}; overrides name one of "
+                        f"{', '.join(recipe_names(demo))}")
+    runtime = [f"seed={demo.seed}", f"precision={demo.precision}", f"threads={demo.threads}",
+               f"channels_last={demo.channels_last}"]
+    overrides = [*runtime, *before, *demo.all, *demo.overrides.get(recipe, []), *after]
+    return Stage(name, kind, recipe_path(demo, recipe), tuple(overrides), out=out, **kw)
+
+
+def stage_tree(demo: DemoConfig, recipe: str, kind: str) -> dict:
+    """The config a recipe resolves to with the demo's overrides (paths and folder aside): what
+    run folders are keyed by."""
+    cls = config_class(kind) if kind in METHODS else Config
+    s = world_stage(demo, "key", kind, recipe, Path("."))
+    tree = to_dict(load_config(s.recipe, list(s.overrides), cls=cls))
+    tree.pop("out_dir")
+    return tree
+
+
+def cache(world: World) -> str:
+    return f"data.cache_dir={world.root / 'cache'}"
+
+
+def image_stage(demo: DemoConfig, world: World, out: Path, name: str) -> Stage:
+    """A 2D network on the object stills (ImageNet's role) or, for `scene_net`, the scene
+    stills (Places')."""
+    images = ((world.scenes_train, world.scenes_test) if name == "scene_net"
+              else (world.objects_train, world.objects_test))
+    return world_stage(demo, name, "train-image", name, out / name,
+                       [f"data.images={images[0]}", f"data.images_test={images[1]}"])
+
+
+def pretrain_stage(demo: DemoConfig, world: World, method: str, arch: str, out: Path,
+                   teacher: Path | None, after: list[str] = ()) -> Stage:
+    """A registered method on the world's unlabeled corpus (DistInit taught by `teacher`)."""
+    recipe = RECIPE_OF.get(method, method)
+    paths = [f"data.videos={world.corpus_dir}", cache(world)]
+    if method == "distinit":
+        paths.append(f"distill.teachers=[{{spec: 'ckpt:{teacher}'}}]")
+    return world_stage(demo, f"{arch}_{recipe}", method, recipe, out / f"{arch}_{recipe}",
+                       [*paths, f"model.arch={arch}"], after)
+
+
+def finetune_stage(demo: DemoConfig, world: World, arch: str, out: Path, name: str,
+                   start: str) -> Stage:
+    """Frozen-feature scores (kNN, linear probe) of `start`'s weights, then the fine-tune on
+    split 1 of the action set (HMDB-51's role)."""
+    return world_stage(demo, name, "finetune", "finetune", out / name,
+                       after=["data.format=hmdb51", f"data.video_root={world.actions_videos}",
+                              f"data.split_dir={world.actions_splits}", "data.split=1",
+                              cache(world), f"model.arch={arch}"], start=start, probe=True)
+
+
+def teacher_on_frames(teacher_path: Path, world: World, cfg: Config, every: int = 3) -> float:
+    """Top-1 (%) of an object network on the middle frame of labeled action videos (every
+    `every`-th), against the object each video shows: how much of what it knows survives the
+    shift from framed stills to video frames (motion blur, scale, clutter, compression)."""
+    from dataclasses import replace
+
+    with (world.root / "actions" / "meta.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))[::every]
+    teacher = build_teacher(f"ckpt:{teacher_path}")
+    classes = list(teacher.classes or world.object_classes)
+    videos = [world.actions_videos / r["path"] for r in rows]
+    labels = [classes.index(r["object"]) for r in rows]
+    data = replace(cfg.data, clip_len=1, num_test_clips=1)
+    dataset = clip_dataset(data, videos, labels, train_mode=False, seed=0)
+    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.std).view(1, 3, 1, 1)
+    correct = 0
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=128):
+            pixels = (batch["video"][:, :, 0] * std + mean).clamp(0, 1)  # the teacher normalises
+            correct += (teacher(pixels).argmax(-1) == batch["label"]).sum().item()
+    return 100.0 * correct / len(videos)
+
+
+def corpus_split(world: World, out: Path, holdout: int) -> Path:
+    """The corpus's hidden labels as train.csv / test.csv (the held-out videos of distillation):
+    supervised pretraining is a fine-tune on them, judged on videos it never trained on."""
+    train, test = holdout_split(list(zip(world.corpus_videos, world.corpus_labels, strict=True)),
+                                holdout)
+    folder = out / "corpus_split"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("test", test or train)):
+        lines = [f"{p},{world.corpus_classes[y]}" for p, y in rows]
+        (folder / f"{name}.csv").write_text("path,label\n" + "\n".join(lines) + "\n")
+    return folder
