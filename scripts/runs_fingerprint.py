@@ -72,6 +72,29 @@ def fingerprint(root: Path, made_at: str = "") -> dict[str, str]:
     return out
 
 
+def _gained(old, new, prefix: str = "") -> list[str] | None:
+    """The keys `new` adds to `old` when it keeps all of `old` unchanged, else None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if not set(old) <= set(new):
+            return None
+        out = [f"{prefix}{k}" for k in new if k not in old]
+        for k in old:
+            sub = _gained(old[k], new[k], f"{prefix}{k}.")
+            if sub is None:
+                return None
+            out += sub
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for x, y in zip(old, new, strict=True):
+            sub = _gained(x, y, prefix)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    return [] if old == new else None
+
+
 def main(argv: list[str]) -> int:
     a = fingerprint(Path(argv[0]), argv[2] if len(argv) > 2 else "")
     if len(argv) == 1:
@@ -80,6 +103,19 @@ def main(argv: list[str]) -> int:
     b = fingerprint(Path(argv[1]))
     same = [k for k in a if b.get(k) == a[k]]
     differ = [k for k in a if k in b and b[k] != a[k]]
+    # JSON results that only gain keys (a new measurement) keep every number they had.
+    added = {}
+    for k in [k for k in differ if k.endswith(".json")]:
+        old = _clean(json.loads((Path(argv[0]) / k).read_text()),
+                     argv[2] if len(argv) > 2 else str(Path(argv[0]).resolve()))
+        new = _clean(json.loads((Path(argv[1]) / k).read_text()), str(Path(argv[1]).resolve()))
+        gained = _gained(old, new)
+        if gained is not None:
+            added[k] = gained
+            differ.remove(k)
+    if added:
+        keys = sorted({g for v in added.values() for g in v})
+        print(f"{len(added)} JSON files keep every value and only gain keys: {', '.join(keys)}")
     only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     print(f"{len(same)} files bitwise identical, {len(differ)} differ, {len(only_a)} only in "
           f"{argv[0]}, {len(only_b)} only in {argv[1]}")

@@ -16,7 +16,7 @@ from distinit.errors import UserError
 from distinit.experiments.chain import read_chain
 from distinit.methods import config_class
 from distinit.methods.auxskd import AuxSKD, AuxSKDConfig
-from distinit.methods.modist import Pathway
+from distinit.methods.heads import Pathway
 from distinit.models.students import r3d_18
 
 TINY = ["model.width=8", "optim.epochs=1", "optim.batch_size=4", "log_every=1"]

@@ -11,16 +11,19 @@ import torch
 from conftest import pattern_frames
 from torch.utils.data import DataLoader
 
-from distinit import cli, shards
-from distinit.build import clip_dataset
+from distinit import cli
+from distinit.build import clip_dataset, prepare_data
 from distinit.checkpoint import load_checkpoint
 from distinit.config import ConfigError, load_config
-from distinit.data import clip_store, datasets, video
+from distinit.data import clip_store, decoders, frames, shards, video
 from distinit.data.clip_store import build_clip_store, clip_store_for, find_clip_store
 from distinit.data.datasets import VideoClipDataset
+from distinit.data.frames import Decoder, StoredFrames
+from distinit.data.sampling import ClipSpec
 from distinit.data.transforms import IMAGENET_STD, ClipTransform, resize_short_side
 from distinit.data.video import read_all_frames, read_frames, write_video
 from distinit.errors import UserError
+from distinit.store_clips import main as store_clips_main
 
 RESIZE = 36
 # The store rounds the resized frames to uint8, decoding on the fly keeps them float: a pixel
@@ -46,10 +49,10 @@ def _transform(mode: str) -> ClipTransform:
 
 
 def _pair(videos, folder, mode):
-    kwargs = dict(clip_len=4, stride=2, mode=mode, num_clips=2 if mode == "test" else 1,
+    kwargs = dict(clips=ClipSpec(4, 2, mode, num_clips=2 if mode == "test" else 1),
                   transform=_transform(mode), seed=5)
     return (VideoClipDataset(videos, **kwargs),
-            VideoClipDataset(videos, cache="store", cache_dir=folder, **kwargs))
+            VideoClipDataset(videos, frames=StoredFrames(folder, videos), **kwargs))
 
 
 @pytest.mark.parametrize("mode", ["train", "test"])
@@ -58,16 +61,16 @@ def test_store_clips_equal_decoded_clips_within_rounding(videos, tmp_path, mode,
     assert folder == clip_store.store_folder(tmp_path, videos)
     store = shards.Store(folder, "clip store")
     for v in videos:  # every frame, resized once: the short side is RESIZE
-        frames = store.get(v, "frames")
-        assert frames.dtype == np.uint8 and min(frames.shape[1:3]) == RESIZE
-        assert frames.shape[0] == len(read_all_frames(v))
-        x = torch.from_numpy(frames).permute(3, 0, 1, 2)
+        rows = store.get(v, "frames")
+        assert rows.dtype == np.uint8 and min(rows.shape[1:3]) == RESIZE
+        assert rows.shape[0] == len(read_all_frames(v))
+        x = torch.from_numpy(rows).permute(3, 0, 1, 2)
         assert resize_short_side(x, RESIZE) is x  # so ClipTransform does not resize again
     plain, stored = _pair(videos, folder, mode)
     expected = [plain[i] for i in range(3 * len(plain), 4 * len(plain))]  # pass 3
     # From the store nothing is decoded, and a clip reads only rows min..max of its frames.
-    monkeypatch.setattr(datasets, "read_frames", None)
-    monkeypatch.setattr(datasets, "probe", None)
+    monkeypatch.setattr(frames, "read_frames", None)
+    monkeypatch.setattr(frames, "probe", None)
     spans = []
     real_get = shards.Store.get
     monkeypatch.setattr(shards.Store, "get", lambda self, v, name, rows=None: spans.append(rows)
@@ -87,9 +90,9 @@ def test_store_clips_equal_decoded_clips_within_rounding(videos, tmp_path, mode,
 
 def test_store_without_resize_holds_the_decoded_frames(videos, tmp_path):
     folder = build_clip_store(videos[:2], tmp_path, 0, "pyav")
-    kwargs = dict(clip_len=3, mode="test", num_clips=2)
-    plain = VideoClipDataset(videos[:2], **kwargs)
-    stored = VideoClipDataset(videos[:2], cache="store", cache_dir=folder, **kwargs)
+    clips = ClipSpec(3, mode="test", num_clips=2)
+    plain = VideoClipDataset(videos[:2], clips=clips)
+    stored = VideoClipDataset(videos[:2], clips=clips, frames=StoredFrames(folder, videos[:2]))
     assert all(torch.equal(plain[i]["video"], stored[i]["video"]) for i in range(len(plain)))
 
 
@@ -100,7 +103,7 @@ def test_stopped_build_resumes_writing_only_the_missing_shard(videos, tmp_path, 
     stamps = {f.name: f.stat().st_mtime_ns for f in files}
     files[1].unlink()
     with pytest.raises(UserError, match="incomplete"):  # a dataset will not read half a store
-        VideoClipDataset(videos, cache="store", cache_dir=folder)
+        StoredFrames(folder, videos)
     decoded = []
     monkeypatch.setattr(clip_store, "read_all_frames",
                         lambda path, *args: decoded.append(path) or read_all_frames(path, *args))
@@ -144,22 +147,36 @@ def test_corrupt_video_is_skipped_at_build_and_by_the_dataset(videos, make_bad_v
     files = [videos[0], make_bad_video("random_bytes"), videos[2]]
     folder = build_clip_store(files, tmp_path / "cache", RESIZE, "pyav")
     assert f"skipping video {files[1]}" in capsys.readouterr().out
-    ds = VideoClipDataset(files, [0, 1, 2], clip_len=4, cache="store", cache_dir=folder,
+    ds = VideoClipDataset(files, [0, 1, 2], clips=ClipSpec(4), frames=StoredFrames(folder, files),
                           transform=_transform("train"))
     items = [ds[i] for i in range(len(ds))]
     assert [item["bad"] for item in items] == [0, 1, 0] and items[1]["video_idx"] == 2
     assert "did not decode when the clip store was built" in capsys.readouterr().err
-    assert ds.bad_report().startswith("1 of 3 videos skipped")
+    assert ds.bad.report().startswith("1 of 3 videos skipped")
 
 
 def test_dataset_refuses_a_store_made_for_other_videos(videos, tmp_path):
     folder = build_clip_store(videos[:2], tmp_path, RESIZE, "pyav")
     with pytest.raises(UserError, match=r"made for other videos \(1 of these"):
-        VideoClipDataset(videos[1:3], cache="store", cache_dir=folder)
+        StoredFrames(folder, videos[1:3])
     with pytest.raises(UserError, match="no clip store at"):
-        VideoClipDataset(videos, cache="store", cache_dir=tmp_path)  # the parent, not a store
+        StoredFrames(tmp_path, videos)  # the parent, not a store
     with pytest.raises(UserError, match="cache_dir"):
-        VideoClipDataset(videos, cache="store")
+        frames.frame_source("store")
+
+
+def test_a_dataset_builds_no_store_the_preparation_step_does(videos, tmp_path):
+    dc = load_config(None, ["data.cache=store", f"data.cache_dir={tmp_path}", "data.resize=36",
+                            "data.crop=32"]).data
+    with pytest.raises(UserError, match="distinit store-clips") as info:
+        clip_dataset(dc, videos[:2], None, True, 0)
+    assert "\n" not in str(info.value) and not list(tmp_path.iterdir())
+    prepare_data(dc, videos)  # the whole list: its store serves any part of it
+    assert len(list(tmp_path.iterdir())) == 1
+    ds = clip_dataset(dc, videos[:2], None, True, 0)
+    assert isinstance(ds.frames, StoredFrames) and len(ds.frames.frames(videos[1], [0, 2])) == 2
+    prepare_data(dc, videos[1:])  # found: nothing new built
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 # ---- the command and a run on the tiny synthetic world ---------------------------------------
@@ -170,10 +187,7 @@ SMALL = ["model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]", "data.r
 
 
 def store_clips(argv: list[str]) -> int:
-    # Through the CLI once `store-clips` is registered there.
-    if "store-clips" in cli.COMMANDS:
-        return cli.main(["store-clips", *argv])
-    return clip_store.main(argv) or 0
+    return cli.main(["store-clips", *argv])
 
 
 def test_store_clips_command_stores_the_corpus_and_both_splits(world, labeled, tmp_path,
@@ -198,9 +212,9 @@ def test_store_clips_command_stores_the_corpus_and_both_splits(world, labeled, t
 
 def test_store_clips_needs_a_cache_dir_and_videos(world, tmp_path, capsys):
     with pytest.raises(UserError, match="data.cache_dir"):
-        clip_store.main([f"data.videos={world.corpus_dir}"])
+        store_clips_main([f"data.videos={world.corpus_dir}"])
     with pytest.raises(UserError, match="nothing to store"):
-        clip_store.main([f"data.cache_dir={tmp_path}"])
+        store_clips_main([f"data.cache_dir={tmp_path}"])
 
 
 def test_distill_and_finetune_run_from_the_store(world, teacher_file, labeled, tmp_path,
@@ -239,9 +253,9 @@ def test_torchcodec_decode_device_cpu_is_the_default(videos, tmp_path):
     assert np.array_equal(read_frames(v, [5, 1, 5], "torchcodec", device="cpu"),
                           read_frames(v, [5, 1, 5], "torchcodec"))
     assert np.array_equal(read_all_frames(v, "torchcodec", "cpu"), read_all_frames(v, "torchcodec"))
-    kwargs = dict(clip_len=4, mode="test", num_clips=2, backend="torchcodec")
-    a = VideoClipDataset(videos, decode_device="cpu", **kwargs)
-    b = VideoClipDataset(videos, **kwargs)
+    clips = ClipSpec(4, mode="test", num_clips=2)
+    a = VideoClipDataset(videos, clips=clips, frames=Decoder("torchcodec", "cpu"))
+    b = VideoClipDataset(videos, clips=clips, frames=Decoder("torchcodec"))
     assert all(torch.equal(a[i]["video"], b[i]["video"]) for i in range(len(a)))
     folder = build_clip_store(videos[:2], tmp_path, RESIZE, "torchcodec", device="cpu")
     assert shards.Store(folder, "clip store").fingerprint["backend"] == "torchcodec"
@@ -257,12 +271,10 @@ def _one_line_error(make) -> str:
 def test_cuda_decoding_is_refused_in_one_line_before_decoding(videos, tmp_path, monkeypatch):
     monkeypatch.setattr(video, "_backend_for", None)  # nothing may be decoded or probed
     assert "needs data.backend=torchcodec" in _one_line_error(
-        lambda: VideoClipDataset(videos, decode_device="cuda"))
+        lambda: Decoder(device="cuda"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert "sees no CUDA GPU" in _one_line_error(
-        lambda: VideoClipDataset(videos, backend="torchcodec", decode_device="cuda"))
-    assert "unknown decode device" in _one_line_error(
-        lambda: VideoClipDataset(videos, decode_device="gpu"))
+    assert "sees no CUDA GPU" in _one_line_error(lambda: Decoder("torchcodec", "cuda"))
+    assert "unknown decode device" in _one_line_error(lambda: Decoder(device="gpu"))
     assert "sees no CUDA GPU" in _one_line_error(  # and before a store is built
         lambda: build_clip_store(videos, tmp_path, RESIZE, "torchcodec", device="cuda"))
     assert not tmp_path.joinpath(clip_store.store_folder(tmp_path, videos).name).exists()
@@ -279,8 +291,7 @@ def test_cuda_decoding_is_refused_in_one_line_before_decoding(videos, tmp_path, 
                     reason="needs torchcodec without a GPU (a CPU build says it has no CUDA)")
 def test_cuda_decoding_with_a_cpu_build_of_torchcodec_is_refused(videos, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # torch would have a GPU
-    video._torchcodec_cuda_missing.cache_clear()
-    message = _one_line_error(
-        lambda: VideoClipDataset(videos, backend="torchcodec", decode_device="cuda"))
+    decoders.torchcodec_cuda_missing.cache_clear()
+    message = _one_line_error(lambda: Decoder("torchcodec", "cuda"))
     assert "torchcodec cannot decode on the GPU here (Unsupported device: cuda" in message
     assert "data.decode_device=cpu" in message

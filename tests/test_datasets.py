@@ -6,13 +6,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from distinit.data import datasets
-from distinit.data.datasets import (
-    ImageFolderDataset,
-    ImageReadError,
-    NoReadableVideosError,
-    VideoClipDataset,
-)
+from distinit.data import frames
+from distinit.data.datasets import ImageFolderDataset, ImageReadError, VideoClipDataset
+from distinit.data.frames import NoReadableVideosError, frame_source
+from distinit.data.sampling import ClipSpec
 from distinit.data.sampling import test_clip_indices as clip_plan
 from distinit.data.transforms import ClipTransform
 from distinit.data.video import write_video
@@ -67,7 +64,7 @@ def bad_video(tmp_path) -> Path:
 
 
 def test_train_items_read_the_sampled_frames(videos):
-    ds = VideoClipDataset(videos, [3, 4, 5], clip_len=4, stride=2, mode="train", seed=1)
+    ds = VideoClipDataset(videos, [3, 4, 5], clips=ClipSpec(4, stride=2), seed=1)
     assert len(ds) == 3
     item = ds[0]
     assert set(item) == {"video", "label", "video_idx", "clip_idx", "index", "bad", "rng_seed"}
@@ -87,7 +84,7 @@ def test_train_items_read_the_sampled_frames(videos):
 
 
 def test_test_mode_k_clips(videos):
-    ds = VideoClipDataset(videos, [0, 1, 2], clip_len=4, stride=1, mode="test", num_clips=3)
+    ds = VideoClipDataset(videos, [0, 1, 2], clips=ClipSpec(4, mode="test", num_clips=3))
     assert len(ds) == 9
     for i in range(9):
         item = ds[i]
@@ -107,7 +104,7 @@ def test_same_seed_and_pass_give_same_items(textured):
     transform = ClipTransform(train=True, resize=None, crop=24)
 
     def items(seed, pass_):
-        ds = VideoClipDataset(textured, clip_len=4, stride=2, transform=transform, seed=seed)
+        ds = VideoClipDataset(textured, clips=ClipSpec(4, 2), transform=transform, seed=seed)
         return [ds[pass_ * len(ds) + i]["video"] for i in range(len(ds))]
 
     a, b = items(0, 1), items(0, 1)
@@ -119,11 +116,11 @@ def test_same_seed_and_pass_give_same_items(textured):
 @pytest.mark.parametrize("mode", ["train", "test"])
 def test_memory_and_disk_cache_match_decoding(textured, tmp_path, mode):
     transform = ClipTransform(train=mode == "train", resize=20, crop=16)
-    kwargs = dict(clip_len=4, stride=3, mode=mode, num_clips=2 if mode == "test" else 1,
+    kwargs = dict(clips=ClipSpec(4, 3, mode, num_clips=2 if mode == "test" else 1),
                   transform=transform, seed=3)
     plain = VideoClipDataset(textured, **kwargs)
-    memory = VideoClipDataset(textured, cache="memory", **kwargs)
-    disk = VideoClipDataset(textured, cache="disk", cache_dir=tmp_path / "cache", **kwargs)
+    memory = VideoClipDataset(textured, frames=frame_source("memory"), **kwargs)
+    disk = VideoClipDataset(textured, frames=frame_source("disk", tmp_path / "cache"), **kwargs)
     base = 4 * len(plain)  # items of pass 4
     for i in range(base, base + len(plain)):
         expect = plain[i]["video"]
@@ -133,57 +130,56 @@ def test_memory_and_disk_cache_match_decoding(textured, tmp_path, mode):
     assert len(files) == len(textured) and all(f.suffix == ".npy" for f in files)  # no temp files left
     # A second dataset reuses the files instead of decoding again.
     stamps = [f.stat().st_mtime_ns for f in files]
-    again = VideoClipDataset(textured, cache="disk", cache_dir=tmp_path / "cache", **kwargs)
+    again = VideoClipDataset(textured, frames=frame_source("disk", tmp_path / "cache"), **kwargs)
     assert torch.equal(again[base + 1]["video"], plain[base + 1]["video"])
     assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
 def test_disk_cache_key_changes_with_the_file(tmp_path):
     video = write_counting_video(tmp_path / "v.mp4", 6)
-    ds = VideoClipDataset([video], clip_len=2, cache="disk", cache_dir=tmp_path / "c")
+    ds = VideoClipDataset([video], clips=ClipSpec(2), frames=frame_source("disk", tmp_path / "c"))
     ds.fill_cache()
     assert len(list((tmp_path / "c").iterdir())) == 1
     write_counting_video(video, 9)  # replaced: new size and mtime, so a new cache entry
-    ds2 = VideoClipDataset([video], clip_len=9, mode="test", cache="disk", cache_dir=tmp_path / "c")
+    ds2 = VideoClipDataset([video], clips=ClipSpec(9, mode="test"),
+                           frames=frame_source("disk", tmp_path / "c"))
     assert frame_ids(ds2[0]["video"]) == list(range(9))
     assert len(list((tmp_path / "c").iterdir())) == 2
 
 
 def test_memory_cache_decodes_once(textured, monkeypatch):
-    import distinit.data.datasets as datasets
-
     calls = []
-    real = datasets.read_all_frames
-    monkeypatch.setattr(datasets, "read_all_frames",
+    real = frames.read_all_frames
+    monkeypatch.setattr(frames, "read_all_frames",
                         lambda p, *args: calls.append(p) or real(p, *args))
-    ds = VideoClipDataset(textured[:2], clip_len=4, cache="memory")
+    ds = VideoClipDataset(textured[:2], clips=ClipSpec(4), frames=frame_source("memory"))
     ds.fill_cache()
     _ = [ds[i] for i in range(3 * len(ds))]  # three passes
     assert sorted(calls) == sorted(textured[:2])
 
 
 def test_bad_video_is_replaced_warned_once_and_counted(videos, bad_video, capsys):
-    ds = VideoClipDataset([videos[0], bad_video, videos[2]], [0, 1, 2], clip_len=4, mode="test",
-                          num_clips=2)
+    ds = VideoClipDataset([videos[0], bad_video, videos[2]], [0, 1, 2],
+                          clips=ClipSpec(4, mode="test", num_clips=2))
     item = ds[3]  # video 1, clip 1 -> the same clip of video 2
     # One plain line, with no line of library source after it.
     assert capsys.readouterr().err == (
-        f"warning: skipping video {bad_video}: {ds.bad_reasons[bad_video]}\n")
+        f"warning: skipping video {bad_video}: {ds.bad.reasons[bad_video]}\n")
     assert (item["video_idx"], item["clip_idx"], item["index"], item["label"], item["bad"]) == (2, 1, 5, 2, 1)
     assert ds[2]["bad"] == 1 and ds[2]["video_idx"] == 2
     assert ds[0]["bad"] == 0
     assert capsys.readouterr().err == ""  # warned once
-    assert ds.bad_files == {bad_video}
-    assert "1 of 3 videos skipped" in ds.bad_report() and "broken.mp4" in ds.bad_report()
+    assert ds.bad.files == {bad_video}
+    assert "1 of 3 videos skipped" in ds.bad.report() and "broken.mp4" in ds.bad.report()
     # The last video wraps around to the first.
-    ds = VideoClipDataset([videos[0], bad_video], clip_len=4)
+    ds = VideoClipDataset([videos[0], bad_video], clips=ClipSpec(4))
     assert ds[1]["video_idx"] == 0
     assert "skipping video" in capsys.readouterr().err
 
 
 def test_bad_video_warned_once_across_workers_and_epochs(textured, bad_video, capfd,
                                                          monkeypatch):
-    ds = VideoClipDataset([*textured[:2], bad_video], clip_len=4)
+    ds = VideoClipDataset([*textured[:2], bad_video], clips=ClipSpec(4))
     # Not persistent: every epoch starts new worker processes.
     loader = DataLoader(ds, batch_size=1, num_workers=2)
     for _epoch in range(2):
@@ -193,23 +189,23 @@ def test_bad_video_warned_once_across_workers_and_epochs(textured, bad_video, ca
     assert err.count("broken.mp4") == 1  # and no line of source naming it
     # A worker found it, yet this process skips it too, without decoding it again.
     probed = []
-    real_probe = datasets.probe
-    monkeypatch.setattr(datasets, "probe", lambda path, *args: probed.append(path)
+    real_probe = frames.probe
+    monkeypatch.setattr(frames, "probe", lambda path, *args: probed.append(path)
                         or real_probe(path, *args))
     assert ds[2]["bad"] == 1 and bad_video not in probed
-    assert ds.bad_files == set() and ds.bad_report() == "1 of 3 videos skipped"
+    assert ds.bad.files == set() and ds.bad.report() == "1 of 3 videos skipped"
     assert capfd.readouterr().err == ""
 
 
 def test_all_bad_raises_user_error(bad_video, tmp_path):
     other = tmp_path / "missing.mp4"
-    ds = VideoClipDataset([bad_video, other], clip_len=4)
+    ds = VideoClipDataset([bad_video, other], clips=ClipSpec(4))
     with pytest.raises(NoReadableVideosError) as info:
         ds[0]
     assert isinstance(info.value, UserError)
     assert "none of the 2 videos could be decoded" in str(info.value)
     with pytest.raises(UserError, match="cache_dir"):
-        VideoClipDataset([bad_video], cache="disk")
+        frame_source("disk")
 
 
 def test_loader_with_two_workers_matches_in_process(textured, bad_video, tmp_path):
@@ -217,8 +213,8 @@ def test_loader_with_two_workers_matches_in_process(textured, bad_video, tmp_pat
     transform = ClipTransform(train=True, resize=None, crop=24)
 
     def run(num_workers):
-        ds = VideoClipDataset(files, [0, 1, 2, 3, 4], clip_len=4, stride=2, transform=transform,
-                              cache="disk", cache_dir=tmp_path / f"c{num_workers}", seed=9)
+        ds = VideoClipDataset(files, [0, 1, 2, 3, 4], clips=ClipSpec(4, 2), transform=transform,
+                              frames=frame_source("disk", tmp_path / f"c{num_workers}"), seed=9)
         sampler = StreamSampler(len(ds), batch_size=1, seed=9)  # every item, shuffled
         loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=num_workers,
                             persistent_workers=num_workers > 0)

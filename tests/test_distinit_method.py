@@ -2,11 +2,15 @@ import torch
 from torch import nn
 
 from distinit.losses import soft_target_cross_entropy
-from distinit.methods.distinit import DistInit, MultiHeadStudent, select_frames
+from distinit.methods.distinit import DistInit
+from distinit.methods.heads import MultiHeadStudent
 from distinit.models.image_resnet import build_image_model
 from distinit.models.students import TINY, build_student
 from distinit.models.teachers import Teacher
 from distinit.runtime import Runtime
+from distinit.targets.frames import select_frames, unnormalize
+from distinit.targets.holdout import agreement_counts, holdout_agreement
+from distinit.targets.teachers import entropy
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -67,14 +71,11 @@ def test_multi_head_student_one_head_per_teacher():
 
 
 def test_holdout_agreement_matches_a_hand_computation():
-    from distinit.losses import entropy
-    from distinit.methods.distinit import holdout_agreement
-
     method, teacher = _method(frames="center")
     clips = torch.randn(6, 3, 8, 32, 32)
     loader = [{"video": clips[:4]}, {"video": clips[4:]}]
     method.trainable.train()
-    got = holdout_agreement(method, loader, Runtime())
+    got = holdout_agreement(method.student, method.targets, loader, Runtime())
     assert method.trainable.training  # put back in the mode it had
     method.trainable.eval()
     with torch.no_grad():
@@ -85,6 +86,40 @@ def test_holdout_agreement_matches_a_hand_computation():
     assert abs(got["holdout_loss_t0"]
                - soft_target_cross_entropy(student, targets).mean().item()) < 1e-5
     assert abs(got["holdout_entropy_t0"] - entropy(targets).mean().item()) < 1e-5
+    with torch.no_grad():  # the clip-level target: every frame's logits averaged
+        frames = (clips.transpose(1, 2) * 0.25 + 0.5).clamp(0, 1).flatten(0, 1)
+        clip_level = teacher(frames).view(6, 8, -1).mean(1)
+    top = targets.argmax(-1), clip_level.argmax(-1), student.argmax(-1)
+    assert abs(got["holdout_agree_clip_t0"]
+               - 100 * (top[2] == top[1]).float().mean().item()) < 1e-6
+    assert abs(got["holdout_ceiling_t0"] - 100 * (top[0] == top[1]).float().mean().item()) < 1e-6
+
+
+def test_agreement_counts_on_hand_built_logits():
+    # 4 clips, 3 classes; the frame target's top class: 0 0 1 2, the clip-level one: 0 1 1 1
+    target = torch.tensor([[5.0, 0, 0], [4, 1, 0], [0, 3, 1], [0, 1, 2]])
+    clip_level = torch.tensor([[2.0, 1, 0], [1, 3, 0], [0, 2, 1], [1, 4, 0]])
+    # a student equal to the clip-level top class agrees with it on every clip, and with the
+    # frame target exactly as often as the frame target agrees with the clip (the ceiling)
+    agree, agree_clip, ceiling = agreement_counts(clip_level * 7, target, clip_level).tolist()
+    assert (agree_clip, ceiling, agree) == (4, 2, 2)
+    agree, agree_clip, ceiling = agreement_counts(target, target, clip_level).tolist()
+    assert (agree, agree_clip, ceiling) == (4, 2, 2)  # a student that copies the frame target
+
+
+def test_holdout_clip_agreement_of_a_student_that_learned_the_clip_level_view():
+    method, teacher = _method(frames="random")
+    clips = torch.randn(6, 3, 8, 32, 32)
+
+    class ClipLevel(nn.Module):  # answers the teacher's clip-level top class
+        def forward(self, video):
+            frames = unnormalize(video.transpose(1, 2), MEAN, STD).flatten(0, 1)
+            return [teacher(frames).view(len(video), 8, -1).mean(1)]
+
+    torch.manual_seed(3)
+    got = holdout_agreement(ClipLevel(), method.targets, [{"video": clips}], Runtime())
+    assert got["holdout_agree_clip_t0"] == 100.0
+    assert got["holdout_agree_t0"] == got["holdout_ceiling_t0"]  # frame vs clip, both ways
 
 
 def test_holdout_split_is_fixed_and_at_most_a_tenth():

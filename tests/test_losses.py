@@ -3,14 +3,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from distinit.losses import (
-    confidence_weights,
-    entropy,
-    logit_mse,
-    soft_target_cross_entropy,
-    teacher_targets,
-    weighted_mean,
-)
+from distinit.losses import logit_mse, soft_target_cross_entropy, weighted_mean
+from distinit.targets.teachers import confidence_weights, entropy, teacher_targets
 
 
 def test_eq1_averages_logits_over_frames_then_softmax_at_temperature():

@@ -13,21 +13,15 @@ from torch import nn
 from torch.utils.data import Dataset
 from toy import leave_child
 
-from distinit.build import load_weights, make_student
-from distinit.checkpoint import load_checkpoint
+from distinit.build import STUDENT_HINT, describe_student, make_student
+from distinit.checkpoint import load_checkpoint, load_weights
 from distinit.config import ConfigError, DistillConfig, load_config
 from distinit.errors import UserError
 from distinit.losses import soft_target_cross_entropy
 from distinit.losses_contrastive import info_nce
 from distinit.methods import config_class, get_method
-from distinit.methods.modist import (
-    MoDist,
-    ModistConfig,
-    ModistNet,
-    Pathway,
-    build,
-    positive_accuracy,
-)
+from distinit.methods.heads import Pathway
+from distinit.methods.modist import MoDist, ModistConfig, ModistNet, build, positive_accuracy
 from distinit.methods.momentum import encode_keys
 from distinit.models.teachers import Teacher
 from distinit.train import train
@@ -171,11 +165,11 @@ def test_gradients_reach_only_trainable_and_distillation_adds_distinits_loss():
     out["loss"].backward()
     assert all(p.grad is not None for p in method.trainable.parameters())
     others = [(n, p) for n, p in method.named_parameters() if not n.startswith("trainable.")]
-    assert {n.split(".")[0] for n, _ in others} == {"key_rgb", "key_flow", "teachers"}
+    assert {n.split(".")[0] for n, _ in others} == {"key_rgb", "key_flow", "targets"}
     assert all(p.grad is None and not p.requires_grad for _, p in others)
     assert not any(b.requires_grad for b in method.buffers())
     assert not teacher.training and method.key_rgb.training  # keys use batch statistics
-    assert not any(k.startswith("teachers.") for k in method.method_state())
+    assert not any(k.startswith("targets.") for k in method.method_state())
     # the distillation term: DistInit's soft-target loss on the centre frame, weighted
     with torch.no_grad():
         pixels = (batch["video"][:, :, 2] * 0.25 + 0.5).clamp(0, 1)  # the student's norm undone
@@ -242,7 +236,8 @@ def test_backbone_loads_into_a_student_of_the_same_arch():
     student = make_student(cfg.model, num_classes=5)
     state = method.backbone_state_dict()
     assert {k for k in student.state_dict() if k not in state} == {"fc.weight", "fc.bias"}
-    load_weights(student, state, "modist", cfg.model, skip=("fc.",))  # as model.init=checkpoint
+    load_weights(student, state, "modist", describe_student(cfg.model), STUDENT_HINT,
+                 skip=("fc.",))  # as model.init=checkpoint
     x = torch.randn(2, 3, 4, 8, 8)
     student.eval(), rgb.eval()
     assert torch.equal(student.forward_features(x), rgb.encoder.forward_features(x))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from distinit.data.frame_folders import FPS_FILE
 from distinit.data.reencode import main, output_size
-from distinit.data.video import FPS_FILE, list_videos, probe, read_all_frames
+from distinit.data.video import list_videos, probe, read_all_frames
 
 
 def keyframe_indices(path) -> list[int]:

@@ -16,7 +16,8 @@ from distinit.checkpoint import load_checkpoint
 from distinit.cli import main
 from distinit.config import load_config
 from distinit.errors import UserError
-from distinit.methods.distinit import DistInit, MultiHeadStudent
+from distinit.methods.distinit import DistInit
+from distinit.methods.heads import MultiHeadStudent
 from distinit.methods.supervised import Supervised
 from distinit.train import train
 

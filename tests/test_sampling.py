@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from distinit.data import sampling
-from distinit.data.sampling import center_clip_indices, clip_span, train_clip_indices
+from distinit.data.sampling import (
+    ClipSpec,
+    center_clip_indices,
+    clip_indices,
+    clip_span,
+    sample_views,
+    train_clip_indices,
+)
+from distinit.data.views import View
 
 
 def test_clip_span():
@@ -91,3 +99,66 @@ def test_bad_arguments_raise(args):
         center_clip_indices(*args)
     with pytest.raises(ValueError):
         sampling.test_clip_indices(10, 4, 1, 0)
+
+
+# ---- an item's views: sample_views ---------------------------------------------------------
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def test_clip_spec_checks_mode_and_clip_count():
+    with pytest.raises(ValueError, match="mode"):
+        ClipSpec(mode="val")
+    with pytest.raises(ValueError, match="num_clips"):
+        ClipSpec(mode="train", num_clips=2)
+    with pytest.raises(ValueError, match="num_clips"):
+        ClipSpec(mode="test", num_clips=0)
+
+
+def test_clip_indices_by_mode_rate_and_clip():
+    train = ClipSpec(4, stride=2)
+    assert clip_indices(20, train, _rng(3)) == train_clip_indices(20, 4, 2, _rng(3))
+    assert clip_indices(20, train, _rng(3), rate=2) == train_clip_indices(20, 4, 4, _rng(3))
+    test = ClipSpec(4, stride=1, mode="test", num_clips=3)
+    rng = _rng(0)
+    state = rng.bit_generator.state
+    assert [clip_indices(20, test, rng, k) for k in range(3)] == sampling.test_clip_indices(20, 4, 1, 3)
+    assert rng.bit_generator.state == state  # test clips draw nothing
+    # Exact fit: a 7-frame span in 7 frames has one start; one frame fewer pads the clip.
+    assert clip_indices(7, train, _rng(1)) == [0, 2, 4, 6]
+    assert clip_indices(6, train, _rng(1)) == [0, 2, 4, 5]
+
+
+def test_sample_views_draws_in_its_documented_order():
+    views = (View("video"), View("flow", "flow", frames_of="video"), View("video2", rate=2))
+    spec = ClipSpec(4, stride=1)
+    drawn = sample_views(views, 30, spec, _rng(5), num_boxes=8)
+    rng = _rng(5)  # by hand, in the documented order
+    first = train_clip_indices(30, 4, 1, rng)
+    rng_seed, seed_first = int(rng.integers(2**62)), int(rng.integers(2**62))
+    second = train_clip_indices(30, 4, 2, rng)
+    seed_second, box = int(rng.integers(2**62)), int(rng.integers(8))
+    assert drawn.indices == {"video": first, "flow": first, "video2": second}
+    assert drawn.seeds == {"video": seed_first, "flow": seed_first, "video2": seed_second}
+    assert (drawn.rng_seed, drawn.box, drawn.labels) == (rng_seed, box, {})
+    assert sample_views(views, 30, spec, _rng(5)).box is None  # no boxes: nothing drawn
+
+
+def test_sample_views_on_a_one_frame_video_and_in_test_mode():
+    views = (View("video"), View("video2"))
+    drawn = sample_views(views, 1, ClipSpec(4, stride=3), _rng(0))
+    assert drawn.indices == {"video": [0, 0, 0, 0], "video2": [0, 0, 0, 0]}
+    assert drawn.seeds["video"] != drawn.seeds["video2"]  # own clip, own augmentation
+    test = ClipSpec(2, mode="test", num_clips=2)
+    assert sample_views(views[:1], 10, test, _rng(0), clip_idx=1).indices == {"video": [8, 9]}
+
+
+def test_sample_views_carries_pretext_labels_and_vcop_rows():
+    views = (View("video", sampler="vspp", options=(("max_segment", 2),)),
+             View("order", sampler="vcop", options=(("n_clips", 3), ("interval", 2))))
+    drawn = sample_views(views, 5, ClipSpec(4), _rng(2))  # shorter than either needs
+    assert set(drawn.labels) == {"video_speed", "video_segment", "order_order"}
+    assert 0 <= drawn.labels["order_order"] < 6
+    assert np.shape(drawn.indices["order"]) == (3, 4)
+    assert np.max(drawn.indices["video"]) <= 4 and np.max(drawn.indices["order"]) <= 4

@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from distinit import dist, shards
+from distinit import dist
 from distinit.build import resolve_normalization
 from distinit.cli import main
 from distinit.config import load_config
+from distinit.data import shards
 from distinit.data.video import list_videos
 from distinit.methods.distinit import build
-from distinit.target_cache import WHAT, _encode, decode_logits
+from distinit.targets.cache import WHAT, _encode, decode_logits
+from distinit.targets.frames import unnormalize
 
 SMALL = ["model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]", "data.resize=40",
          "data.crop=32", "data.num_workers=0", "optim.batch_size=4", "optim.epochs=1",
@@ -39,10 +41,11 @@ def test_cached_targets_match_live_teachers(cache_args, tmp_path):
     assert batch["teacher_logits0"].shape[:2] == (6, 8)  # (B, T, C): every frame of the clip
     # The live teacher on every frame of the very pixels the student got (the cached box).
     method = live.method
-    teacher = method.teachers[0]
+    teacher = method.targets.teachers[0]
 
     def live_logits(video: torch.Tensor) -> torch.Tensor:
-        pixels = (video.transpose(1, 2) * method.std + method.mean).clamp(0, 1)  # (B, T, 3, H, W)
+        pixels = unnormalize(video.transpose(1, 2), method.targets.mean,
+                             method.targets.std)  # (B, T, 3, H, W)
         return teacher(pixels.flatten(0, 1)).view(*pixels.shape[:2], -1)
 
     stored = batch["teacher_logits0"]

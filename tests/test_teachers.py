@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from distinit.config import TeacherConfig
 from distinit.errors import UserError
 from distinit.models.image_resnet import IMAGE_MODELS, build_image_model
 from distinit.models.teachers import (
@@ -14,10 +15,10 @@ from distinit.models.teachers import (
     Teacher,
     WeightsError,
     build_teacher,
-    build_teachers,
     teacher_checkpoint,
 )
 from distinit.optional import import_timm, import_torchvision
+from distinit.targets.teachers import build_teachers
 
 
 def optional_or_skip(importer):
@@ -178,13 +179,12 @@ def test_unknown_specs(tiny_ckpt):
         build_teacher("resnet50")
     with pytest.raises(UserError, match="unknown teacher arch 'vgg'; valid: resnet18"):
         build_teacher(f"ckpt:{tiny_ckpt[0]}", arch="vgg")
-    with pytest.raises(UserError, match="bad options"):
-        build_teachers([{"spec": "ckpt:x.pt", "colour": "red"}])
 
 
 def test_build_teachers(tiny_ckpt, tmp_path):
     path, _ = tiny_ckpt
-    teachers = build_teachers([{"spec": f"ckpt:{path}"}, {"spec": f"ckpt:{path}", "input_size": 16}])
+    teachers = build_teachers([TeacherConfig(spec=f"ckpt:{path}"),
+                               TeacherConfig(spec=f"ckpt:{path}", input_size=16)])
     assert [t.input_size for t in teachers] == [32, 16]
 
 

@@ -3,8 +3,15 @@ import pytest
 import torch
 
 from distinit.data.transforms import (
+    Box,
+    CenterCrop,
     ClipSizeError,
     ClipTransform,
+    Compose,
+    Draws,
+    Normalize,
+    RandomCrop,
+    ResizeShortSide,
     center_crop,
     horizontal_flip,
     normalize,
@@ -155,3 +162,25 @@ def test_scale_jitter_in_the_transform_and_its_bounds():
         (3, 2, 32, 32)
     with pytest.raises(UserError, match="data.scale"):
         ClipTransform(train=True, resize=36, crop=32, scale=[0.0, 1.0])
+
+
+def test_a_transform_is_a_chain_of_steps_and_a_new_step_is_one_small_class():
+    frames = gradient_clip(T=2, H=40, W=60)
+
+    class Darken:  # an augmentation a chain can take without touching ClipTransform
+        def __call__(self, clip: torch.Tensor, draws: Draws) -> torch.Tensor:
+            return clip * (0.5 + 0.5 * float(torch.rand((), generator=draws.generator)))
+
+    standard = ClipTransform(train=True, resize=20, crop=16, mean=(0, 0, 0), std=(1, 1, 1))
+    assert [type(s) for s in standard.steps] == [ResizeShortSide, RandomCrop, Normalize]
+    darker = Compose([*standard.steps[:2], Darken(), standard.steps[2]])
+    b = darker(frames, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    a = standard(frames, generator=g)  # the same crop and flip: the same draws come first
+    assert torch.allclose(b, a * (0.5 + 0.5 * float(torch.rand((), generator=g))))
+    # A box from elsewhere (the target cache's) replaces the drawn crop, flip included.
+    box = Box(2, 3, 16, 16, flip=True)
+    cut = standard(frames, generator=torch.Generator().manual_seed(0), box=box)
+    expect = horizontal_flip(resize_short_side(to_float_clip(frames), 20)[..., 2:18, 3:19])
+    assert torch.allclose(cut, expect)
+    assert isinstance(CenterCrop(16)(torch.zeros(3, 2, 20, 30), Draws()), torch.Tensor)

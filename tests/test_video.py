@@ -10,11 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from distinit.data import video
+from distinit.data import decoders
+from distinit.data.frame_folders import DEFAULT_FOLDER_FPS, FPS_FILE
 from distinit.data.video import (
     BACKENDS,
-    DEFAULT_FOLDER_FPS,
-    FPS_FILE,
     VideoDecodeError,
     VideoInfo,
     is_frame_folder,
@@ -117,8 +116,8 @@ def test_read_frames_seeks_to_a_keyframe_and_decodes_only_what_it_needs(
         make_video, monkeypatch, container, gop, max_decoded):
     path = make_video(container=container, num_frames=40, gop=gop)
     log: dict[str, list[int]] = {"demuxed": [], "decoded": []}
-    open_pyav = video._open_pyav
-    monkeypatch.setattr(video, "_open_pyav", lambda p: _CountingContainer(open_pyav(p), log))
+    open_pyav = decoders._open_pyav
+    monkeypatch.setattr(decoders, "_open_pyav", lambda p: _CountingContainer(open_pyav(p), log))
     frames = read_frames(path, [36, 34])
     np.testing.assert_array_equal(frames, read_all_frames(path)[[36, 34]])
     assert min(log["demuxed"]) > 0  # it seeked instead of starting at the first frame

@@ -40,15 +40,16 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from distinit import dist
-from distinit.build import resolve_normalization
+from distinit.build import prepare_data, resolve_normalization
 from distinit.config import Config, load_config
 from distinit.data.video import list_videos, write_video
 from distinit.errors import UserError
-from distinit.methods.distinit import build, frame_indices
+from distinit.methods.distinit import build
 from distinit.models.image_resnet import build_image_model
 from distinit.models.teachers import teacher_checkpoint
 from distinit.runtime import Runtime
-from distinit.target_cache import build_cache
+from distinit.targets.cache import build_cache
+from distinit.targets.frames import frame_indices
 from distinit.train import accumulate, build_optimizer, make_loader
 
 PRESETS = {
@@ -235,7 +236,7 @@ def _run(args, preset: dict, work: Path, device: torch.device) -> int:
     opt = build_optimizer(method.trainable, cfg.optim)
     dc = cfg.data
     T, S = dc.clip_len, dc.crop
-    classes = [t.num_classes for t in method.teachers]
+    classes = method.targets.num_classes
     g = torch.Generator().manual_seed(0)
     synthetic = {"video": torch.randn(batch, 3, T, S, S, generator=g),
                  "rng_seed": torch.randint(0, 2**62, (batch,), generator=g),
@@ -265,7 +266,7 @@ def _run(args, preset: dict, work: Path, device: torch.device) -> int:
 
     def teacher_only() -> tuple[int, float]:
         with rt.autocast(), torch.no_grad():
-            for t in method.teachers:
+            for t in method.targets.teachers:
                 t(frames)
         return batch, 0.0
 
@@ -296,7 +297,8 @@ def _run(args, preset: dict, work: Path, device: torch.device) -> int:
     if not args.no_store:
         store_cfg = replace(cfg, data=replace(dc, cache="store", cache_dir=str(work / "store")))
         t = time.perf_counter()
-        store_set = build(store_cfg).dataset  # builds the store
+        prepare_data(store_cfg.data)  # builds the store
+        store_set = build(store_cfg).dataset
         store_s = time.perf_counter() - t
         data_sources.append(("clip store", store_cfg))
     # Loader rows run one after another, each past its loader's start-up: the warm-up drains
@@ -347,7 +349,7 @@ def _run(args, preset: dict, work: Path, device: torch.device) -> int:
 
 
 def method_frames(cfg: Config, length: int) -> int:
-    """How many frames of a clip the teachers see (as `DistInit.prepare` picks them)."""
+    """How many frames of a clip the teachers see (as `TeacherTargets` picks them)."""
     return frame_indices(1, length, cfg.distill.frames, cfg.distill.num_frames).shape[1]
 
 

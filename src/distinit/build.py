@@ -10,17 +10,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distinit.checkpoint import backbone_state, load_checkpoint
+from distinit.checkpoint import backbone_state, load_checkpoint, load_weights, read_checkpoint
 from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, ModelConfig
-from distinit.data.clip_store import clip_store_for
+from distinit.data.clip_store import COMMAND, clip_store_for, find_clip_store
 from distinit.data.datasets import VideoClipDataset
+from distinit.data.frames import frame_source
+from distinit.data.sampling import ClipSpec
 from distinit.data.splits import load_labeled
 from distinit.data.transforms import ClipTransform
+from distinit.data.video import list_videos
 from distinit.data.views import RGB, FlowSource, View
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_from_file
 from distinit.models.students import STUDENTS, build_student
-from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD, read_checkpoint
+from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD
 
 
 def make_student(mc: ModelConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
@@ -44,12 +47,40 @@ def student_views(dc: DataConfig) -> tuple[View, ...]:
     return (View("video", "flow"),) if dc.input == "flow" else RGB
 
 
+def prepare_data(dc: DataConfig, videos: Sequence[str | Path] | None = None) -> None:
+    """Build what the datasets of a run read, before they are made: with data.cache=store, the
+    clip store of `videos` (default: the corpus `data.videos`, which a pretraining method trains
+    on, or on part of), found or built now (resumable; under torchrun every rank calls it and
+    they build together). `distinit store-clips` builds the same stores ahead of time."""
+    if dc.cache != "store":
+        return
+    if not dc.cache_dir:
+        raise UserError("data.cache=store keeps its clip stores under data.cache_dir; set it")
+    if videos is None:
+        if not dc.videos:
+            return
+        videos = list_videos(dc.videos, dc.extensions)
+    clip_store_for(videos, dc.cache_dir, dc.resize, dc.backend, dc.decode_device)
+
+
+def _store_of(dc: DataConfig, videos: Sequence[str | Path]) -> Path:
+    if not dc.cache_dir:
+        raise UserError("data.cache=store keeps its clip stores under data.cache_dir; set it")
+    folder = find_clip_store(dc.cache_dir, videos, dc.resize, dc.backend)
+    if folder is None:
+        raise UserError(f"no clip store of these {len(videos)} videos (data.resize={dc.resize}, "
+                        f"data.backend={dc.backend}) under {dc.cache_dir}; build it with "
+                        f"{COMMAND}, or call distinit.build.prepare_data before the datasets")
+    return folder
+
+
 def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_mode: bool,
                  seed: int, views: Sequence[View] | None = None,
                  targets=None) -> VideoClipDataset:
     """Clips of `videos` as `data` says; `views` (default: the student's input) make each
     sample a dict of named views (`distinit.data.views`); `targets`: a teacher-target cache the
-    clips are cut for (`distinit.target_cache`)."""
+    clips are cut for. Builds nothing: a clip store (data.cache=store) must exist
+    (`prepare_data`)."""
     views = student_views(dc) if views is None else tuple(views)
     transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
                               mean=dc.mean, std=dc.std, flip=dc.flip and train_mode,
@@ -68,43 +99,27 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
         raise UserError("data.decode_device=cuda decodes in the loader's processes, and CUDA "
                         "cannot start in forked loader workers: set data.num_workers=0, or "
                         "data.cache=store (decoded once before the loader starts)")
-    cache_dir = dc.cache_dir or None
-    if dc.cache == "store":  # found, or built now (resumable; every rank takes part)
-        if not dc.cache_dir:
-            raise UserError("data.cache=store keeps its clip stores under data.cache_dir; set it")
-        cache_dir = clip_store_for(videos, dc.cache_dir, dc.resize, dc.backend, dc.decode_device)
-    return VideoClipDataset(videos, labels, clip_len=dc.clip_len, stride=dc.stride,
-                            mode="train" if train_mode else "test",
-                            num_clips=1 if train_mode else dc.num_test_clips,
-                            transform=transform, backend=dc.backend,
-                            cache=None if dc.cache == "none" else dc.cache,
-                            cache_dir=cache_dir, seed=seed, views=views, flow=flow,
-                            flow_transform=flow_transform, targets=targets,
-                            decode_device=dc.decode_device)
+    folder = _store_of(dc, videos) if dc.cache == "store" else (dc.cache_dir or None)
+    frames = frame_source(None if dc.cache == "none" else dc.cache, folder,
+                          [Path(v) for v in videos], dc.backend, dc.decode_device)
+    clips = ClipSpec(dc.clip_len, dc.stride, "train" if train_mode else "test",
+                     1 if train_mode else dc.num_test_clips)
+    return VideoClipDataset(videos, labels, clips=clips, frames=frames, transform=transform,
+                            views=views, flow=flow, flow_transform=flow_transform,
+                            targets=targets, seed=seed)
 
 
 def labeled_split(dc: DataConfig, subset: str):
     return load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                 mc: ModelConfig, skip: tuple[str, ...] = ()) -> None:
-    """Load `state` into `model`, or say which keys and shapes differ (keys under `skip` may be
-    absent: a fine-tuning run's new classifier)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(skip)]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-              for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = [f"{len(shapes)} shapes differ, e.g. {shapes[0]}" if shapes else "",
-                 f"missing {missing[:3]}" if missing else "",
-                 f"unexpected {unexpected[:3]}" if unexpected else ""]
-        raise UserError(
-            f"{source} does not match model.arch={mc.arch} width={mc.width} "
-            f"layers={mc.layers or 'default'}: {'; '.join(p for p in parts if p)}. Set model.arch, "
-            "model.width, model.layers, model.stem_* as the run that wrote it (its config.yaml)")
-    model.load_state_dict(state, strict=not skip)
+# What a student weights file that does not fit is checked against (`checkpoint.load_weights`).
+STUDENT_HINT = ("set model.arch, model.width, model.layers, model.stem_* as the run that wrote it "
+                "(its config.yaml)")
+
+
+def describe_student(mc: ModelConfig) -> str:
+    return f"model.arch={mc.arch} width={mc.width} layers={mc.layers or 'default'}"
 
 
 def init_student(student: nn.Module, mc: ModelConfig) -> None:
@@ -119,7 +134,7 @@ def init_student(student: nn.Module, mc: ModelConfig) -> None:
     if mc.init != "checkpoint":
         raise UserError(f"model.init must be scratch, checkpoint or inflate, got {mc.init!r}")
     state = backbone_state(load_checkpoint(mc.weights))
-    load_weights(student, state, mc.weights, mc, skip=("fc.",))
+    load_weights(student, state, mc.weights, describe_student(mc), STUDENT_HINT, skip=("fc.",))
 
 
 def resolve_normalization(cfg: Config, trained_weights: str = "") -> Config:

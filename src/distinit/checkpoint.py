@@ -1,7 +1,21 @@
-"""Checkpoints: plain dicts written atomically, and loading weights from several formats."""
+"""Checkpoints: plain dicts written atomically; reading weights files (ours, image models',
+torchvision's) and loading them into a model.
+
+Weights files for image models (teachers' `weights=` and `ckpt:`, `inflate.inflate_from_file`):
+`.pth`/`.pt` from `torch.save` or `.safetensors`. Either a plain state dict, or a dict holding
+it under "model" or "state_dict" beside optional metadata, which
+`models.teachers.teacher_checkpoint` writes:
+
+    {"model": state_dict, "arch": "resnet_tiny", "arch_kwargs": {...}, "num_classes": 20,
+     "mean": [r, g, b], "std": [r, g, b], "input_size": 32, "classes": ["ball", ...]}
+
+Keys prefixed "module." (DDP) or "_orig_mod." (torch.compile) are accepted. In a safetensors
+file the same metadata keys are JSON strings in its header metadata.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -9,8 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from distinit.errors import UserError
+
+META_KEYS = ("arch", "arch_kwargs", "num_classes", "mean", "std", "input_size", "classes")
+
+
+class WeightsError(UserError):
+    """A weights file is missing, unreadable, or does not match its model."""
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -29,25 +50,104 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
                         "space or fix the folder's permissions, then run again with --resume") from None
 
 
+def _read(path: Path, weights_only: bool) -> dict:
+    """What a file holds: the object `torch.save` wrote, or for a .safetensors file
+    {"model": its tensors, "metadata": its header metadata}. Raises what the readers raise."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return {"model": load_file(str(path)), "metadata": metadata}
+    return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
 def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint of ours (or any torch.save'd dict, or a .safetensors file's tensors under
+    "model"), unpickled in full: our checkpoints hold configs and RNG states."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return {"model": load_file(str(path))}
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return _read(path, weights_only=False)
     except Exception as e:  # a truncated or foreign file: say which, not a pickle trace
         raise UserError(f"cannot read checkpoint {path}: {e}") from None
 
 
+def strip_prefixes(state_dict: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict, without DDP's "module." and torch.compile's "_orig_mod."."""
+    out = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        while key.startswith(("module.", "_orig_mod.")):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def read_checkpoint(path: str | os.PathLike, expected: str = "an image model",
+                    what: str = "teacher weights") -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, metadata) of an image model's weights file (see the module docstring);
+    tensors only, never unpickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} not found: {path} (expected a state dict for "
+                           f"{expected}; give the path of a .pth/.pt/.safetensors file)")
+    try:
+        obj = _read(path, weights_only=True)
+    except Exception as e:
+        if path.suffix == ".safetensors":
+            raise WeightsError(f"cannot read {path} as safetensors: {e}") from None
+        raise WeightsError(f"cannot read {path} as a state dict ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0]}); save `model.state_dict()` with "
+                           "torch.save, not the pickled model") from None
+    if path.suffix == ".safetensors":
+        meta = {}
+        for key in META_KEYS:
+            if key in obj["metadata"]:
+                try:
+                    meta[key] = json.loads(obj["metadata"][key])
+                except json.JSONDecodeError:
+                    meta[key] = obj["metadata"][key]  # a bare string such as arch=resnet_tiny
+        return strip_prefixes(obj["model"]), meta
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            meta = {k: obj[k] for k in META_KEYS if k in obj}
+            return strip_prefixes(obj[key]), meta
+    if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} holds no tensors: expected a state dict or a dict with "
+                           "'model' or 'state_dict'")
+    return strip_prefixes(obj), {}
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike,
+                 expected: str, hint: str, skip: tuple[str, ...] = ()) -> None:
+    """Load `state` into `model`, or raise `WeightsError` naming the file, what it should match
+    (`expected`), the first keys and shapes that differ, and what to check (`hint`). Keys under
+    `skip` may be absent (a fine-tuning run's new classifier)."""
+    own = model.state_dict()
+    # Checkpoints older than BatchNorm's counter lack it; torch fills it in itself.
+    missing = [k for k in own if k not in state and not k.startswith(skip)
+               and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})"
+                 for k in own if k in state and state[k].shape != own[k].shape]
+    problems = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                    ("wrong shape", misshaped)) if keys]
+    if problems:
+        raise WeightsError(f"{source} does not match {expected} ({'; '.join(problems)}); {hint}")
+    model.load_state_dict(state, strict=not skip)
+
+
 def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights inside a checkpoint: ours ({"model": ...}), {"state_dict": ...} or a plain
-    state dict (torchvision's files), with DDP's `module.` prefix removed."""
-    sd = ckpt.get("model", ckpt.get("state_dict", ckpt))
-    return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    state dict (torchvision's files), without DDP's and torch.compile's prefixes."""
+    return strip_prefixes(ckpt.get("model", ckpt.get("state_dict", ckpt)))
 
 
 def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from distinit.build import (
     init_student,
     input_channels,
     make_student,
+    prepare_data,
     resolve_normalization,
 )
 from distinit.checkpoint import seed_all
@@ -57,6 +58,7 @@ def extract_features(cfg, out_path: str | Path) -> Path:
         init_student(student, replace(cfg.model, init="checkpoint"))
     rt = Runtime.of(cfg)
     rt.place(student)
+    prepare_data(cfg.data, videos)
     dataset = clip_dataset(cfg.data, videos, None, train_mode=False, seed=cfg.seed)
     feats, _, keep = video_features(student, dataset, len(videos),
                                     batch_size=cfg.optim.batch_size,

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 import yaml
 
-from distinit.checkpoint import backbone_state, load_checkpoint
+from distinit.checkpoint import backbone_state, load_checkpoint, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_kernel
-from distinit.models.teachers import read_checkpoint
 from distinit.optional import require
 
 TSNE_ROWS = ("res3d_scratch", "res3d_distinit", "r2plus1d_scratch", "r2plus1d_distinit",

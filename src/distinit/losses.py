@@ -1,22 +1,12 @@
-"""The DistInit objective (paper, Section 3.1): teacher targets and distillation losses."""
+"""The DistInit losses (paper, Section 3.1): the student against its teachers' targets.
+
+The targets themselves (Eq. 1, the entropy filter) are `distinit.targets.teachers`.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def teacher_targets(frame_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Eq. 1: average the teacher's logits over the frames, then softmax at temperature tau.
-
-    frame_logits: (B, T', K) logits of T' frames of each clip. Returns (B, K) probabilities.
-    """
-    return F.softmax(frame_logits.float().mean(dim=1) / temperature, dim=-1)
-
-
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of each row of (B, K) probabilities."""
-    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1)
 
 
 def soft_target_cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor,
@@ -25,20 +15,12 @@ def soft_target_cross_entropy(student_logits: torch.Tensor, targets: torch.Tenso
 
     Equal to KL(y || f) plus the entropy of y, so it has the same gradient as the KL divergence.
     """
-    log_f = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return -(targets * log_f).sum(dim=-1)
+    return F.cross_entropy(student_logits.float() / temperature, targets, reduction="none")
 
 
 def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Mean squared error between student logits and frame-averaged teacher logits: (B,)."""
     return (student_logits.float() - teacher_logits.float()).pow(2).mean(dim=-1)
-
-
-def confidence_weights(targets: torch.Tensor, max_entropy: float) -> torch.Tensor:
-    """Zero weight for examples whose target entropy is above `max_entropy` (<= 0: keep all)."""
-    if max_entropy <= 0:
-        return torch.ones(targets.shape[0], device=targets.device)
-    return (entropy(targets) <= max_entropy).float()
 
 
 def weighted_mean(per_example: torch.Tensor, weights: torch.Tensor,

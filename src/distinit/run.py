@@ -12,16 +12,18 @@ from torch import nn
 
 from distinit import dist, run_dir
 from distinit.build import (
+    STUDENT_HINT,
     clip_dataset,
+    describe_student,
     init_student,
     input_channels,
     labeled_split,
-    load_weights,
     make_student,
+    prepare_data,
     pretrained_weights,
     resolve_normalization,
 )
-from distinit.checkpoint import load_checkpoint, model_state, seed_all
+from distinit.checkpoint import load_checkpoint, load_weights, model_state, seed_all
 from distinit.config import Config, ModelConfig, config_from_args
 from distinit.data.datasets import VideoClipDataset
 from distinit.errors import UserError
@@ -72,6 +74,11 @@ def pretrain(cfg: Config, name: str = "distinit", resume: bool = False,
     plugin = get_method(name)
     dist.setup(cfg.device)  # the plugin may shard its held-out data by rank
     cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
+    # What the run reads, built now if its own command has not built it: the corpus's clip
+    # store (data.cache=store), and what the method asks for (DistInit: the target cache).
+    prepare_data(cfg.data)
+    if hasattr(plugin, "prepare"):
+        plugin.prepare(cfg)
     seed_all(cfg.seed)
     job = plugin.build(cfg)
     logs = train(cfg, job.method, job.dataset, resume=resume, overwrite=overwrite,
@@ -97,6 +104,8 @@ def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict
     student = make_student(cfg.model, num_classes, input_channels(cfg.data))
     init_student(student, cfg.model)
     method = finetune_method(student, cfg.model)
+    prepare_data(cfg.data, train_split.videos)
+    prepare_data(cfg.data, test_split.videos)
     train_set = clip_dataset(cfg.data, train_split.videos, train_split.labels, True, cfg.seed)
     test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
     n_test = len(test_split.samples)
@@ -125,6 +134,8 @@ def frozen_eval(cfg: Config) -> dict:
     init_student(student, cfg.model)
     rt = Runtime.of(cfg)
     rt.place(student)
+    prepare_data(cfg.data, train_split.videos)
+    prepare_data(cfg.data, test_split.videos)
     sets = [clip_dataset(cfg.data, s.videos, s.labels, False, cfg.seed)
             for s in (train_split, test_split)]
     return frozen_scores(student, sets[0], len(train_split.videos), sets[1],
@@ -146,7 +157,8 @@ def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
                         f"has {num_classes}; evaluate it on the dataset it was fine-tuned on")
     seed_all(cfg.seed)
     student = make_student(cfg.model, num_classes, input_channels(cfg.data))
-    load_weights(student, state, cfg.model.weights, cfg.model)
+    load_weights(student, state, cfg.model.weights, describe_student(cfg.model), STUDENT_HINT)
+    prepare_data(cfg.data, test_split.videos)
     test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
     result = eval_student(cfg, student, test_set, len(test_split.samples), num_classes,
                           keep_probs=True)

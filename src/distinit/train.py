@@ -53,6 +53,8 @@ def build_optimizer(net: nn.Module, cfg: OptimConfig, head_prefixes: tuple[str, 
 
 def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: OptimConfig) -> float:
     """Linear warm-up, then cosine decay to zero or a step decay by `gamma`."""
+    # Closed form, not LinearLR/CosineAnnealingLR/StepLR in SequentialLR: their recursive updates
+    # were measured to change the learning rates, so the runs, in the last bits.
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup

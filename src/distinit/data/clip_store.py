@@ -1,7 +1,9 @@
-"""The decoded-clip store (`distinit store-clips CONFIG.yaml`): every frame of every video decoded
-once and resized once so its short side is `data.resize`, kept as uint8 in memory-mapped shards
-(`distinit.shards`). With `data.cache=store` a loader then reads only the frames a clip needs,
-and `ClipTransform`'s resize is a no-op on them: training neither decodes nor resizes.
+"""The decoded-clip store: every frame of every video decoded once and resized once so its short
+side is `data.resize`, kept as uint8 in memory-mapped shards (`distinit.data.shards`). With
+`data.cache=store` a loader then reads only the frames a clip needs (`frames.StoredFrames`), and
+`ClipTransform`'s resize is a no-op on them: training neither decodes nor resizes. Built by
+`distinit store-clips CONFIG.yaml` (`distinit.store_clips`) or by a run's preparation step
+(`distinit.build.prepare_data`), never while a dataset is made.
 
 A store lives in `data.cache_dir/<first 12 hex of the video list's digest>`, so the corpus, a
 labeled train split and its test split each get their own under one cache_dir. A run on part of
@@ -11,7 +13,6 @@ a list (the corpus minus the videos DistInit holds out) reads the store of the w
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,13 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distinit import dist, shards
-from distinit.config import config_from_args
-from distinit.data.splits import load_labeled
+from distinit import dist
+from distinit.data import shards
 from distinit.data.transforms import resize_short_side
-from distinit.data.video import VideoDecodeError, check_decode_device, list_videos, read_all_frames
-from distinit.errors import UserError
-from distinit.methods import any_config_class
+from distinit.data.video import VideoDecodeError, check_decode_device, read_all_frames
 
 WHAT = "clip store"
 COMMAND = "distinit store-clips CONFIG.yaml"
@@ -116,44 +114,3 @@ def clip_store_for(videos: Sequence[str | Path], cache_dir: str | Path, resize: 
         print(f"{WHAT}: decoding {len(videos)} videos once into "
               f"{store_folder(cache_dir, videos)} (data.cache=store)", flush=True)
     return build_clip_store(videos, cache_dir, resize, backend, device=device)
-
-
-def _size(folder: Path) -> str:
-    size = sum(f.stat().st_size for f in folder.glob("shard-*.safetensors"))
-    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
-
-
-def main(argv: list[str]) -> int:
-    """`distinit store-clips CONFIG.yaml [key=value ...]`: the stores of `data.videos` (the
-    unlabeled corpus) and of the labeled train and test split (`data.video_root`,
-    `data.split_dir`, `data.split`) under `data.cache_dir`. Any run's config file will do. Under
-    `torchrun` each process writes its share of the shards."""
-    parser = argparse.ArgumentParser(prog="distinit store-clips")
-    parser.add_argument("args", nargs="*", help="CONFIG.yaml [key=value ...]")
-    ns = parser.parse_intermixed_args(argv)
-    cfg = config_from_args(ns.args, cls=any_config_class())
-    dc = cfg.data
-    if not dc.cache_dir:
-        raise UserError("store-clips writes its stores under data.cache_dir; set it, e.g. "
-                        "data.cache_dir=runs/cache (and data.cache=store in the runs)")
-    rank = dist.setup(cfg.device).rank
-    lists = []
-    if dc.videos:
-        lists.append(("corpus (data.videos)", list_videos(dc.videos, dc.extensions)))
-    if dc.video_root and dc.split_dir:
-        for subset in ("train", "test"):
-            split = load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
-            lists.append((f"{subset} split {dc.split}", split.videos))
-    if not lists:
-        raise UserError("nothing to store: set data.videos (an unlabeled corpus) and/or "
-                        "data.video_root and data.split_dir (a labeled dataset)")
-    for name, videos in lists:
-        folder = build_clip_store(videos, dc.cache_dir, dc.resize, dc.backend,
-                                  device=dc.decode_device)
-        if rank == 0:
-            store = shards.Store(folder, WHAT)
-            skipped = sum(not store.has(v) for v in videos)
-            note = f"; {skipped} did not decode and were skipped" if skipped else ""
-            print(f"{WHAT} of the {name}: {len(videos)} videos{note}, short side "
-                  f"{dc.resize or 'as decoded'}, in {folder} ({_size(folder)})")
-    return 0

@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from distinit.data.frame_folders import FPS_FILE
 from distinit.data.video import (
     DEFAULT_EXTENSIONS,
-    FPS_FILE,
     VideoDecodeError,
     VideoWriter,
     is_frame_folder,

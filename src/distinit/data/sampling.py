@@ -4,13 +4,21 @@ A clip is `clip_len` frames taken every `stride` frames, so it spans
 `(clip_len - 1) * stride + 1` frames. A video shorter than that span still gives a full
 clip: indices past the end are clamped to the last frame, which pads the clip by repeating
 the last frame. Every function returns indices in increasing (non-decreasing) order.
+
+`sample_views` is a dataset item's sampling: the frames of each of its views (`data.views`), the
+seeds of their augmentation and the labels of pretext samplers, all drawn from one generator.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+from distinit.data.pretext import SAMPLERS
+from distinit.data.views import View
 
 
 def clip_span(clip_len: int, stride: int) -> int:
@@ -75,3 +83,75 @@ def test_clip_indices(num_frames: int, clip_len: int, stride: int, num_clips: in
 
 # pytest collects module-level functions named test_*; this one is library code.
 test_clip_indices.__test__ = False  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a dataset cuts clips. mode "train": one clip per item, at a random start with
+    `jitter` (`train_clip_indices`); "test": `num_clips` uniformly spaced clips per video, item
+    k taking clip k (`test_clip_indices`)."""
+
+    clip_len: int = 8
+    stride: int = 1
+    mode: str = "train"
+    num_clips: int = 1
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {self.mode!r}")
+        if self.num_clips < 1 or (self.mode == "train" and self.num_clips != 1):
+            raise ValueError(f"num_clips must be 1 in train mode and >= 1 in test mode, "
+                             f"got {self.num_clips}")
+
+
+def clip_indices(num_frames: int, spec: ClipSpec, rng: np.random.Generator, clip_idx: int = 0,
+                 rate: int = 1) -> list[int]:
+    """Clip `clip_idx` of a video as `spec` cuts it, at playback `rate` (a stride `rate` times
+    `spec.stride`). Draws one number from `rng` in train mode with jitter, none otherwise."""
+    stride = spec.stride * rate
+    if spec.mode == "train":
+        return train_clip_indices(num_frames, spec.clip_len, stride, rng, spec.jitter)
+    return test_clip_indices(num_frames, spec.clip_len, stride, spec.num_clips)[clip_idx]
+
+
+@dataclass(frozen=True)
+class ViewSample:
+    """What one item draws. `indices`: each view's frames ((n, T) rows for a VCOP view); `seeds`:
+    each view's augmentation seed (a view with `frames_of` shares its source's frames and seed);
+    `labels`: pretext labels as `VIEW_LABEL`; `rng_seed`: for the method's own per-clip
+    randomness; `box`: which of the video's `num_boxes` cached crop boxes the first view is cut
+    from (None without boxes)."""
+
+    indices: dict[str, list[int] | np.ndarray]
+    seeds: dict[str, int]
+    labels: dict[str, int]
+    rng_seed: int
+    box: int | None = None
+
+
+def sample_views(views: Sequence[View], num_frames: int, spec: ClipSpec,
+                 rng: np.random.Generator, clip_idx: int = 0, num_boxes: int = 0) -> ViewSample:
+    """Draw an item's views from `rng`, in this order: the first view's frames, `rng_seed`, the
+    first view's seed, then for each later view its frames and seed (unless `frames_of`), and
+    last the box. The order is part of the contract: a run repeats only if it stays the same."""
+    labels: dict[str, int] = {}
+
+    def cut(view: View) -> list[int] | np.ndarray:
+        if not view.sampler:
+            return clip_indices(num_frames, spec, rng, clip_idx, view.rate)
+        indices, drawn = SAMPLERS[view.sampler](rng, num_frames, spec.clip_len,
+                                                spec.stride * view.rate, **dict(view.options))
+        labels.update({f"{view.name}_{k}": v for k, v in drawn.items()})
+        return indices
+
+    first = views[0]
+    picked = {first.name: cut(first)}
+    rng_seed = int(rng.integers(2**62))
+    seeds = {first.name: int(rng.integers(2**62))}
+    for view in views[1:]:
+        source = view.frames_of
+        picked[view.name] = picked[source] if source else cut(view)
+        seeds[view.name] = seeds[source] if source else int(rng.integers(2**62))
+    box = int(rng.integers(num_boxes)) if num_boxes else None
+    return ViewSample(picked, seeds, labels, rng_seed, box)

@@ -2,12 +2,13 @@
 
 The functions after `to_float_clip` work on float clips (C, T, H, W) (any leading dims for
 the spatial ones). Random choices are drawn once per clip, so every frame of a clip gets
-the same crop and the same flip.
+the same crop and the same flip. A transform is a chain (`Compose`) of steps, each a small
+callable `step(clip, draws)`; `ClipTransform` is the chain a run's `data` section describes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,15 +169,113 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
     return (clip - mean_t) / std_t
 
 
-class ClipTransform:
-    """Training or evaluation preprocessing of one clip.
+@dataclass(frozen=True)
+class Draws:
+    """Where a clip's random choices come from: `generator`, and a crop `box` chosen elsewhere
+    (the teacher-target cache's) that a crop step uses instead of drawing one."""
+
+    generator: torch.Generator | None = None
+    box: Box | None = None
+
+
+# A step of a transform chain: float (C, T, H, W) and the clip's draws in, a float clip out.
+# Adding an augmentation is writing one such step and putting it in the chain.
+Step = Callable[[torch.Tensor, Draws], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ResizeShortSide:
+    """Resize the short side to `size`; None keeps the frames as decoded, which must then be at
+    least `crop` on their short side."""
+
+    size: int | None
+    crop: int
+
+    def __call__(self, clip: torch.Tensor, draws: Draws) -> torch.Tensor:
+        if self.size is not None:
+            return resize_short_side(clip, self.size)
+        if min(clip.shape[-2:]) < self.crop:
+            height, width = clip.shape[-2:]
+            raise ClipSizeError(
+                f"frames of {width}x{height} pixels are smaller than data.crop={self.crop} and "
+                f"data.resize is off (0); set data.crop to at most {min(height, width)}, or "
+                f"data.resize to at least {self.crop} to scale the frames up")
+        return clip
+
+
+@dataclass(frozen=True)
+class RandomCrop:
+    """The training crop (`draw_box`: a random window, or with `scale` scale jitter; a coin for
+    the flip when `flip`), or the box `draws` brings. A mirrored flow field (`flow`: channels
+    (dx, dy)) points the other way in x."""
+
+    crop: int
+    scale: tuple[float, ...] = ()
+    flip: bool = False
+    flow: bool = False
+
+    def __call__(self, clip: torch.Tensor, draws: Draws) -> torch.Tensor:
+        box = draws.box
+        if box is None:
+            box = draw_box(*clip.shape[-2:], self.crop, self.scale, self.flip,
+                           generator=draws.generator)
+        clip = apply_box(clip, box, self.crop)
+        if box.flip and self.flow:
+            clip[0] = -clip[0]
+        return clip
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    crop: int
+
+    def __call__(self, clip: torch.Tensor, draws: Draws) -> torch.Tensor:
+        return center_crop(clip, self.crop)
+
+
+@dataclass(frozen=True)
+class Normalize:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, clip: torch.Tensor, draws: Draws) -> torch.Tensor:
+        return normalize(clip, self.mean, self.std)
+
+
+class Compose:
+    """A transform chain: uint8 frames (T, H, W, C) (float (T, H, W, 2) when `flow`) to float
+    (C, T, H, W), then each step in turn. A single image (H, W, C) is treated as a one-frame clip
+    and comes back as (C, H, W). Pass a `torch.Generator` to make the random choices
+    reproducible, and `box` to cut that crop instead of drawing one."""
+
+    def __init__(self, steps: Sequence[Step], flow: bool = False) -> None:
+        self.steps, self.flow = list(steps), flow
+
+    def __call__(self, frames: np.ndarray | torch.Tensor,
+                 generator: torch.Generator | None = None, box: Box | None = None) -> torch.Tensor:
+        frames = torch.as_tensor(frames)
+        image = frames.ndim == 3
+        if image:
+            frames = frames.unsqueeze(0)
+        if self.flow:
+            clip = frames.permute(3, 0, 1, 2).float()  # (2, T, H, W)
+        else:
+            clip = to_float_clip(frames)  # (C, T, H, W)
+        draws = Draws(generator, box)
+        for step in self.steps:
+            clip = step(clip, draws)
+        clip = clip.contiguous()
+        return clip[:, 0] if image else clip
+
+
+class ClipTransform(Compose):
+    """Training or evaluation preprocessing of one clip, the chain a run's `data` section names.
 
     Train: short-side resize, random crop (or, with `scale`, a random window of that share of
     the area resized to the crop: scale jitter), random horizontal flip (p = 0.5 when `flip`).
-    Eval: short-side resize, centre crop. Then scale to [0, 1] and normalise with mean/std.
-    Input: uint8 (T, H, W, C) -> float32 (C, T, H, W). A single image (H, W, C) is treated
-    as a one-frame clip and comes back as (C, H, W). Pass a `torch.Generator` to make the
-    random choices reproducible.
+    Eval: short-side resize, centre crop. Then normalise with mean/std (after scaling to
+    [0, 1]). `flow`: clips of flow vectors (T, H, W, 2), whose random draws are the same as for
+    RGB, so one generator seed gives an RGB clip and its flow the same crop and flip.
     """
 
     def __init__(self, train: bool, resize: int | None, crop: int,
@@ -193,46 +292,15 @@ class ClipTransform:
             raise UserError(f"data.scale is [min, max] shares of the frame's area with "
                             f"0 < min <= max <= 1, e.g. [0.35, 1]; got {list(scale)}")
         self.train, self.resize, self.crop, self.flip = train, resize, crop, flip
-        # Flow clips arrive as float (T, H, W, 2) vectors; a mirrored flow field points the other
-        # way in x. The random draws are the same as for RGB, so one generator seed gives an RGB
-        # clip and its flow the same crop and flip.
-        self.flow = flow
         self.scale = tuple(float(v) for v in scale)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        crop_step = RandomCrop(crop, self.scale, flip, flow) if train else CenterCrop(crop)
+        super().__init__([ResizeShortSide(resize, crop), crop_step, Normalize(self.mean, self.std)],
+                         flow)
 
     def draw(self, height: int, width: int, generator: torch.Generator | None = None) -> Box:
         """A training crop of frames of `height` x `width` (after the resize)."""
         return draw_box(height, width, self.crop, self.scale, self.flip, generator=generator)
-
-    def __call__(self, frames: np.ndarray | torch.Tensor,
-                 generator: torch.Generator | None = None, box: Box | None = None) -> torch.Tensor:
-        """`box` (training only): cut this crop instead of drawing one."""
-        frames = torch.as_tensor(frames)
-        image = frames.ndim == 3
-        if image:
-            frames = frames.unsqueeze(0)
-        if self.flow:
-            clip = frames.permute(3, 0, 1, 2).float()  # (2, T, H, W)
-        else:
-            clip = to_float_clip(frames)  # (C, T, H, W)
-        if self.resize is not None:
-            clip = resize_short_side(clip, self.resize)
-        elif min(clip.shape[-2:]) < self.crop:
-            height, width = clip.shape[-2:]
-            raise ClipSizeError(
-                f"frames of {width}x{height} pixels are smaller than data.crop={self.crop} and "
-                f"data.resize is off (0); set data.crop to at most {min(height, width)}, or "
-                f"data.resize to at least {self.crop} to scale the frames up")
-        if self.train:
-            if box is None:
-                box = self.draw(*clip.shape[-2:], generator=generator)
-            clip = apply_box(clip, box, self.crop)
-            if box.flip and self.flow:
-                clip[0] = -clip[0]  # a mirrored flow field points the other way in x
-        else:
-            clip = center_crop(clip, self.crop)
-        clip = normalize(clip, self.mean, self.std).contiguous()
-        return clip[:, 0] if image else clip
 
     def __repr__(self) -> str:
         return (f"ClipTransform(train={self.train}, resize={self.resize}, crop={self.crop}, "

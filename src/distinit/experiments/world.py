@@ -18,6 +18,7 @@ from distinit.errors import UserError
 from distinit.experiments.engine import Stage
 from distinit.methods import METHODS, config_class
 from distinit.models.teachers import build_teacher
+from distinit.targets.frames import unnormalize
 
 RECIPES = Path(__file__).resolve().parents[3] / "configs" / "demo"
 # A pretraining method's recipe in configs/demo/ (DistInit's is distill.yaml).
@@ -146,12 +147,10 @@ def teacher_on_frames(teacher_path: Path, world: World, cfg: Config, every: int 
     labels = [classes.index(r["object"]) for r in rows]
     data = replace(cfg.data, clip_len=1, num_test_clips=1)
     dataset = clip_dataset(data, videos, labels, train_mode=False, seed=0)
-    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
-    std = torch.tensor(data.std).view(1, 3, 1, 1)
     correct = 0
     with torch.no_grad():
         for batch in DataLoader(dataset, batch_size=128):
-            pixels = (batch["video"][:, :, 0] * std + mean).clamp(0, 1)  # the teacher normalises
+            pixels = unnormalize(batch["video"][:, :, 0], data.mean, data.std)  # (B, C, H, W)
             correct += (teacher(pixels).argmax(-1) == batch["label"]).sum().item()
     return 100.0 * correct / len(videos)
 

@@ -27,7 +27,7 @@ from distinit.data.views import View
 from distinit.errors import UserError
 from distinit.losses_contrastive import similarity_distillation
 from distinit.methods.base import Method, Pretraining
-from distinit.methods.modist import Pathway
+from distinit.methods.heads import Pathway
 from distinit.methods.momentum import encode_keys, momentum_copy, momentum_update
 from distinit.methods.queue import KeyQueue
 

@@ -22,13 +22,13 @@ from distinit.config import Config, DistillConfig, checked
 from distinit.data.video import list_videos
 from distinit.data.views import View
 from distinit.errors import UserError
-from distinit.losses import logit_mse, soft_target_cross_entropy, teacher_targets
 from distinit.losses_contrastive import info_nce
 from distinit.methods.base import Method, Pretraining
-from distinit.methods.distinit import build_teachers, select_frames
+from distinit.methods.heads import Pathway
 from distinit.methods.momentum import encode_keys, momentum_copy, momentum_update
 from distinit.methods.queue import KeyQueue
 from distinit.models.students import feature_dim, forward_features
+from distinit.targets.teachers import TeacherTargets, build_teachers
 
 
 @dataclass
@@ -47,19 +47,6 @@ class ModistConfig:
     # statistics, at any world size; 1 = MoCo's shuffling BN alone, which
     # does nothing in a single process (see `momentum.encode_keys`).
     key_chunks: int = checked(2, min=1)
-
-
-class Pathway(nn.Module):
-    """An encoder and MoCo v2's projection head: clips (B, C, T, H, W) -> unit vectors (B, dim)."""
-
-    def __init__(self, encoder: nn.Module, dim: int, in_channels: int = 3):
-        super().__init__()
-        d = feature_dim(encoder, (1, in_channels, 8, 112, 112))
-        self.encoder = encoder
-        self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(forward_features(self.encoder, x)).float(), dim=1)
 
 
 class ModistNet(nn.Module):
@@ -94,7 +81,7 @@ class MoDist(Method):
     `flow2` (their optical flow). Queries come from the first clip, keys from the second.
 
     Key encoders and queues are plain submodules: outside DDP and the optimiser, saved in the
-    method state of a checkpoint. Teachers (distill_weight > 0) are frozen submodules. Each
+    method state of a checkpoint. Teachers (distill_weight > 0) are the frozen part `targets`. Each
     forward enqueues its keys (MoCo), so with optim.accum_steps > 1 a step's later micro-batches
     see its earlier ones' keys as negatives, which more processes at the same global batch don't.
     """
@@ -114,23 +101,11 @@ class MoDist(Method):
         if cfg.motion:
             self.key_flow = momentum_copy(net.flow)
             self.queue_flow = KeyQueue(cfg.queue, cfg.dim)
-        self.freeze("teachers", nn.ModuleList(teachers))
-        self.teacher_weights = list(teacher_weights)
-        # RGB clips are normalised for the student; teachers get [0, 1] pixels
-        self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
-
-    @torch.no_grad()
-    def _teacher_targets(self, clip: torch.Tensor, seeds: torch.Tensor | None) -> list:
-        """DistInit's targets (Eq. 1) of each teacher for RGB clips (B, 3, T, H, W)."""
+        # DistInit's targets of the RGB clips `video`, unfiltered (build refuses max_entropy)
         d = self.distill
-        frames = select_frames(clip, d.frames, d.num_frames, seeds)  # (B, T', C, H, W)
-        B, Tp = frames.shape[:2]
-        pixels = (frames.float() * self.std + self.mean).clamp(0, 1).flatten(0, 1)  # (B*T', C, H, W)
-        logits = [teacher(pixels).float().view(B, Tp, -1) for teacher in self.teachers]  # (B, T', K)
-        if d.loss == "mse":
-            return [t.mean(dim=1) for t in logits]
-        return [teacher_targets(t, d.temperature) for t in logits]
+        self.freeze("targets", TeacherTargets(teachers, mean, std, d.frames, d.num_frames,
+                                              d.temperature, d.loss, view="video"))
+        self.teacher_weights = list(teacher_weights)
 
     def forward(self, batch: dict) -> dict:
         cfg = self.cfg
@@ -153,13 +128,10 @@ class MoDist(Method):
             logs[f"loss_{name}"] = loss.detach()
             logs[f"acc_{name}"] = positive_accuracy(q, k, negatives)
         if self.teacher_weights:
-            targets = self._teacher_targets(batch["video"], batch.get("rng_seed"))
+            targets, _ = self.targets(batch)
             for i, (w, s, t) in enumerate(zip(self.teacher_weights, out["logits"], targets,
                                               strict=True)):
-                if self.distill.loss == "mse":
-                    loss = logit_mse(s, t).mean()
-                else:
-                    loss = soft_target_cross_entropy(s, t, self.distill.temperature).mean()
+                loss = self.targets.per_example_loss(s, t).mean()
                 total = total + cfg.distill_weight * w * loss
                 logs[f"loss_t{i}"] = loss.detach()
         # MoCo enqueues in the forward: the loss above saw the queue before this step's keys
@@ -199,7 +171,7 @@ def build(cfg: Config) -> Pretraining:
     if distilling and dcfg.max_entropy > 0:
         raise UserError("modist does not filter teacher targets by entropy: set "
                         "distill.max_entropy=0")
-    teachers = build_teachers(dcfg) if distilling else []
+    teachers = build_teachers(dcfg.teachers) if distilling else []
     encoder = make_student(cfg.model, num_classes=0)
     init_student(encoder, cfg.model)  # MoDist can start from an inflated or distilled init
     flow = None

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from distinit.checkpoint import read_checkpoint
 from distinit.errors import UserError
 from distinit.models.students import Conv2Plus1D, R2Plus1dStem, VideoResNet
-from distinit.models.teachers import read_checkpoint
 
 
 class InflationError(UserError):
@@ -122,6 +122,6 @@ def inflate_from_2d(student: VideoResNet, state_dict_2d: dict[str, torch.Tensor]
 
 def inflate_from_file(student: VideoResNet, path: str | os.PathLike,
                       strict: bool = True) -> InflationReport:
-    """`inflate_from_2d` from a checkpoint file (the formats `teachers.read_checkpoint` reads)."""
+    """`inflate_from_2d` from a checkpoint file (the formats `checkpoint.read_checkpoint` reads)."""
     state_dict, _ = read_checkpoint(path, "a 2D ResNet", what="2D weights to inflate")
     return inflate_from_2d(student, state_dict, strict=strict)

@@ -11,21 +11,12 @@ Specs (`build_teacher`):
 
 Nothing is ever downloaded; missing or mismatched weights raise `WeightsError`.
 
-Checkpoint format (files for `weights=`, `ckpt:` and `inflate.inflate_from_file`): `.pth`/`.pt`
-from `torch.save` or `.safetensors`. Either a plain state dict, or a dict holding it under
-"model" or "state_dict" beside optional metadata, which `teacher_checkpoint` writes:
-
-    {"model": state_dict, "arch": "resnet_tiny", "arch_kwargs": {...}, "num_classes": 20,
-     "mean": [r, g, b], "std": [r, g, b], "input_size": 32, "classes": ["ball", ...]}
-
-Keys prefixed "module." (DDP) or "_orig_mod." (torch.compile) are accepted. In a safetensors
-file the same metadata keys are JSON strings in its header metadata.
+Weights files: the formats `checkpoint.read_checkpoint` reads (metadata as `teacher_checkpoint`
+writes it).
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -35,89 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distinit.checkpoint import WeightsError, load_weights, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.image_resnet import IMAGE_MODELS, build_image_model
 from distinit.optional import import_timm, import_torchvision, require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-META_KEYS = ("arch", "arch_kwargs", "num_classes", "mean", "std", "input_size", "classes")
-
-
-class WeightsError(UserError):
-    """A weights file is missing, unreadable, or does not match its architecture."""
-
-
-def _strip_prefixes(state_dict: dict) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state_dict.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        while key.startswith(("module.", "_orig_mod.")):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
-
-
-def read_checkpoint(path: str | os.PathLike, expected: str = "an image model",
-                    what: str = "teacher weights") -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict, metadata) from a checkpoint file in the module's format (see above)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{what} not found: {path} (expected a state dict for "
-                           f"{expected}; give the path of a .pth/.pt/.safetensors file)")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-            with safe_open(str(path), framework="pt") as f:
-                raw = f.metadata() or {}
-        except Exception as e:
-            raise WeightsError(f"cannot read {path} as safetensors: {e}") from None
-        meta = {}
-        for key in META_KEYS:
-            if key in raw:
-                try:
-                    meta[key] = json.loads(raw[key])
-                except json.JSONDecodeError:
-                    meta[key] = raw[key]  # a bare string such as arch=resnet_tiny
-        return _strip_prefixes(state), meta
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"cannot read {path} as a state dict ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0]}); save `model.state_dict()` with "
-                           "torch.save, not the pickled model") from None
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    for key in ("model", "state_dict"):
-        if isinstance(obj.get(key), dict):
-            meta = {k: obj[k] for k in META_KEYS if k in obj}
-            return _strip_prefixes(obj[key]), meta
-    if not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} holds no tensors: expected a state dict or a dict with "
-                           "'model' or 'state_dict'")
-    return _strip_prefixes(obj), {}
-
-
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
-                 arch: str) -> None:
-    """Strict `load_state_dict`, with an error naming the file, the arch and the first bad keys."""
-    own = model.state_dict()
-    # Checkpoints older than BatchNorm's counter lack it; torch fills it in itself.
-    missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in own]
-    misshaped = [f"{k} {tuple(state_dict[k].shape)} (model: {tuple(own[k].shape)})"
-                 for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    problems = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                    ("wrong shape", misshaped)) if keys]
-    if problems:
-        raise WeightsError(f"{path} does not match {arch} ({'; '.join(problems)}); check the "
-                           "arch, arch_kwargs and number of classes it was saved with")
-    model.load_state_dict(state_dict, strict=True)
 
 
 def teacher_checkpoint(model: nn.Module, arch: str, num_classes: int, *,
@@ -256,7 +171,8 @@ def _model_from_file(arch: str, path: str | os.PathLike, state_dict: dict, meta:
         found = _last_linear_outputs(model, state_dict)
         if found is not None and found != _last_linear_outputs(model, model.state_dict()):
             model = build(num_classes=found)
-    load_weights(model, state_dict, path, arch)
+    load_weights(model, state_dict, path, arch,
+                 "check the arch, arch_kwargs and number of classes it was saved with")
     return model, defaults
 
 
@@ -352,13 +268,3 @@ def build_teacher(spec: str, weights: str | None = None, arch: str | None = None
 
     return Teacher(model, spec, pick("input_size", input_size), pick("mean", mean),
                    pick("std", std), classes=meta.get("classes"))
-
-
-def build_teachers(specs: Sequence[dict]) -> list[Teacher]:
-    """Several teachers from dicts of `build_teacher` arguments, e.g. [{"spec": ..., ...}]."""
-    for i, kw in enumerate(specs):
-        try:
-            inspect.signature(build_teacher).bind(**kw)
-        except TypeError as e:
-            raise UserError(f"teacher {i}: bad options {sorted(kw)} ({e})") from None
-    return [build_teacher(**kw) for kw in specs]

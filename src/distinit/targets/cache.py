@@ -30,12 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distinit import dist, shards
+from distinit import dist
 from distinit.config import Config, config_from_args
+from distinit.data import shards
 from distinit.data.transforms import Box, apply_box, draw_box, resize_short_side, to_float_clip
 from distinit.data.video import list_videos, read_all_frames
 from distinit.errors import UserError
 from distinit.runtime import Runtime
+from distinit.targets.teachers import build_teachers
 
 WHAT = "teacher-target cache"
 COMMAND = "distinit cache-targets CONFIG.yaml"
@@ -188,10 +190,8 @@ def cache_complete(folder: str | Path) -> bool:
 
 def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = None) -> Path:
     """Write (or finish) the cache `distill.target_cache` of the config's corpus and teachers."""
-    from distinit.methods.distinit import build_teachers
-
     dc, dcfg = cfg.data, cfg.distill
-    teachers = build_teachers(dcfg)
+    teachers = build_teachers(dcfg.teachers)
     runtime = Runtime.of(cfg, device)
     for t in teachers:
         runtime.place(t)

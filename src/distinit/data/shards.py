@@ -23,6 +23,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from distinit import dist
+from distinit.data.decoders import VideoDecodeError
 from distinit.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -70,8 +71,6 @@ def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[st
     shards i with i % world == r. A folder holding a store made from another fingerprint is
     refused: `command` is what the message tells the user to run.
     """
-    from distinit.data.video import VideoDecodeError
-
     out = Path(out_dir)
     rank, world = dist.rank_world()
     videos = [str(v) for v in videos]
