@@ -4,14 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from distinit.attribution import (
-    attribution,
-    cam_layer,
-    grad_cam,
-    in_mask,
-    peak_in_mask,
-    world_clips,
-)
 from distinit.data.synth.generate import make_recipe
 from distinit.data.synth.items import action_frames_and_mask, action_video_path
 from distinit.data.synth.objects import OBJECT_CLASSES
@@ -19,6 +11,14 @@ from distinit.data.synth.render import render_frames
 from distinit.data.synth.scenes import SCENE_CLASSES
 from distinit.data.video import read_all_frames
 from distinit.models.students import r3d_18
+from distinit.tools.attribution import (
+    attribution,
+    cam_layer,
+    grad_cam,
+    in_mask,
+    peak_in_mask,
+    world_clips,
+)
 
 
 def test_asking_for_the_mask_leaves_the_frames_unchanged():

@@ -8,10 +8,10 @@ import torch
 import yaml
 
 from distinit.build import clip_dataset
-from distinit.checkpoint import load_checkpoint
 from distinit.cli import main
 from distinit.config import load_config
 from distinit.data.views import View
+from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 from distinit.experiments.chain import read_chain
 from distinit.methods import config_class

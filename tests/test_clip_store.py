@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader
 
 from distinit import cli
 from distinit.build import clip_dataset, prepare_data
-from distinit.checkpoint import load_checkpoint
 from distinit.config import ConfigError, load_config
 from distinit.data import clip_store, decoders, frames, shards, video
 from distinit.data.clip_store import build_clip_store, clip_store_for, find_clip_store
@@ -22,8 +21,9 @@ from distinit.data.frames import Decoder, StoredFrames
 from distinit.data.sampling import ClipSpec
 from distinit.data.transforms import IMAGENET_STD, ClipTransform, resize_short_side
 from distinit.data.video import read_all_frames, read_frames, write_video
+from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
-from distinit.store_clips import main as store_clips_main
+from distinit.jobs.store_clips import main as store_clips_main
 
 RESIZE = 36
 # The store rounds the resized frames to uint8, decoding on the fly keeps them float: a pixel

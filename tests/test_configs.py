@@ -7,10 +7,10 @@ import torch
 
 from distinit.config import load_config
 from distinit.data.synth import generate_world
+from distinit.jobs.run import distill, finetune, pretrain
 from distinit.methods import config_class
 from distinit.models.image_resnet import build_image_model
 from distinit.optional import import_torchvision
-from distinit.run import distill, finetune, pretrain
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 FAST = ["data.resize=36", "data.crop=32", "data.num_workers=0", "data.num_test_clips=2",

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from toy import leave_child
 
-from distinit import dist
-from distinit.losses_contrastive import info_nce, similarity_distillation
+from distinit.engine import dist
+from distinit.losses.contrastive import info_nce, similarity_distillation
 from distinit.methods.momentum import momentum_copy, momentum_update
 from distinit.methods.queue import KeyQueue
 

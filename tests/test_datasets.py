@@ -13,8 +13,8 @@ from distinit.data.sampling import ClipSpec
 from distinit.data.sampling import test_clip_indices as clip_plan
 from distinit.data.transforms import ClipTransform
 from distinit.data.video import write_video
+from distinit.engine.sampler import StreamSampler
 from distinit.errors import UserError
-from distinit.sampler import StreamSampler
 
 LEVEL = 12  # frame t is a flat grey of 12 * t + 5, so a decoded frame tells its own index
 

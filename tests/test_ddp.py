@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_runs import SMALL
 
-from distinit.checkpoint import load_checkpoint
 from distinit.cli import main
+from distinit.engine.checkpoint import load_checkpoint
 
 # fp32: the comparison is of gradient arithmetic, not of bf16 rounding
 ARGS = [*SMALL, "precision=fp32", "channels_last=off", "optim.optimizer=sgd", "optim.lr=0.05"]

@@ -1,13 +1,13 @@
 import torch
 from torch import nn
 
-from distinit.losses import soft_target_cross_entropy
+from distinit.engine.runtime import Runtime
+from distinit.losses.distillation import soft_target_cross_entropy
 from distinit.methods.distinit import DistInit
 from distinit.methods.heads import MultiHeadStudent
 from distinit.models.image_resnet import build_image_model
 from distinit.models.students import TINY, build_student
 from distinit.models.teachers import Teacher
-from distinit.runtime import Runtime
 from distinit.targets.frames import select_frames, unnormalize
 from distinit.targets.holdout import agreement_counts, holdout_agreement
 from distinit.targets.teachers import entropy

@@ -6,7 +6,7 @@ import yaml
 from distinit.cli import main
 from distinit.errors import UserError
 from distinit.experiments.demo import parse_demo
-from distinit.experiments.engine import Done, Stage, check_stages, run_stages, stage_config
+from distinit.experiments.runner import Done, Stage, check_stages, run_stages, stage_config
 from distinit.experiments.world import recipe_path
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distinit import cli
-from distinit.figures import make_figures, temporal_variation
+from distinit.tools.figures import make_figures, temporal_variation
 
 CLASSES = ["jump", "run", "wave"]
 ROWS = ("res3d_scratch", "res3d_inflated", "res3d_distinit", "r2plus1d_distinit",

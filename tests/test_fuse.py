@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from distinit.cli import main
-from distinit.evaluate import PREDICTIONS, fuse, video_scores
+from distinit.jobs.evaluate import PREDICTIONS, fuse, video_scores
 
 
 def _save(folder, probs, labels, videos=("a", "b", "c"), classes=("x", "y")):

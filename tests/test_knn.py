@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from distinit.knn import knn_accuracy, knn_predict
+from distinit.jobs.knn import knn_accuracy, knn_predict
 
 
 def test_weighted_vote_matches_the_formula():
@@ -46,7 +46,7 @@ def test_knn_accuracy_separates_what_the_features_separate():
 
 
 def test_linear_probe_and_frozen_scores():
-    from distinit.probe import frozen_scores, linear_probe
+    from distinit.jobs.probe import frozen_scores, linear_probe
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 8, generator=g) * 3

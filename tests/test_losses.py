@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from distinit.losses import logit_mse, soft_target_cross_entropy, weighted_mean
+from distinit.losses.distillation import logit_mse, soft_target_cross_entropy, weighted_mean
 from distinit.targets.teachers import confidence_weights, entropy, teacher_targets
 
 

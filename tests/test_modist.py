@@ -14,17 +14,17 @@ from torch.utils.data import Dataset
 from toy import leave_child
 
 from distinit.build import STUDENT_HINT, describe_student, make_student
-from distinit.checkpoint import load_checkpoint, load_weights
 from distinit.config import ConfigError, DistillConfig, load_config
+from distinit.engine.checkpoint import load_checkpoint, load_weights
+from distinit.engine.train import train
 from distinit.errors import UserError
-from distinit.losses import soft_target_cross_entropy
-from distinit.losses_contrastive import info_nce
+from distinit.losses.contrastive import info_nce
+from distinit.losses.distillation import soft_target_cross_entropy
 from distinit.methods import config_class, get_method
 from distinit.methods.heads import Pathway
 from distinit.methods.modist import MoDist, ModistConfig, ModistNet, build, positive_accuracy
 from distinit.methods.momentum import encode_keys
 from distinit.models.teachers import Teacher
-from distinit.train import train
 
 CHANNELS = {"video": 3, "flow": 2, "video2": 3, "flow2": 2}
 

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 from toy import ToyClips, toy_net
 
-from distinit.checkpoint import load_checkpoint
 from distinit.cli import main
 from distinit.config import load_config
+from distinit.engine.checkpoint import load_checkpoint
+from distinit.engine.train import train
 from distinit.errors import UserError
 from distinit.methods.distinit import DistInit
 from distinit.methods.heads import MultiHeadStudent
 from distinit.methods.supervised import Supervised
-from distinit.train import train
 
 ARGS = ["precision=fp32", "channels_last=off", "data.num_workers=0", "optim.epochs=2",
         "optim.batch_size=8", "optim.lr=0.1", "log_every=1", "ckpt_every=100"]
@@ -182,7 +182,7 @@ def test_same_seed_same_weights_and_results(world, teacher_file, tmp_path, label
 
 def test_demo_teacher_is_the_same_for_the_same_seed(world, tmp_path):
     from distinit.experiments.demo import parse_demo
-    from distinit.experiments.engine import run_stage
+    from distinit.experiments.runner import run_stage
     from distinit.experiments.world import image_stage
 
     demo = parse_demo(["size=tiny", "teacher=[optim.epochs=1, optim.batch_size=8, model.width=8]"])

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from distinit import dist
 from distinit.build import resolve_normalization
 from distinit.cli import main
 from distinit.config import load_config
 from distinit.data import shards
 from distinit.data.video import list_videos
+from distinit.engine import dist
 from distinit.methods.distinit import build
 from distinit.targets.cache import WHAT, _encode, decode_logits
 from distinit.targets.frames import unnormalize

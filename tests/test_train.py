@@ -9,13 +9,13 @@ import pytest
 import torch
 from toy import ToyClips, toy_net
 
-from distinit.checkpoint import load_checkpoint
 from distinit.config import load_config
+from distinit.engine.checkpoint import load_checkpoint
+from distinit.engine.method import Method
+from distinit.engine.sampler import StreamSampler
+from distinit.engine.train import lr_factor, train
 from distinit.errors import UserError
-from distinit.methods.base import Method
 from distinit.methods.supervised import Supervised
-from distinit.sampler import StreamSampler
-from distinit.train import lr_factor, train
 
 ARGS = ["precision=fp32", "channels_last=off", "data.num_workers=0", "optim.epochs=3",
         "optim.batch_size=8", "optim.lr=0.1", "optim.schedule=cosine", "optim.warmup_epochs=1",
@@ -81,13 +81,13 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         from toy import ToyClips, toy_net
         from distinit.config import load_config
         from distinit.methods.supervised import Supervised
-        from distinit.train import train
+        from distinit.engine.train import train
         cfg = load_config(None, {ARGS!r} + ["optim.batch_size=4", "out_dir={tmp_path / 'two'}"])
         train(cfg, Supervised(toy_net()), ToyClips())
         # as the CLI leaves a torchrun process: gloo threads torn down at interpreter
         # finalization can abort a rank that finished (distinit.cli.entry)
         import os
-        from distinit import dist
+        from distinit.engine import dist
         dist.cleanup()
         sys.stdout.flush()
         os._exit(0)

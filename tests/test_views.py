@@ -10,11 +10,11 @@ import torch
 from test_cli import SMALL
 
 from distinit.build import clip_dataset
-from distinit.checkpoint import load_checkpoint
 from distinit.cli import main
 from distinit.config import load_config
 from distinit.data.transforms import ClipTransform
 from distinit.data.views import View
+from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 
 CONFIGS = Path(__file__).parent.parent / "configs"

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distinit.checkpoint import backbone_state, load_checkpoint, load_weights, read_checkpoint
 from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, ModelConfig
 from distinit.data.clip_store import COMMAND, clip_store_for, find_clip_store
 from distinit.data.datasets import VideoClipDataset
@@ -20,6 +19,12 @@ from distinit.data.splits import load_labeled
 from distinit.data.transforms import ClipTransform
 from distinit.data.video import list_videos
 from distinit.data.views import RGB, FlowSource, View
+from distinit.engine.checkpoint import (
+    backbone_state,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint,
+)
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_from_file
 from distinit.models.students import STUDENTS, build_student

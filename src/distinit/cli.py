@@ -15,19 +15,19 @@ COMMANDS = {
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
     "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1) for a folder or list of videos."),
     "cache-targets": ("distinit.targets.cache", "Run the teachers once over the corpus and store their logits (distill.target_cache)."),
-    "store-clips": ("distinit.store_clips", "Decode every video once, resized to data.resize, into memory-mapped uint8 shards (data.cache=store)."),
-    "train-image": ("distinit.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
-    "pretrain": ("distinit.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
-    "distill": ("distinit.run", "Distill still-image teachers into a video student (DistInit)."),
+    "store-clips": ("distinit.jobs.store_clips", "Decode every video once, resized to data.resize, into memory-mapped uint8 shards (data.cache=store)."),
+    "train-image": ("distinit.jobs.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
+    "pretrain": ("distinit.jobs.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
+    "distill": ("distinit.jobs.run", "Distill still-image teachers into a video student (DistInit)."),
     "chain": ("distinit.experiments.chain", "Run stages one after another from one file (e.g. auxskd -> vspp -> finetune)."),
-    "finetune": ("distinit.run", "Fine-tune (or linear-probe) a student on a labeled split."),
-    "eval": ("distinit.run", "Evaluate a fine-tuned student: clip and video accuracy."),
-    "fuse": ("distinit.evaluate", "Late fusion of fine-tuned runs (two-stream RGB + flow): video accuracy."),
-    "extract-features": ("distinit.features", "Write pooled student features for every video in a folder."),
+    "finetune": ("distinit.jobs.run", "Fine-tune (or linear-probe) a student on a labeled split."),
+    "eval": ("distinit.jobs.run", "Evaluate a fine-tuned student: clip and video accuracy."),
+    "fuse": ("distinit.jobs.evaluate", "Late fusion of fine-tuned runs (two-stream RGB + flow): video accuracy."),
+    "extract-features": ("distinit.jobs.features", "Write pooled student features for every video in a folder."),
     "demo": ("distinit.experiments.demo", "Reproduce the paper's Table 1 on the synthetic world."),
     "reproduce": ("distinit.experiments.reproduce", "One of the paper's ablations on the synthetic world, over seeds."),
-    "bench": ("distinit.bench", "Throughput and memory of each stage: data, student, teacher, live vs cached distill, naive baseline."),
-    "figures": ("distinit.figures", "Figures of demo runs: conv1 filters, t-SNE, entropy histogram, per-class gain, curves."),
+    "bench": ("distinit.tools.bench", "Throughput and memory of each stage: data, student, teacher, live vs cached distill, naive baseline."),
+    "figures": ("distinit.tools.figures", "Figures of demo runs: conv1 filters, t-SNE, entropy histogram, per-class gain, curves."),
 }
 
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # Leave a torchrun process group (a gloo group alive at exit can abort the process);
         # looked up, not imported, so commands that never load torch stay fast.
-        dist = sys.modules.get("distinit.dist")
+        dist = sys.modules.get("distinit.engine.dist")
         if dist is not None:
             dist.cleanup(wait=ok)
 

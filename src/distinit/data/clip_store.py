@@ -2,7 +2,7 @@
 side is `data.resize`, kept as uint8 in memory-mapped shards (`distinit.data.shards`). With
 `data.cache=store` a loader then reads only the frames a clip needs (`frames.StoredFrames`), and
 `ClipTransform`'s resize is a no-op on them: training neither decodes nor resizes. Built by
-`distinit store-clips CONFIG.yaml` (`distinit.store_clips`) or by a run's preparation step
+`distinit store-clips CONFIG.yaml` (`distinit.jobs.store_clips`) or by a run's preparation step
 (`distinit.build.prepare_data`), never while a dataset is made.
 
 A store lives in `data.cache_dir/<first 12 hex of the video list's digest>`, so the corpus, a
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distinit import dist
 from distinit.data import shards
 from distinit.data.transforms import resize_short_side
 from distinit.data.video import VideoDecodeError, check_decode_device, read_all_frames
+from distinit.engine import dist
 
 WHAT = "clip store"
 COMMAND = "distinit store-clips CONFIG.yaml"

@@ -1,6 +1,6 @@
 """Datasets of video clips and still images.
 
-Items are addressed as `pass * len(dataset) + index` (what `distinit.sampler.StreamSampler`
+Items are addressed as `pass * len(dataset) + index` (what `distinit.engine.sampler.StreamSampler`
 yields): index i of pass p. Randomness is a pure function of (seed, pass, index), so
 augmentation is reproducible, a resumed run continues exactly, and the same video seen in two
 passes gets two different clips. Plain indices are pass 0.
@@ -27,8 +27,8 @@ from distinit.data.sampling import ClipSpec, clip_indices, sample_views
 from distinit.data.transforms import Box, to_float_clip
 from distinit.data.video import VideoDecodeError
 from distinit.data.views import RGB, FlowSource, View, check_views
+from distinit.engine.sampler import split_index
 from distinit.errors import UserError
-from distinit.sampler import split_index
 
 # transform(frames uint8 (T, H, W, C), generator) -> float (C, T, H, W)
 Transform = Callable[..., torch.Tensor]

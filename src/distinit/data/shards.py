@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from distinit import dist
 from distinit.data.decoders import VideoDecodeError
+from distinit.engine import dist
 from distinit.errors import UserError
 
 MANIFEST = "manifest.json"

@@ -11,7 +11,7 @@ backbone to the next (e.g. auxskd -> vspp -> finetune), all named in one file:
       - {name: finetune, method: finetune, config: configs/demo/finetune.yaml,
          overrides: [data.video_root=..., data.split_dir=...]}
 
-A stage's `method` is any kind the experiment engine runs (`distinit.experiments.engine`): a
+A stage's `method` is any kind the experiment engine runs (`distinit.experiments.runner`): a
 registered pretraining method (`distinit pretrain` names), `finetune` or `train-image`. It runs
 in OUT_DIR/NAME and, unless it says `init: own`, starts from the previous stage's exported
 backbone (`init: STAGE` starts from an earlier one). A stage with a checkpoint resumes from it,
@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from distinit.errors import UserError
-from distinit.experiments.engine import JOBS, Stage, run_stages
+from distinit.experiments.runner import JOBS, Stage, run_stages
 from distinit.methods import METHODS
 
 STAGE_KEYS = {"name", "method", "config", "overrides", "init"}

@@ -25,7 +25,7 @@ from pathlib import Path
 from distinit.config import config_from_args, load_config
 from distinit.errors import UserError
 from distinit.experiments import tables
-from distinit.experiments.engine import Stage, run_stages
+from distinit.experiments.runner import Stage, run_stages
 from distinit.experiments.world import (
     ARCH,
     DemoConfig,
@@ -174,8 +174,8 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
 
 def figures(run_dirs: list[Path]) -> None:
     """The paper's figures from these runs, in the first one's figures/ folder."""
-    from distinit.figures import make_figures
     from distinit.optional import MissingDependency
+    from distinit.tools.figures import make_figures
 
     try:
         made = make_figures(run_dirs, run_dirs[0].parent / "figures" if len(run_dirs) > 1

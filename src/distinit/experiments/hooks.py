@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from distinit.build import init_student, input_channels, labeled_split, make_student
-from distinit.checkpoint import load_checkpoint, model_state
 from distinit.config import load_config
-from distinit.evaluate import fuse
+from distinit.engine.checkpoint import load_checkpoint, model_state
+from distinit.jobs.evaluate import fuse
 from distinit.optional import MissingDependency
 
 
@@ -26,7 +26,7 @@ def gradcam(ctx) -> dict[str, list[dict]]:
     """Grad-CAM of every variant's pretrained encoder (target: its own embedding) and of its
     fine-tuned network (target: the true class) on split 1's test videos, against the objects'
     masks: `in_mask` and `in_mask_ft` of each run, and a picture of seed 0's maps."""
-    from distinit.attribution import attribution, picture, world_clips
+    from distinit.tools.attribution import attribution, picture, world_clips
 
     clips, maps = None, {}
     for label, results in ctx.results.items():

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from distinit.config import config_from_args
 from distinit.errors import UserError
-from distinit.evaluate import PREDICTIONS
 from distinit.experiments import tables
 from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
 from distinit.experiments.demo import ROWS
-from distinit.experiments.engine import Done, Stage, run_stages
+from distinit.experiments.runner import Done, Stage, run_stages
 from distinit.experiments.world import (
     ARCH,
     RECIPE_OF,
@@ -38,10 +37,11 @@ from distinit.experiments.world import (
     recipe_names,
     stage_tree,
 )
+from distinit.jobs.evaluate import PREDICTIONS
 
 
 def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: bool = False,
-                   student: str = "res3d") -> dict:
+                   student: str = "res3d", only: list[str] = ()) -> dict:
     if name not in EXPERIMENTS:
         raise UserError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
@@ -57,7 +57,8 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
     ctx.out.mkdir(parents=True, exist_ok=True)
     finished: list[str] = []
     while True:  # variants may depend on earlier results (entropy thresholds)
-        todo = [v for v in exp.variants(ctx) if v.label not in finished]
+        todo = [v for v in exp.variants(ctx)
+                if v.label not in finished and (not only or v.label in only)]
         if not todo:
             break
         v = todo[0]
@@ -73,7 +74,11 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
                   + (f", agreement {result['holdout_agree_t0']:.1f}%"
                      if "holdout_agree_t0" in result else ""), flush=True)
         finished.append(v.label)
-    if exp.after is not None:
+    unknown = sorted(set(only) - {v.label for v in exp.variants(ctx)})
+    if unknown:
+        raise UserError(f"{name} has no variant {unknown[0]!r}; its variants: "
+                        f"{', '.join(v.label for v in exp.variants(ctx))}")
+    if exp.after is not None and not only:
         ctx.results.update(exp.after(ctx))
     papers = {v.label: v.paper for v in exp.variants(ctx)}
     table = tables.summarize(name, exp, papers, ctx.results, seeds, time.perf_counter() - start)
@@ -156,6 +161,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--student", choices=sorted(STUDENTS), default="res3d",
                         help="the distilled student (default res3d; the paper's ablations use "
                              "r2plus1d, twice the cost)")
+    parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
+                        help="run only this variant (repeat for several; claims on rows that did "
+                             "not run are left out)")
     parser.add_argument("--overwrite", action="store_true", help="train every run again")
     ns = parser.parse_intermixed_args(argv)
     args = ["out_dir=runs/reproduce", *ns.args]
@@ -163,12 +171,15 @@ def main(argv: list[str]) -> int:
     demo = config_from_args(demo_args(args, {f.name for f in fields(DemoConfig)},
                                       recipe_names(base)), DemoConfig)
     seeds = [int(s) for s in ns.seeds.split(",") if s]
-    table = run_experiment(ns.name, demo, seeds, ns.overwrite, ns.student)
+    table = run_experiment(ns.name, demo, seeds, ns.overwrite, ns.student, ns.only)
     command = "distinit reproduce " + " ".join([ns.name, *ns.args, f"--seeds {ns.seeds}",
-                                                f"--student {ns.student}"])
+                                                f"--student {ns.student}",
+                                                *[f"--only '{v}'" for v in ns.only]])
     text = tables.markdown(table, command)
     print("\n" + text, flush=True)
     if ns.doc:
-        tables.write_section(Path(ns.doc), ns.name, text)
-        print(f"wrote the {ns.name} section of {ns.doc}")
+        # A run of some variants gets a section of its own beside the whole experiment's.
+        section = ns.name if not ns.only else f"{ns.name}/{'|'.join(ns.only)}"
+        tables.write_section(Path(ns.doc), section, text)
+        print(f"wrote the {section} section of {ns.doc}")
     return 0

@@ -15,7 +15,7 @@ from distinit.build import clip_dataset, holdout_split
 from distinit.config import Config, load_config, to_dict
 from distinit.data.synth import World, generate_world
 from distinit.errors import UserError
-from distinit.experiments.engine import Stage
+from distinit.experiments.runner import Stage
 from distinit.methods import METHODS, config_class
 from distinit.models.teachers import build_teacher
 from distinit.targets.frames import unnormalize

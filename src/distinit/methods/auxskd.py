@@ -24,9 +24,9 @@ from distinit.build import clip_dataset, init_student, make_student
 from distinit.config import Config, checked
 from distinit.data.video import list_videos
 from distinit.data.views import View
+from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
-from distinit.losses_contrastive import similarity_distillation
-from distinit.methods.base import Method, Pretraining
+from distinit.losses.contrastive import similarity_distillation
 from distinit.methods.heads import Pathway
 from distinit.methods.momentum import encode_keys, momentum_copy, momentum_update
 from distinit.methods.queue import KeyQueue

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distinit import dist
 from distinit.build import (
     clip_dataset,
     holdout_split,
@@ -20,11 +19,12 @@ from distinit.build import (
 from distinit.config import Config, DistillConfig
 from distinit.data.video import list_videos
 from distinit.data.views import View
+from distinit.engine import dist
+from distinit.engine.method import Method, Pretraining
+from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
-from distinit.losses import weighted_mean
-from distinit.methods.base import Method, Pretraining
+from distinit.losses.distillation import weighted_mean
 from distinit.methods.heads import MultiHeadStudent
-from distinit.runtime import Runtime
 from distinit.targets.cache import TargetCache, build_cache, cache_complete
 from distinit.targets.holdout import holdout_agreement
 from distinit.targets.teachers import TeacherTargets, build_teachers

@@ -8,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from distinit import dist
+from distinit.engine import dist
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:

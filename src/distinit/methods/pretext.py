@@ -25,8 +25,8 @@ from distinit.build import clip_dataset, init_student, make_student
 from distinit.config import Config, checked
 from distinit.data.video import list_videos
 from distinit.data.views import View
+from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
-from distinit.methods.base import Method, Pretraining
 from distinit.models.students import feature_dim, forward_features
 
 

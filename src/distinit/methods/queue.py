@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distinit import dist
+from distinit.engine import dist
 
 
 class KeyQueue(nn.Module):

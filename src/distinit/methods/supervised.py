@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distinit.methods.base import Method
+from distinit.engine.method import Method
 
 
 class Supervised(Method):

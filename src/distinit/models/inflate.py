@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distinit.checkpoint import read_checkpoint
+from distinit.engine.checkpoint import read_checkpoint
 from distinit.errors import UserError
 from distinit.models.students import Conv2Plus1D, R2Plus1dStem, VideoResNet
 

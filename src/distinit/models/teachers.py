@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distinit.checkpoint import WeightsError, load_weights, read_checkpoint
+from distinit.engine.checkpoint import WeightsError, load_weights, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.image_resnet import IMAGE_MODELS, build_image_model
 from distinit.optional import import_timm, import_torchvision, require

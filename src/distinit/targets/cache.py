@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distinit import dist
 from distinit.config import Config, config_from_args
 from distinit.data import shards
 from distinit.data.transforms import Box, apply_box, draw_box, resize_short_side, to_float_clip
 from distinit.data.video import list_videos, read_all_frames
+from distinit.engine import dist
+from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
-from distinit.runtime import Runtime
 from distinit.targets.teachers import build_teachers
 
 WHAT = "teacher-target cache"

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from distinit import dist
-from distinit.runtime import Runtime
+from distinit.engine import dist
+from distinit.engine.runtime import Runtime
 from distinit.targets.teachers import TeacherTargets, entropy
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distinit.config import TeacherConfig
-from distinit.losses import logit_mse, soft_target_cross_entropy
+from distinit.losses.distillation import logit_mse, soft_target_cross_entropy
 from distinit.models.teachers import Teacher, build_teacher
 from distinit.targets.frames import FRAME_CHOICES, frame_indices, gather_frames, unnormalize
 

@@ -19,13 +19,13 @@ from distinit.build import (
     prepare_data,
     resolve_normalization,
 )
-from distinit.checkpoint import seed_all
 from distinit.config import config_from_args
 from distinit.data.video import list_videos
+from distinit.engine.checkpoint import seed_all
+from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
-from distinit.evaluate import per_video
+from distinit.jobs.evaluate import per_video
 from distinit.models.students import forward_features
-from distinit.runtime import Runtime
 
 
 def video_features(net: nn.Module, dataset: Dataset, num_videos: int, *, batch_size: int = 32,

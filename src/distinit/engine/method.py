@@ -1,4 +1,4 @@
-"""The contract between a training method and the one training loop (`distinit.train`).
+"""The contract between a training method and the one training loop (`distinit.engine.train`).
 
 In the spirit of timm's `TrainingTask`: a method is an `nn.Module` that owns everything its
 objective needs, and tells the loop which part to optimise.

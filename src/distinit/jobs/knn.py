@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from distinit.features import video_features
-from distinit.runtime import Runtime
+from distinit.engine.runtime import Runtime
+from distinit.jobs.features import video_features
 
 
 def knn_predict(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, k: int,

@@ -21,18 +21,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from distinit import dist
-from distinit.checkpoint import seed_all
 from distinit.config import Config
 from distinit.data.datasets import ImageFolderDataset
 from distinit.data.transforms import ClipTransform
+from distinit.engine import dist
+from distinit.engine.checkpoint import seed_all
+from distinit.engine.runtime import Runtime
+from distinit.engine.train import train
 from distinit.errors import UserError
-from distinit.evaluate import evaluate
+from distinit.jobs.evaluate import evaluate
 from distinit.methods.supervised import Supervised
 from distinit.models.image_resnet import IMAGE_MODELS, build_image_model
 from distinit.models.teachers import IMAGENET_MEAN, IMAGENET_STD, teacher_checkpoint
-from distinit.runtime import Runtime
-from distinit.train import train
 
 CHECKPOINT = "teacher.pt"
 
@@ -116,7 +116,7 @@ def evaluate_images(cfg: Config, net: torch.nn.Module, test_set: ImageFolderData
 
 
 def main(argv: list[str]) -> int:
-    from distinit.run import parse
+    from distinit.jobs.run import parse
 
     cfg, ns = parse(argv, "train-image")
     torch.set_float32_matmul_precision("high")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from distinit.dist import resolve_device
+from distinit.engine.dist import resolve_device
 from distinit.errors import UserError
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from distinit import dist
 from distinit.config import DataConfig, config_from_args
 from distinit.data import shards
 from distinit.data.clip_store import WHAT, build_clip_store
 from distinit.data.splits import load_labeled
 from distinit.data.video import list_videos
+from distinit.engine import dist
 from distinit.errors import UserError
 from distinit.methods import any_config_class
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 
-from distinit.checkpoint import backbone_state, load_checkpoint, read_checkpoint
+from distinit.engine.checkpoint import backbone_state, load_checkpoint, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_kernel
 from distinit.optional import require

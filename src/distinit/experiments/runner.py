@@ -1,4 +1,4 @@
-"""The one experiment engine. An experiment is a list of stages; each stage is one job on a
+"""The one experiment runner. An experiment is a list of stages; each stage is one job on a
 recipe with its overrides, in a run folder of its own, started from an earlier stage's backbone:
 
     Stage("auxskd", "auxskd", "configs/demo/auxskd.yaml", ("data.videos=V",), out="runs/a")
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from distinit.checkpoint import load_checkpoint
 from distinit.config import Config, load_config
+from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 from distinit.methods import METHODS, config_class
 
@@ -100,8 +100,8 @@ def run_stage(stage: Stage, start: Done | None = None, overwrite: bool = False) 
             raise UserError(f"stage {stage.name} inflates the 2D network of its start stage; "
                             "name one")
         return Done("inflate", start.weights)
-    from distinit import run
-    from distinit.image_train import CHECKPOINT, train_image_model
+    from distinit.jobs import run
+    from distinit.jobs.image_train import CHECKPOINT, train_image_model
 
     cfg = stage_config(stage, start)
     out = Path(cfg.out_dir)

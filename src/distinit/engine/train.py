@@ -1,6 +1,6 @@
 """The one training loop: distillation, fine-tuning and supervised training all run here.
 
-A method (`distinit.methods.base.Method`) returns `{"loss": ..., **logs}` from `forward(batch)`
+A method (`distinit.engine.method.Method`) returns `{"loss": ..., **logs}` from `forward(batch)`
 and names its trainable part `method.trainable`. The loop owns everything else: devices,
 precision, DDP, optimizer, schedule, accumulation, clipping, logging, checkpoints (with the
 method's own state) and exact resumption.
@@ -21,14 +21,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from distinit import dist, run_dir
-from distinit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distinit.config import Config, OptimConfig, save_config, to_dict
+from distinit.engine import dist, run_dir
+from distinit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from distinit.engine.interrupt import Interrupted, StopRequest, signal_name
+from distinit.engine.method import Method
+from distinit.engine.runtime import Runtime
+from distinit.engine.sampler import StreamSampler
 from distinit.errors import UserError
-from distinit.interrupt import Interrupted, StopRequest, signal_name
-from distinit.methods.base import Method
-from distinit.runtime import Runtime
-from distinit.sampler import StreamSampler
 
 
 def build_optimizer(net: nn.Module, cfg: OptimConfig, head_prefixes: tuple[str, ...] = ()):

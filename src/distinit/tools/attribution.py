@@ -155,7 +155,7 @@ def attribution(net: nn.Module, clips: list[Clip], fine_tuned: bool,
 def picture(clips: list[Clip], maps: dict[str, list[torch.Tensor]], path: Path,
             frame: int | None = None) -> Path:
     """One row per clip: the frame with the object's outline, then each network's map on it."""
-    from distinit.figures import _pyplot
+    from distinit.tools.figures import _pyplot
 
     plt = _pyplot()
     names = list(maps)

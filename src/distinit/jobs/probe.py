@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from distinit.features import video_features
-from distinit.knn import knn_predict
-from distinit.runtime import Runtime
+from distinit.engine.runtime import Runtime
+from distinit.jobs.features import video_features
+from distinit.jobs.knn import knn_predict
 
 
 def linear_probe(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distinit import dist, run_dir
 from distinit.build import (
     STUDENT_HINT,
     clip_dataset,
@@ -23,16 +22,17 @@ from distinit.build import (
     pretrained_weights,
     resolve_normalization,
 )
-from distinit.checkpoint import load_checkpoint, load_weights, model_state, seed_all
 from distinit.config import Config, ModelConfig, config_from_args
 from distinit.data.datasets import VideoClipDataset
+from distinit.engine import dist, run_dir
+from distinit.engine.checkpoint import load_checkpoint, load_weights, model_state, seed_all
+from distinit.engine.runtime import Runtime
+from distinit.engine.train import train
 from distinit.errors import UserError
-from distinit.evaluate import PREDICTIONS, evaluate
+from distinit.jobs.evaluate import PREDICTIONS, evaluate
+from distinit.jobs.probe import frozen_scores
 from distinit.methods import config_class, get_method
 from distinit.methods.supervised import Supervised
-from distinit.probe import frozen_scores
-from distinit.runtime import Runtime
-from distinit.train import train
 
 COMMANDS = ("pretrain", "distill", "finetune", "eval")
 

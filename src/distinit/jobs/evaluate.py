@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from distinit import dist
+from distinit.engine import dist
+from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
-from distinit.runtime import Runtime
 
 
 @torch.no_grad()

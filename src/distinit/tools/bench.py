@@ -29,7 +29,6 @@ import contextlib
 import os
 import platform
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,18 +38,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from distinit import dist
 from distinit.build import prepare_data, resolve_normalization
 from distinit.config import Config, load_config
 from distinit.data.video import list_videos, write_video
+from distinit.engine import dist
+from distinit.engine.runtime import Runtime
+from distinit.engine.train import accumulate, build_optimizer, make_loader
 from distinit.errors import UserError
 from distinit.methods.distinit import build
 from distinit.models.image_resnet import build_image_model
 from distinit.models.teachers import teacher_checkpoint
-from distinit.runtime import Runtime
 from distinit.targets.cache import build_cache
 from distinit.targets.frames import frame_indices
-from distinit.train import accumulate, build_optimizer, make_loader
+from distinit.tools.measure import PEAK_FLOPS, timed
 
 PRESETS = {
     # the demo's Res3D student on the synthetic world's 32-px frames, its ResNet-50 (width 16)
@@ -62,64 +62,6 @@ PRESETS = {
                  resize=128, batch=8, frame=(240, 320), teacher_width=64, teacher_size=224,
                  classes=1000),
 }
-# dense bf16 tensor-core peak (FLOP/s) for MFU
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
-
-
-class PeakMemory:
-    """Peak memory while a block runs: the GPU's allocated bytes, or this process's resident
-    set sampled every 5 ms on a CPU (loader workers are other processes, not counted)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak = device, 0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not self._stop.is_set():
-            with open("/proc/self/statm") as f:
-                self.peak = max(self.peak, int(f.read().split()[1]) * page)
-            self._stop.wait(0.005)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self._stop.set()
-            self._thread.join()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], float], steps: int, warmup: int, device: torch.device) -> dict:
-    """Run `fn` (it returns the clips it handled and the seconds it waited on data) `warmup`
-    times untimed, then `steps` times: clips/s, peak memory, the share spent waiting on data."""
-    for _ in range(warmup):
-        fn()
-    with PeakMemory(device) as mem:
-        _sync(device)
-        t0, clips, waited = time.perf_counter(), 0, 0.0
-        for _ in range(steps):
-            n, w = fn()
-            clips, waited = clips + n, waited + w
-        _sync(device)
-        seconds = time.perf_counter() - t0
-    return {"clips_s": clips / seconds, "mem": mem.peak, "wait": waited / seconds}
-
-
 def make_videos(folder: Path, count: int, frame: tuple[int, int], num_frames: int = 64) -> Path:
     """`count` H.264 videos (keyframe every 16 frames) of a panning texture with a moving
     square, each shifted in time so they differ."""

@@ -1,0 +1,1 @@
+"""The training engine: the Method contract, the one loop, checkpoints, processes and devices."""

@@ -1,0 +1,1 @@
+"""Jobs: pretrain, fine-tune, evaluate, train an image network, extract features, store clips."""

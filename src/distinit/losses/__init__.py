@@ -1,0 +1,1 @@
+"""Losses: pure functions, tensors in and a loss out (distillation, contrastive)."""

@@ -1,0 +1,1 @@
+"""Tools beside training: benchmarks, the papers' figures, Grad-CAM attribution."""
