@@ -174,3 +174,17 @@ def holdout_split(videos: list, n: int) -> tuple[list, list]:
     held = set(order[:n])
     return ([v for i, v in enumerate(videos) if i not in held],
             [v for i, v in enumerate(videos) if i in held])
+
+
+def corpus_encoder(cfg: Config, method: str) -> tuple[nn.Module, list[Path]]:
+    """The RGB encoder a self-supervised `method` pretrains (no classifier, initialised as
+    `model` says: e.g. an earlier stage's backbone) and the videos of its corpus `data.videos`."""
+    dc = cfg.data
+    if not dc.videos:
+        raise UserError(f"{method} needs data.videos: a folder of videos or a list file")
+    if dc.input != "rgb":
+        raise UserError(f"{method} pretrains an RGB encoder: set data.input=rgb")
+    encoder = make_student(cfg.model, num_classes=0)
+    init_student(encoder, cfg.model)
+    return encoder, list_videos(dc.videos, dc.extensions)
+

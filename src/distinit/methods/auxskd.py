@@ -20,12 +20,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from distinit.build import clip_dataset, init_student, make_student
+from distinit.build import clip_dataset, corpus_encoder, init_student, make_student
 from distinit.config import Config, checked
-from distinit.data.video import list_videos
 from distinit.data.views import View
 from distinit.engine.method import Method, Pretraining
-from distinit.errors import UserError
 from distinit.losses.contrastive import similarity_distillation
 from distinit.methods.heads import Pathway
 from distinit.methods.momentum import encode_keys, momentum_copy, momentum_update
@@ -85,12 +83,7 @@ SECTION = ("auxskd", AuxSKDConfig)
 
 def build(cfg: Config) -> Pretraining:
     ac, dc = cfg.auxskd, cfg.data
-    if not dc.videos:
-        raise UserError("auxskd needs data.videos: a folder of videos or a list file")
-    if dc.input != "rgb":
-        raise UserError("auxskd pretrains an RGB encoder: set data.input=rgb")
-    encoder = make_student(cfg.model, num_classes=0)
-    init_student(encoder, cfg.model)
+    encoder, videos = corpus_encoder(cfg, "auxskd")
     student = Pathway(encoder, ac.dim)
     teacher = None
     if ac.teacher:
@@ -99,7 +92,6 @@ def build(cfg: Config) -> Pretraining:
         teacher = Pathway(frozen, ac.dim)
         teacher.head = copy.deepcopy(student.head)  # the projection drawn at the start
     views = [View("video"), View("video2", rate=ac.rate)]
-    videos = list_videos(dc.videos, dc.extensions)
     return Pretraining(AuxSKD(student, ac, teacher),
                        clip_dataset(dc, videos, None, True, cfg.seed, views=views))
 

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distinit.build import clip_dataset, init_student, make_student
+from distinit.build import clip_dataset, corpus_encoder
 from distinit.config import Config, checked
-from distinit.data.video import list_videos
 from distinit.data.views import View
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
@@ -103,18 +102,12 @@ def _task(name: str, pc: PretextConfig) -> tuple[View, dict[str, int], int]:
 
 def build(cfg: Config, task: str) -> Pretraining:
     pc, dc = cfg.pretext, cfg.data
-    if not dc.videos:
-        raise UserError(f"{task} needs data.videos: a folder of videos or a list file")
-    if dc.input != "rgb":
-        raise UserError(f"{task} pretrains an RGB encoder: set data.input=rgb")
     if task == "vspp" and pc.max_segment > dc.clip_len:
         raise UserError(f"pretext.max_segment={pc.max_segment} segments do not fit in "
                         f"data.clip_len={dc.clip_len} frames")
     view, heads, n_clips = _task(task, pc)
-    encoder = make_student(cfg.model, num_classes=0)
-    init_student(encoder, cfg.model)  # e.g. the auxSKD stage's backbone
+    encoder, videos = corpus_encoder(cfg, task)  # e.g. from the auxSKD stage's backbone
     net = PretextNet(encoder, heads, n_clips, pc.hidden, pc.dropout)
-    videos = list_videos(dc.videos, dc.extensions)
     return Pretraining(Pretext(net), clip_dataset(dc, videos, None, True, cfg.seed, views=[view]))
 
 
