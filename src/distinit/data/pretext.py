@@ -19,6 +19,8 @@ from itertools import permutations
 
 import numpy as np
 
+from distinit.data.rspnet_sampling import SAMPLERS as RSPNET_SAMPLERS
+
 
 def _start(rng: np.random.Generator, num_frames: int, span: int) -> int:
     return int(rng.integers(0, max(num_frames - span, 0) + 1))
@@ -98,4 +100,4 @@ def _vcop(rng, num_frames, clip_len, stride, n_clips=3, interval=8):
 
 
 # name -> (rng, num_frames, clip_len, stride, **options) -> (indices, {label name: label})
-SAMPLERS = {"vspp": _vspp, "pace": _pace, "vcop": _vcop}
+SAMPLERS = {"vspp": _vspp, "pace": _pace, "vcop": _vcop, **RSPNET_SAMPLERS}

@@ -158,7 +158,7 @@ def _video_list(ctx: Context, name: str, videos: list[str]) -> Path:
     return path
 
 
-TASKS = {"vspp": "VSPP", "vcop": "VCOP", "pace": "pace prediction"}
+TASKS = {"vspp": "VSPP", "vcop": "VCOP", "pace": "pace prediction", "rspnet": "RSPNet"}
 
 
 def _auxskd(ctx: Context) -> list[Variant]:
@@ -232,12 +232,13 @@ EXPERIMENTS = {
                           "cached, 8 boxes"),
                          ("8 cached boxes beat 2", "cached, 8 boxes", "cached, 2 boxes"),
                          ("float16 beats top-5", "cached, 8 boxes", "cached, 8 boxes, top-5")]),
-    "auxskd": Experiment("auxSKD", "auxSKD before VSPP, VCOP and pace prediction on a small "
+    "auxskd": Experiment("auxSKD", "auxSKD before VSPP, VCOP, pace prediction and RSPNet on a small "
                          "corpus, against DistInit and MoDist", _auxskd,
                          [("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP"),
                           ("auxSKD improves VCOP", "auxSKD + VCOP", "VCOP"),
                           ("auxSKD improves pace prediction", "auxSKD + pace prediction",
                            "pace prediction"),
+                          ("auxSKD improves RSPNet", "auxSKD + RSPNet", "RSPNet"),
                           ("VSPP beats scratch", "VSPP", "scratch"),
                           ("auxSKD + VSPP beats DistInit", "auxSKD + VSPP", "DistInit"),
                           ("auxSKD + VSPP beats MoDist", "auxSKD + VSPP", "MoDist")]),

@@ -23,6 +23,7 @@ METHODS = {
     "vspp": "distinit.methods.pretext:VSPP",
     "pace": "distinit.methods.pretext:PACE",
     "vcop": "distinit.methods.pretext:VCOP",
+    "rspnet": "distinit.methods.rspnet",
 }
 
 
