@@ -24,9 +24,13 @@ def test_demo_writes_the_table(tmp_path, capsys):
     stats = table["stats"]
     assert 0 <= stats["teacher_stills"] <= 100 and 0 <= stats["teacher_frames"] <= 100
     assert 0 <= stats["res3d_distinit_agree"] <= 100 and stats["res3d_distinit_soft_loss"] > 0
+    # beside it, agreement with the clip-level target and the one-frame agreement's ceiling
+    assert 0 <= stats["res3d_distinit_agree_clip"] <= 100
+    assert 0 <= stats["res3d_distinit_ceiling"] <= 100
     md = (tmp_path / "run" / "table1.md").read_text()
     assert "| Res3D | ImageNet-analog inflated (ResNet-18 analog) |" in md
     assert "DistInit beats scratch (Res3D): **" in md  # a verdict per claim
+    assert "clip-level top class" in md and "ceiling" in md
     out = capsys.readouterr().out
     assert "| Model | Initialization | Per clip | Top 1 | Top 5 | kNN-1 | kNN-20 |" in out
     assert "held-out corpus clips" in out

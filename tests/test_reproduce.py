@@ -108,14 +108,25 @@ def test_auxskd_experiment_shares_its_auxiliary_stage_on_a_small_corpus(tmp_path
     assert labels[:2] == ["VSPP", "auxSKD + VSPP"] and labels[-1] == "scratch"
     runs = tmp_path / "r" / "runs"
     assert len(list(runs.glob("auxskd-*/seed0/r3d_18_auxskd/last.pt"))) == 1  # one, shared
-    for task in ("vspp", "vcop", "pace"):  # each alone, and from the auxSKD stage
+    for task in ("vspp", "vcop", "pace", "rspnet"):  # each alone, and from the auxSKD stage
         inits = sorted(yaml_init(p) for p in runs.glob(f"*/seed0/r3d_18_{task}/config.yaml"))
         assert inits == ["checkpoint", "scratch"], task
     # The small corpus: a quarter of the world's videos, each stage as many clips per epoch as
     # the whole corpus has videos.
     listed = (tmp_path / "r" / "auxskd" / "corpus_25.txt").read_text().split()
     assert len(listed) == 12 // 4
-    assert len(summary["verdicts"]) == 6
+    assert len(summary["verdicts"]) == 7
+    assert "auxSKD improves RSPNet: **" in summary["verdicts"][3]
+    # Some variants alone: they reload the runs above, into a section of their own.
+    doc = tmp_path / "R.md"
+    assert main(["reproduce", "auxskd", f"out_dir={tmp_path / 'r'}", *TINY,
+                 "modist=[modist.queue=8]", "auxskd=[auxskd.queue=8]", "--seeds", "0",
+                 "--only", "RSPNet", "--only", "auxSKD + RSPNet", "--doc", str(doc)]) == 0
+    only = json.loads((tmp_path / "r" / "auxskd" / "summary.json").read_text())
+    assert [r["variant"] for r in only["rows"]] == ["RSPNet", "auxSKD + RSPNet"]
+    assert [r["per_seed_top1"] for r in only["rows"]] == [
+        r["per_seed_top1"] for r in summary["rows"] if "RSPNet" in r["variant"]]
+    assert "<!-- reproduce:auxskd/RSPNet|auxSKD + RSPNet -->" in doc.read_text()
 
 
 def yaml_init(config_file):

@@ -19,7 +19,8 @@ from distinit.data.synth.world import with_overrides
 from distinit.experiments import hooks
 from distinit.experiments.world import DemoConfig, recipe_path
 
-STUDENTS = {"res3d": "res3d_distinit", "r2plus1d": "r2plus1d_distinit"}
+# --student: (the student's name, its fine-tune folder's row name: finetune_ROW, a run-folder key)
+STUDENTS = {"res3d": ("Res3D", "res3d_distinit"), "r2plus1d": ("R(2+1)D", "r2plus1d_distinit")}
 
 
 @dataclass

@@ -24,7 +24,6 @@ from distinit.config import config_from_args
 from distinit.errors import UserError
 from distinit.experiments import tables
 from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
-from distinit.experiments.demo import ROWS
 from distinit.experiments.runner import Done, Stage, run_stages
 from distinit.experiments.world import (
     ARCH,
@@ -82,7 +81,7 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
         ctx.results.update(exp.after(ctx))
     papers = {v.label: v.paper for v in exp.variants(ctx)}
     table = tables.summarize(name, exp, papers, ctx.results, seeds, time.perf_counter() - start)
-    table["student"] = ROWS[STUDENTS[student]][0]
+    table["student"] = STUDENTS[student][0]
     table["notes"] = ctx.notes
     (ctx.out / "summary.json").write_text(json.dumps(table, indent=2))
     return table
@@ -93,8 +92,8 @@ def variant_stages(ctx: Context, demo: DemoConfig, v: Variant, seed: int,
     """The variant's stages for one seed: the stages before its method, its method, the
     fine-tune. Each pretraining is kept in a folder named by the configs it resolves to, so
     experiments and variants that train the same thing share one run."""
-    row = STUDENTS[student]
-    arch = ARCH[ROWS[row][0]]
+    name, row = STUDENTS[student]
+    arch = ARCH[name]
     runs = ctx.out.parent / "runs"
     stages: list[Stage] = []
     handed: list[str] = []  # the last earlier stage's backbone: part of what keys the next one
