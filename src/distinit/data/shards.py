@@ -4,7 +4,7 @@ written atomically, refused when made for something else.
 A store is a folder with `manifest.json` (what it was made from: its `fingerprint`, the video
 list, which shard holds which video) and `shard-NNNNN.safetensors` files of named arrays, one
 group of arrays per video (`v{j}/NAME`, j the video's position in the shard). The teacher-target
-cache (`target_cache.py`) and the decoded-clip store (`data/clip_store.py`) are both such
+cache (`targets/cache.py`) and the decoded-clip store (`data/clip_store.py`) are both such
 stores. Readers memory-map the shards, so a loader worker reads only the arrays it slices.
 """
 

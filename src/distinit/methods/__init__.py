@@ -2,7 +2,7 @@
 
 Each entry is a module (or `module:object`, for several methods in one file) with
 - `SECTION`: `(key, dataclass)` of the method's own config section, or None;
-- `build(cfg) -> methods.base.Pretraining`: the method and its data recipe;
+- `build(cfg) -> engine.method.Pretraining`: the method and its data recipe;
 - optionally `prepare(cfg)`: build what the run reads before it is built, when its own command
   has not (DistInit: the teacher-target cache); `run.pretrain` calls it.
 
