@@ -92,7 +92,7 @@ def _gained(old, new, prefix: str = "") -> list[str] | None:
                 return None
             out += sub
         return out
-    return [] if old == new else None
+    return [] if json.dumps(old) == json.dumps(new) else None  # NaN == NaN as written
 
 
 def main(argv: list[str]) -> int:

@@ -5,9 +5,8 @@ import yaml
 
 from distinit.cli import main
 from distinit.errors import UserError
-from distinit.experiments.demo import parse_demo
 from distinit.experiments.runner import Done, Stage, check_stages, run_stages, stage_config
-from distinit.experiments.world import recipe_path
+from distinit.experiments.world import parse_demo, recipe_path
 
 
 def test_a_stage_of_an_unknown_kind_lists_the_valid_ones():

@@ -181,9 +181,8 @@ def test_same_seed_same_weights_and_results(world, teacher_file, tmp_path, label
 
 
 def test_demo_teacher_is_the_same_for_the_same_seed(world, tmp_path):
-    from distinit.experiments.demo import parse_demo
     from distinit.experiments.runner import run_stage
-    from distinit.experiments.world import image_stage
+    from distinit.experiments.world import image_stage, parse_demo
 
     demo = parse_demo(["size=tiny", "teacher=[optim.epochs=1, optim.batch_size=8, model.width=8]"])
     nets = []

@@ -19,28 +19,24 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
-from distinit.config import config_from_args, load_config
 from distinit.errors import UserError
 from distinit.experiments import tables
-from distinit.experiments.runner import Stage, run_stages
+from distinit.experiments.runner import Stage, run_stages, stage_config
 from distinit.experiments.world import (
     ARCH,
     DemoConfig,
     cache,
     corpus_split,
-    demo_args,
     finetune_stage,
     image_stage,
+    parse_demo,
     pretrain_stage,
-    recipe_names,
-    recipe_path,
     teacher_on_frames,
     world_stage,
 )
-from distinit.methods import config_class
 
 # row -> (student, initialisation, how it is pretrained: a method, `supervised`, or the stage
 # whose 2D network it inflates, or scratch)
@@ -76,9 +72,7 @@ def row_stages(demo: DemoConfig, world, out: Path, row: str) -> list[Stage]:
         pre = pretrain_stage(demo, world, "distinit", arch, out, out / "teacher" / "teacher.pt")
     elif how == "supervised":
         # Held out: the videos distillation holds out, so both are judged on the same ones.
-        holdout = load_config(recipe_path(demo, "distill"),
-                              [*demo.all, *demo.overrides.get("distill", [])],
-                              cls=config_class("distinit")).distill.holdout
+        holdout = stage_config(world_stage(demo, "-", "distinit", "distill", out)).distill.holdout
         split = corpus_split(world, out, holdout)
         pre = world_stage(demo, f"{arch}_supervised", "finetune", "supervised",
                           out / f"{arch}_supervised",
@@ -119,7 +113,7 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
         key = "teacher_stills" if name == "teacher" else f"{name}_test"
         stats[key] = done[name].result.get("test_top1", float("nan"))
         if name == "teacher":
-            cfg = load_config(stage.recipe, [*stage.overrides, f"out_dir={stage.out}"])
+            cfg = stage_config(stage)
             stats["teacher_frames"] = teacher_on_frames(Path(done[name].weights), world, cfg)
             print(f"teacher (ResNet-50 analog): {stats['teacher_stills']:.1f}% on object stills "
                   f"of unseen instances, {stats['teacher_frames']:.1f}% on frames of labeled "
@@ -207,13 +201,6 @@ def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
     if demo.figures:
         figures([out / f"seed{s}" for s in demo.seeds])
     return summary
-
-
-def parse_demo(args: list[str]) -> DemoConfig:
-    """`key=value` settings; `NAME=[...]` for a recipe NAME overrides that recipe's stages."""
-    base = config_from_args([a for a in args if a.startswith("recipes=")], DemoConfig)
-    names = {f.name for f in fields(DemoConfig)}
-    return config_from_args(demo_args(args, names, recipe_names(base)), DemoConfig)
 
 
 def main(argv: list[str]) -> int:

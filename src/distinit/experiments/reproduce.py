@@ -17,10 +17,9 @@ import argparse
 import hashlib
 import json
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
-from distinit.config import config_from_args
 from distinit.errors import UserError
 from distinit.experiments import tables
 from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
@@ -29,11 +28,10 @@ from distinit.experiments.world import (
     ARCH,
     RECIPE_OF,
     DemoConfig,
-    demo_args,
     finetune_stage,
     image_stage,
+    parse_demo,
     pretrain_stage,
-    recipe_names,
     stage_tree,
 )
 from distinit.jobs.evaluate import PREDICTIONS
@@ -165,10 +163,7 @@ def main(argv: list[str]) -> int:
                              "not run are left out)")
     parser.add_argument("--overwrite", action="store_true", help="train every run again")
     ns = parser.parse_intermixed_args(argv)
-    args = ["out_dir=runs/reproduce", *ns.args]
-    base = config_from_args([a for a in args if a.startswith("recipes=")], DemoConfig)
-    demo = config_from_args(demo_args(args, {f.name for f in fields(DemoConfig)},
-                                      recipe_names(base)), DemoConfig)
+    demo = parse_demo(["out_dir=runs/reproduce", *ns.args])
     seeds = [int(s) for s in ns.seeds.split(",") if s]
     table = run_experiment(ns.name, demo, seeds, ns.overwrite, ns.student, ns.only)
     command = "distinit reproduce " + " ".join([ns.name, *ns.args, f"--seeds {ns.seeds}",

@@ -62,7 +62,12 @@ class Done:
     init: str  # model.init of a later stage: checkpoint, inflate or scratch
     weights: str  # model.weights of a later stage
     result: dict = field(default_factory=dict)
-    finished: bool = True  # False: stopped early (stop_after); later stages wait
+    steps: tuple[int, int] = (0, 0)  # (step reached, total steps) of a training stage
+
+    @property
+    def finished(self) -> bool:
+        """False when the stage stopped early (stop_after, a signal): later stages wait."""
+        return self.steps[0] >= self.steps[1]
 
     def handed(self) -> list[str]:
         return [f"model.init={self.init}", f"model.weights={self.weights}"]
@@ -118,8 +123,8 @@ def run_stage(stage: Stage, start: Done | None = None, overwrite: bool = False) 
     else:
         result = run.pretrain(cfg, stage.kind, **restart)
     state = load_checkpoint(out / "last.pt")
-    finished = state["step"] >= state.get("total_steps", state["step"])
-    return Done("checkpoint", str(out / "last.pt"), result, finished)
+    steps = (state["step"], state.get("total_steps", state["step"]))
+    return Done("checkpoint", str(out / "last.pt"), result, steps)
 
 
 def run_stages(stages: list[Stage], overwrite: bool = False, done: dict[str, Done] | None = None,
@@ -137,9 +142,8 @@ def run_stages(stages: list[Stage], overwrite: bool = False, done: dict[str, Don
                   + (", continuing its run" if resumed else ""), flush=True)
         done[stage.name] = run_stage(stage, done.get(stage.start), overwrite)
         if not done[stage.name].finished:
-            state = load_checkpoint(Path(stage.out) / "last.pt")
-            print(f"[{log or 'stages'}] stage {stage.name} stopped at step {state['step']} of "
-                  f"{state['total_steps']}; the later stages wait for it: run the command again "
-                  "to continue", flush=True)
+            step, total = done[stage.name].steps
+            print(f"[{log or 'stages'}] stage {stage.name} stopped at step {step} of {total}; "
+                  "the later stages wait for it: run the command again to continue", flush=True)
             break
     return done

@@ -5,18 +5,17 @@ the user's overrides (for every stage, then per recipe: `distill=[optim.epochs=2
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from distinit.build import clip_dataset, holdout_split
-from distinit.config import Config, load_config, to_dict
+from distinit.config import Config, config_from_args, to_dict
 from distinit.data.synth import World, generate_world
 from distinit.errors import UserError
-from distinit.experiments.runner import Stage
-from distinit.methods import METHODS, config_class
+from distinit.experiments.runner import Stage, stage_config
 from distinit.models.teachers import build_teacher
 from distinit.targets.frames import unnormalize
 
@@ -58,13 +57,13 @@ def recipe_dir(demo: DemoConfig) -> Path:
     return Path(demo.recipes) if demo.recipes else RECIPES
 
 
-def demo_args(args: list[str], fields: set[str], recipes: list[str]) -> list[str]:
-    """`NAME=[...]` for a recipe NAME is `overrides.NAME=[...]`; any other key is the config's."""
-    out = []
-    for a in args:
-        key = a.split("=", 1)[0]
-        out.append(f"overrides.{a}" if "=" in a and key not in fields and key in recipes else a)
-    return out
+def parse_demo(args: list[str]) -> DemoConfig:
+    """`key=value` settings; `NAME=[...]` for a recipe NAME is `overrides.NAME=[...]`: it
+    overrides that recipe's stages."""
+    base = config_from_args([a for a in args if a.startswith("recipes=")], DemoConfig)
+    names, recipes = {f.name for f in fields(DemoConfig)}, recipe_names(base)
+    return config_from_args([f"overrides.{a}" if "=" in a and a.split("=", 1)[0] not in names
+                             and a.split("=", 1)[0] in recipes else a for a in args], DemoConfig)
 
 
 def recipe_path(demo: DemoConfig, name: str) -> Path:
@@ -92,9 +91,7 @@ def world_stage(demo: DemoConfig, name: str, kind: str, recipe: str, out: Path,
 def stage_tree(demo: DemoConfig, recipe: str, kind: str) -> dict:
     """The config a recipe resolves to with the demo's overrides (paths and folder aside): what
     run folders are keyed by."""
-    cls = config_class(kind) if kind in METHODS else Config
-    s = world_stage(demo, "key", kind, recipe, Path("."))
-    tree = to_dict(load_config(s.recipe, list(s.overrides), cls=cls))
+    tree = to_dict(stage_config(world_stage(demo, "key", kind, recipe, Path("."))))
     tree.pop("out_dir")
     return tree
 
