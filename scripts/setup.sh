@@ -18,6 +18,12 @@ if [ "$MODE" = full ]; then
     if ! ldconfig -p 2>/dev/null | grep -q libavcodec && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && apt-get install -y -qq ffmpeg) >/dev/null 2>&1 || echo "note: could not install ffmpeg; torchcodec backend will be unavailable"
     fi
+    # The opencv extra is opencv-contrib-python-headless (TV-L1 flow). It ships the same cv2
+    # package as opencv-python-headless, which a venv made earlier holds: remove both first, or
+    # the two overwrite each other's files and uninstalling one later breaks the other.
+    if .venv/bin/python -m pip show -q opencv-python-headless 2>/dev/null; then
+        .venv/bin/python -m pip uninstall -q -y opencv-python-headless opencv-contrib-python-headless
+    fi
     "${PIP[@]}" -e ".[test,torchvision,timm,torchcodec,decord,opencv]"
 elif [ "$MODE" = plots ]; then
     "${PIP[@]}" -e ".[plots]"

@@ -1,4 +1,5 @@
-"""`distinit flow` on real encoded videos: motion, storage format, resuming, bad inputs."""
+"""`distinit flow` on real encoded videos: motion, storage format, resuming, bad inputs; RAFT
+with weights the tests make (torchvision's raft_small, untrained) and stand-in models."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from distinit import cli
 from distinit.data import flow_store
 from distinit.data.flow import dequantize, flow_file, main, read_flow_meta, video_flow
+from distinit.data.flow_raft import MIN_SIDE, raft_flow, weights_digest
 from distinit.data.flow_store import flow_meta, quantize
 from distinit.data.video import probe, read_all_frames, write_video
 from distinit.errors import UserError
+from distinit.optional import import_torchvision
 
 SPEED, SQUARE, T = 2, 24, 10  # the square moves SPEED px a frame to the right
 
@@ -43,7 +48,17 @@ def run(*args) -> int:
     return main([str(a) for a in args] + ["--workers", "1"])
 
 
-@pytest.mark.parametrize("algorithm", ["dis", "farneback"])
+def _has_contrib() -> bool:
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return hasattr(cv2, "optflow")
+
+
+@pytest.mark.parametrize("algorithm", [
+    "dis", "farneback",
+    pytest.param("tvl1", marks=pytest.mark.skipif(not _has_contrib(), reason="no opencv-contrib"))])
 def test_translating_square_has_flow_of_its_speed_and_direction(tmp_path, algorithm):
     video = write(tmp_path / "src" / "square.mp4")
     assert run(tmp_path / "src", tmp_path / "out", "--algorithm", algorithm, "--dtype",
@@ -171,10 +186,10 @@ def test_other_settings_into_the_same_out_are_refused(tmp_path, capsys):
         read_flow_meta(out)
 
 
-def test_tvl1_without_opencv_contrib_is_one_line(tmp_path, capsys):
+def test_tvl1_without_opencv_contrib_is_one_line(tmp_path, capsys, monkeypatch):
     cv2 = pytest.importorskip("cv2")
-    if hasattr(cv2, "optflow"):
-        pytest.skip("opencv-contrib is installed: tvl1 is available")
+    if hasattr(cv2, "optflow"):  # opencv-contrib installed: hide it, as plain OpenCV lacks it
+        monkeypatch.delattr(cv2, "optflow")
     write(tmp_path / "src" / "a.mp4")
     assert cli.main(["flow", str(tmp_path / "src"), str(tmp_path / "out"), "--algorithm",
                      "tvl1"]) == 2
@@ -209,3 +224,98 @@ def test_unreadable_output_is_not_complete(tmp_path):
     assert not flow_store.is_complete(path)
     np.save(path, np.zeros((2, 4, 4, 2), np.uint8))
     assert flow_store.is_complete(path)
+
+
+# RAFT (torchvision), with weights made here: untrained, so only the plumbing is checked.
+
+
+@pytest.fixture(scope="module")
+def raft_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("raft") / "raft_small.pth"
+    torch.manual_seed(0)
+    torch.save(import_torchvision().models.optical_flow.raft_small().state_dict(), path)
+    return path
+
+
+def test_raft_writes_a_flow_folder_the_readers_read(tmp_path, raft_weights):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write(src / "a.mp4")
+    write(src / "b.mp4", square_frames(3, 48, 56))
+    assert cli.main(["flow", str(src), str(out), "--method", "raft_small", "--weights",
+                     str(raft_weights), "--iters", "2", "--device", "cpu", "--workers", "2"]) == 0
+    meta = read_flow_meta(out)
+    assert meta["algorithm"] == "raft_small" and meta["iters"] == 2
+    assert meta["weights"] == str(raft_weights)
+    assert meta["weights_sha256"] == weights_digest(raft_weights)
+    a, b = np.load(out / "a.npy"), np.load(out / "b.npy")
+    assert a.shape == (T, 64, 96, 2) and a.dtype == np.uint8 and b.shape == (3, 48, 56, 2)
+    flow = dequantize(a, meta)  # (T, H, W, 2) pixels
+    assert np.isfinite(flow).all() and np.abs(flow).max() <= 20
+    # Workers (one torch thread each) compute what this process computes.
+    np.testing.assert_allclose(flow, dequantize(video_flow(read_all_frames(src / "a.mp4"), meta),
+                                                meta), atol=2 * 20 / 255)
+
+
+class Difference(nn.Module):
+    """A stand-in for RAFT whose "flow" is channels 0-1 of image2 - image1: where each pixel
+    ends up after the padding and cropping shows in the output."""
+
+    def forward(self, a, b, num_flow_updates):
+        H, W = a.shape[-2:]
+        assert H % 8 == 0 and W % 8 == 0 and min(H, W) >= MIN_SIDE and num_flow_updates == 3
+        return [(b - a)[:, :2]]
+
+
+class Constant(nn.Module):
+    """A stand-in for RAFT that moves every pixel (3, 5) px of the frames it is given."""
+
+    def forward(self, a, b, num_flow_updates):
+        assert min(a.shape[-2:]) >= MIN_SIDE
+        return [a.new_tensor([3.0, 5.0]).view(1, 2, 1, 1).expand(len(a), 2, *a.shape[-2:])]
+
+
+def test_raft_pads_to_a_multiple_of_8_and_crops_back():
+    frames = np.random.default_rng(0).integers(0, 256, (11, 130, 141, 3), np.uint8)
+    flow = raft_flow(Difference(), frames, iters=3)  # 10 pairs: two batches
+    expected = (frames[1:, ..., :2].astype(np.float32) - frames[:-1, ..., :2]) / 127.5
+    assert flow.shape == (10, 130, 141, 2) and flow.dtype == np.float32
+    np.testing.assert_allclose(flow, expected, atol=1e-5)
+
+
+def test_raft_enlarges_small_frames_and_scales_their_flow_back():
+    frames = np.zeros((3, 36, 52, 3), np.uint8)
+    flow = raft_flow(Constant(), frames, iters=1)
+    # enlarged to (128, 192): 36 * 128 / 36 and 52 * 128 / 36 = 184.9, rounded up to 8s
+    assert flow.shape == (2, 36, 52, 2)
+    np.testing.assert_allclose(flow[..., 0], 3 * 52 / 192, rtol=1e-5)
+    np.testing.assert_allclose(flow[..., 1], 5 * 36 / 128, rtol=1e-5)
+
+
+def test_raft_bad_weights_are_one_line(tmp_path, capsys, raft_weights):
+    src = tmp_path / "src"
+    write(src / "a.mp4", square_frames(2))
+
+    def error(*args) -> str:
+        assert cli.main(["flow", str(src), str(tmp_path / "out"), *map(str, args)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err
+        return err
+
+    assert "needs --weights FILE" in error("--method", "raft_small")
+    assert "RAFT weights not found" in error("--method", "raft_large", "--weights",
+                                             tmp_path / "missing.pth")
+    assert "does not match torchvision's raft_large" in error("--method", "raft_large",
+                                                            "--weights", raft_weights)
+    assert "--weights and --iters are for" in error("--weights", raft_weights)
+    assert not (tmp_path / "out").exists()
+
+
+def test_raft_settings_are_part_of_the_folder(tmp_path, capsys, raft_weights):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write(src / "a.mp4", square_frames(2))
+    args = ["flow", str(src), str(out), "--method", "raft_small", "--weights", str(raft_weights),
+            "--device", "cpu"]
+    assert cli.main([*args, "--iters", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--iters", "2"]) == 2
+    assert "iters=1 (this run: iters=2)" in capsys.readouterr().err

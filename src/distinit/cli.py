@@ -13,7 +13,7 @@ COMMANDS = {
     "synth": ("distinit.data.synth.cli", "Write the synthetic world (stills, unlabeled corpus, action set)."),
     "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
-    "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1) for a folder or list of videos."),
+    "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1; RAFT from torchvision) for a folder or list of videos."),
     "cache-targets": ("distinit.targets.cache", "Run the teachers once over the corpus and store their logits (distill.target_cache)."),
     "store-clips": ("distinit.jobs.store_clips", "Decode every video once, resized to data.resize, into memory-mapped uint8 shards (data.cache=store)."),
     "train-image": ("distinit.jobs.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),

@@ -1,11 +1,14 @@
-"""`distinit flow SRC OUT`: dense optical flow of every video in a folder or list, with OpenCV.
+"""`distinit flow SRC OUT`: dense optical flow of every video in a folder or list.
 
-Algorithms: `dis` (default; DIS with OpenCV's MEDIUM preset: in benchmarks/bench_flow.py
-about 4x slower than FAST but with 1.4-3x lower error, and still ~2x faster than Farneback),
-`farneback`, and `tvl1` (Dual TV-L1, the flow of TSN and I3D; needs opencv-contrib). The format of the files (one `(T, H, W, 2)` .npy per video, uint8 quantised
-with a bound of 20 px as TSN and MMAction2 do, or float16 pixels) is in `flow_store`; its
-readers are re-exported here. Existing outputs are skipped, so an interrupted run resumes;
-a video that fails to decode is reported and skipped. See docs/FLOW.md.
+Algorithms (`--algorithm`, alias `--method`): with OpenCV, `dis` (default; DIS with OpenCV's
+MEDIUM preset: in benchmarks/bench_flow.py about 4x slower than FAST but with 1.4-3x lower
+error, and still ~2x faster than Farneback), `farneback`, and `tvl1` (Dual TV-L1, the flow of
+TSN and I3D; needs opencv-contrib); with torchvision, `raft_small` and `raft_large` (RAFT, the
+flow MSCL's MoDist trains on; weights from a local file, `flow_raft`). The format of the files
+(one `(T, H, W, 2)` .npy per video, uint8 quantised with a bound of 20 px as TSN and MMAction2
+do, or float16 pixels) is in `flow_store`; its readers are re-exported here. Existing outputs
+are skipped, so an interrupted run resumes; a video that fails to decode is reported and
+skipped. See docs/FLOW.md.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from distinit.data.reencode import output_size
 from distinit.data.video import DEFAULT_EXTENSIONS, VideoDecodeError, list_videos, read_all_frames
 from distinit.errors import UserError
 
-__all__ = ["ALGORITHMS", "dequantize", "flow_estimator", "flow_file", "main", "read_flow_meta",
-           "video_flow"]
+__all__ = ["ALGORITHMS", "METHODS", "RAFT_MODELS", "dequantize", "flow_estimator", "flow_file",
+           "main", "read_flow_meta", "video_flow"]
 
 
 class AllVideosFailed(UserError):
@@ -77,15 +80,20 @@ def _farneback(cv2: ModuleType) -> Estimator:
 
 def _tvl1(cv2: ModuleType) -> Estimator:
     if not hasattr(cv2, "optflow"):  # TV-L1 lives in opencv-contrib since OpenCV 4
-        raise UserError("the tvl1 algorithm needs opencv-contrib: pip install "
-                        "opencv-contrib-python-headless (in place of opencv-python-headless), "
-                        "or choose --algorithm dis or farneback")
+        raise UserError("the tvl1 algorithm needs opencv-contrib: pip uninstall "
+                        "opencv-python-headless, then pip install opencv-contrib-python-headless "
+                        "(or pip install -e '.[opencv]'); or choose --algorithm dis or farneback")
     tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
     return lambda prev, nxt: tvl1.calc(prev, nxt, None)
 
 
+# OpenCV's, a pair of gray frames at a time; RAFT (torchvision builders, run by `flow_raft`)
+# takes RGB frames in batches of pairs.
 ALGORITHMS: dict[str, Callable[[ModuleType], Estimator]] = {
     "dis": _dis, "farneback": _farneback, "tvl1": _tvl1}
+RAFT_MODELS = ("raft_small", "raft_large")
+METHODS = (*ALGORITHMS, *RAFT_MODELS)
+RAFT_ITERS = 20  # MSCL's (its tools/RAFT/inference.py:121); torchvision's default is 12
 
 
 def flow_estimator(algorithm: str) -> Estimator:
@@ -95,11 +103,15 @@ def flow_estimator(algorithm: str) -> Estimator:
     return ALGORITHMS[algorithm](import_cv2())
 
 
-def video_flow(frames: np.ndarray, meta: dict, estimator: Estimator | None = None) -> np.ndarray:
+def video_flow(frames: np.ndarray, meta: dict, estimator: Estimator | None = None,
+               device: str = "cpu") -> np.ndarray:
     """(T, H, W, 3) uint8 RGB -> (T, h, w, 2) flow in the stored format that `meta` describes
-    (see `flow_store.flow_meta`); frames resized to `meta["short_side"]` first if not 0."""
+    (see `flow_store.flow_meta`); frames resized to `meta["short_side"]` first if not 0.
+    RAFT runs on `device`; `estimator` replaces an OpenCV algorithm's."""
     cv2 = import_cv2()
-    estimator = estimator or flow_estimator(meta["algorithm"])
+    raft = meta["algorithm"] in RAFT_MODELS
+    if not raft:
+        estimator = estimator or flow_estimator(meta["algorithm"])
     T, H, W, _ = frames.shape
     h, w = output_size(H, W, meta["short_side"] or None, even=False)
     # INTER_AREA averages when shrinking, so fine texture does not alias into false motion.
@@ -114,23 +126,37 @@ def video_flow(frames: np.ndarray, meta: dict, estimator: Estimator | None = Non
         return quantize(np.zeros((1, h, w, 2), np.float32), meta)
     # Quantised pair by pair: a float32 copy of a whole long video would not fit in memory.
     out = np.empty((T, h, w, 2), np.uint8 if meta["dtype"] == "uint8" else np.float16)
-    nxt = gray(0)
-    for t in range(T - 1):
-        prev, nxt = nxt, gray(t + 1)
-        out[t] = quantize(estimator(prev, nxt), meta)  # (h, w, 2)
+    if raft:
+        from distinit.data.flow_raft import BATCH, load_raft, raft_flow
+
+        model = load_raft(meta["algorithm"], meta["weights"], device)
+        for start in range(0, T - 1, BATCH):
+            stop = min(start + BATCH, T - 1)
+            rgb = np.stack([resize(frames[t]) for t in range(start, stop + 1)])  # (n+1, h, w, 3)
+            out[start:stop] = quantize(raft_flow(model, rgb, meta["iters"], device), meta)
+    else:
+        nxt = gray(0)
+        for t in range(T - 1):
+            prev, nxt = nxt, gray(t + 1)
+            out[t] = quantize(estimator(prev, nxt), meta)  # (h, w, 2)
     out[T - 1] = out[T - 2]  # so that frame t of the RGB video indexes flow t
     return out
 
 
-def _init_worker() -> None:
-    # The pool's processes already fill the cores; OpenCV's own threads would oversubscribe.
+def _init_worker(algorithm: str) -> None:
+    # The pool's processes already fill the cores; OpenCV's or torch's own threads would
+    # oversubscribe.
     import_cv2().setNumThreads(1)
+    if algorithm in RAFT_MODELS:
+        import torch
+
+        torch.set_num_threads(1)
 
 
-def _flow_one(video: Path, dst: Path, meta: dict) -> tuple[int, str | None]:
+def _flow_one(video: Path, dst: Path, meta: dict, device: str) -> tuple[int, str | None]:
     """Run in a worker: (frames written, None), or (0, the reason `video` failed)."""
     try:
-        flow = video_flow(read_all_frames(video), meta)
+        flow = video_flow(read_all_frames(video), meta, device=device)
         save_flow(dst, flow)
     except VideoDecodeError as e:
         return 0, e.reason
@@ -145,7 +171,7 @@ def _shown(path: Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _run(jobs: dict[Path, Path], meta: dict, workers: int) -> tuple[int, int]:
+def _run(jobs: dict[Path, Path], meta: dict, workers: int, device: str) -> tuple[int, int]:
     """Compute every job, warning about each failure as it happens: (written, frames)."""
     written = frames = 0
     progress = tqdm(total=len(jobs), desc="flow", unit="video", disable=None)
@@ -161,13 +187,14 @@ def _run(jobs: dict[Path, Path], meta: dict, workers: int) -> tuple[int, int]:
 
     if workers <= 1:
         for video, dst in jobs.items():
-            record(video, _flow_one(video, dst, meta))
+            record(video, _flow_one(video, dst, meta, device))
     else:
         try:
             # spawn: a forked copy of a parent holding OpenCV's or torch's threads can deadlock.
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                     initializer=_init_worker) as pool:
-                futures = {pool.submit(_flow_one, video, dst, meta): video
+                                     initializer=_init_worker,
+                                     initargs=(meta["algorithm"],)) as pool:
+                futures = {pool.submit(_flow_one, video, dst, meta, device): video
                            for video, dst in jobs.items()}
                 try:
                     for future in as_completed(futures):  # in the order videos finish
@@ -182,11 +209,29 @@ def _run(jobs: dict[Path, Path], meta: dict, workers: int) -> tuple[int, int]:
     return written, frames
 
 
+def _raft_settings(algorithm: str, weights: str, iters: int, device: str) -> tuple[dict, str]:
+    """(RAFT's entries of flow.json, the device it runs on); bad weights fail here, once."""
+    from distinit.data.flow_raft import check_weights, load_raft, weights_digest
+    from distinit.engine.dist import resolve_device
+
+    path = check_weights(algorithm, weights)
+    device = str(resolve_device(device))
+    load_raft(algorithm, str(path), device)
+    return {"weights": str(path), "weights_sha256": weights_digest(path), "iters": iters}, device
+
+
 def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype: str = "uint8",
                  bound: float = 20.0, short_side: int = 0, workers: int = 1,
-                 extensions: list[str] | None = None) -> dict:
-    """Flow of every video under `src` not already in `out` (see `main`): the counts."""
-    flow_estimator(algorithm)  # a missing OpenCV or contrib fails here, once
+                 extensions: list[str] | None = None, weights: str = "",
+                 iters: int = RAFT_ITERS, device: str = "auto") -> dict:
+    """Flow of every video under `src` not already in `out` (see `main`): the counts.
+    `weights`, `iters` and `device` are RAFT's."""
+    if algorithm in RAFT_MODELS:
+        import_cv2()  # frames are resized with OpenCV
+        method, device = _raft_settings(algorithm, weights, iters, device)
+    else:
+        flow_estimator(algorithm)  # a missing OpenCV or contrib fails here, once
+        method, device = {}, "cpu"
     src, out = Path(src), Path(out)
     videos = list_videos(src, extensions or [e.lstrip(".") for e in DEFAULT_EXTENSIONS],
                          extensions_option="--extensions")
@@ -197,12 +242,12 @@ def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype
             raise UserError(f"{_shown(seen[dst])} and {_shown(video)} would both be written to "
                             f"{_shown(dst)}; rename one")
         seen[dst] = video
-    meta = flow_meta(algorithm, dtype, bound, short_side)
+    meta = flow_meta(algorithm, dtype, bound, short_side, **method)
     claim_out_dir(out, meta)
     todo = {video: dst for video, dst in jobs.items() if not is_complete(dst)}
 
     start = time.perf_counter()
-    written, frames = _run(todo, meta, workers)
+    written, frames = _run(todo, meta, workers, device)
     seconds = time.perf_counter() - start
     failed = len(todo) - written
     print(f"{written} written, {len(jobs) - len(todo)} skipped (already done), {failed} failed; "
@@ -224,7 +269,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("src", help="a folder of videos (searched recursively), one video, or a "
                                     "text file listing videos, one per line")
     parser.add_argument("out", help="output folder")
-    parser.add_argument("--algorithm", default="dis", choices=list(ALGORITHMS))
+    parser.add_argument("--algorithm", "--method", default="dis", choices=METHODS,
+                        help="dis, farneback, tvl1 (OpenCV; tvl1 needs opencv-contrib) or "
+                             "raft_small, raft_large (torchvision; need --weights)")
     parser.add_argument("--dtype", default="uint8", choices=DTYPES,
                         help="uint8: quantised to [-bound, bound]; float16: pixels")
     parser.add_argument("--bound", type=float, default=20.0,
@@ -232,8 +279,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--short-side", type=int, default=0,
                         help="resize frames to this shorter side first (flow in pixels of the "
                              "resized frames); 0: native size")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes, each with one OpenCV thread")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes, each with one OpenCV (or torch) thread; default: one "
+                             "per core, but 1 for RAFT (torch's own threads use the cores)")
+    raft_args = parser.add_argument_group("RAFT (raft_small, raft_large)")
+    raft_args.add_argument("--weights", default="",
+                           help="a torchvision RAFT state dict of the same model, e.g. "
+                                "raft_large_C_T_V1-22a6c225.pth; nothing is downloaded")
+    raft_args.add_argument("--iters", type=int, default=None,
+                           help=f"refinement iterations (default {RAFT_ITERS}, as MSCL; "
+                                "torchvision's default is 12)")
+    raft_args.add_argument("--device", default="auto",
+                           help="auto (a GPU if there is one), cpu, cuda or cuda:N")
     parser.add_argument("--extensions", default=",".join(e.lstrip(".") for e in DEFAULT_EXTENSIONS),
                         help="comma-separated video file extensions to look for in a folder")
     args = parser.parse_args(argv)
@@ -242,8 +299,15 @@ def main(argv: list[str]) -> int:
     if args.short_side != 0 and args.short_side < MIN_SHORT_SIDE:
         raise UserError(f"--short-side must be 0 (native size) or >= {MIN_SHORT_SIDE}, got "
                         f"{args.short_side}")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    raft = args.algorithm in RAFT_MODELS
+    if not raft and (args.weights or args.iters is not None):
+        raise UserError("--weights and --iters are for --algorithm raft_small or raft_large")
+    if args.iters is not None and args.iters < 1:
+        raise UserError(f"--iters must be >= 1, got {args.iters}")
+    workers = args.workers or (1 if raft else os.cpu_count() or 1)
     compute_flow(args.src, args.out, args.algorithm, args.dtype, args.bound, args.short_side,
-                 args.workers, [e for e in args.extensions.split(",") if e])
+                 workers, [e for e in args.extensions.split(",") if e], args.weights,
+                 args.iters or RAFT_ITERS, args.device)
     return 0

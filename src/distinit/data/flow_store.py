@@ -4,8 +4,9 @@ One plain `.npy` per video, `(T, H, W, 2)`: entry t is the flow from frame t to 
 (channel 0 = x, 1 = y, in pixels of the frames flow was computed on) and the last entry repeats
 entry T-2, so RGB frame indices index flow directly; a one-frame video gets zeros. uint8 stores
 round((clip(v, -bound, bound) + bound) * 255 / (2 * bound)), the quantisation of TSN and
-MMAction2 (bound 20 px); float16 stores pixels. `OUT/flow.json` records the settings, written
-once, so a reader needs nothing else and a second run cannot mix settings in one folder.
+MMAction2 (bound 20 px); float16 stores pixels. `OUT/flow.json` records the settings and the
+method that made the flow (for RAFT also its weights file, their sha256 and its iterations),
+written once, so a reader needs nothing else and a second run cannot mix settings in one folder.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,8 @@ META_FILE = "flow.json"
 DTYPES = ("uint8", "float16")
 # The settings a run must share with the folder it writes into.
 SETTINGS = ("algorithm", "dtype", "bound", "short_side")
+# A method's own settings, present only for that method (RAFT's): compared when either has them.
+METHOD_SETTINGS = ("weights_sha256", "iters")
 
 
 def flow_file(video: str | Path, src_root: str | Path, out_root: str | Path) -> Path:
@@ -43,10 +47,12 @@ def flow_file(video: str | Path, src_root: str | Path, out_root: str | Path) -> 
     return Path(out_root) / relative.with_suffix(".npy")
 
 
-def flow_meta(algorithm: str, dtype: str, bound: float, short_side: int) -> dict:
-    """The contents of `flow.json`; `bound` is null for float16, which stores pixels unclipped."""
+def flow_meta(algorithm: str, dtype: str, bound: float, short_side: int, **method: Any) -> dict:
+    """The contents of `flow.json`; `bound` is null for float16, which stores pixels unclipped.
+    `method`: the algorithm's own settings (RAFT: weights, weights_sha256, iters)."""
     return {"format": FORMAT, "version": VERSION, "algorithm": algorithm, "dtype": dtype,
-            "bound": float(bound) if dtype == "uint8" else None, "short_side": int(short_side)}
+            "bound": float(bound) if dtype == "uint8" else None, "short_side": int(short_side),
+            **method}
 
 
 def read_flow_meta(out_root: str | Path) -> dict:
@@ -79,9 +85,10 @@ def claim_out_dir(out_root: str | Path, meta: dict) -> None:
     if (out_root / META_FILE).exists():
         existing = read_flow_meta(out_root)
         differ = [key for key in SETTINGS if existing[key] != meta[key]]
+        differ += [key for key in METHOD_SETTINGS if existing.get(key) != meta.get(key)]
         if differ:
-            theirs = ", ".join(f"{key}={existing[key]}" for key in differ)
-            ours = ", ".join(f"{key}={meta[key]}" for key in differ)
+            theirs = ", ".join(f"{key}={existing.get(key)}" for key in differ)
+            ours = ", ".join(f"{key}={meta.get(key)}" for key in differ)
             raise UserError(f"{out_root} already holds flow with {theirs} (this run: {ours}); "
                             "choose another OUT or the same settings")
         return
