@@ -3,6 +3,8 @@
 (The similarity-distillation loss is checked against a hand computation in test_contrastive.)
 """
 
+import math
+
 import pytest
 import torch
 import yaml
@@ -15,7 +17,8 @@ from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 from distinit.experiments.chain import read_chain
 from distinit.methods import config_class
-from distinit.methods.auxskd import AuxSKD, AuxSKDConfig
+from distinit.methods.auxskd import AuxSKD, AuxSKDConfig, Predicted, _views
+from distinit.methods.momentum import momentum_at
 from distinit.methods.heads import Pathway
 from distinit.models.students import r3d_18
 
@@ -68,6 +71,72 @@ def test_auxskd_teacher_is_a_momentum_copy_or_frozen():
     assert torch.equal(next(frozen.teacher.parameters()), fixed)
     assert "teacher" in frozen.frozen and not any(k.startswith("teacher.")
                                                    for k in frozen.method_state())
+
+
+def test_auxskd_student_has_a_predictor_the_teacher_lacks():
+    """Plrbear/auxSKD train.py:83-90, 142: 128 -> 2 x feature size -> BN -> ReLU -> 128, on the
+    student only; the momentum teacher copies the encoder and projection."""
+    torch.manual_seed(0)
+    cfg = AuxSKDConfig(dim=8, queue=6, momentum=0.5, key_chunks=1)
+    pathway = Pathway(_encoder(), 8)
+    d = pathway.head[0].in_features
+    student = Predicted(pathway, 8)
+    layers = [type(m).__name__ for m in student.predictor]
+    assert layers == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert student.predictor[0].in_features == 8 and student.predictor[0].out_features == 2 * d
+    method = AuxSKD(student, cfg)
+    assert not any("predictor" in k for k in method.teacher.state_dict())
+    batch = {"video": torch.randn(4, 3, 4, 16, 16), "video2": torch.randn(4, 3, 4, 16, 16)}
+    out = method(batch)
+    q = student(batch["video"])
+    assert torch.allclose(q.norm(dim=1), torch.ones(4))
+    out["loss"].backward()
+    assert student.predictor[0].weight.grad is not None
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    before = next(method.teacher.parameters()).clone()
+    method.after_step(1)
+    assert torch.allclose(next(method.teacher.parameters()),
+                          0.5 * before + 0.5 * next(pathway.parameters()))
+    assert set(method.backbone_state_dict()) == set(pathway.encoder.state_dict())
+
+
+def test_momentum_schedule_and_the_share_of_the_initial_teacher_left():
+    """BYOL's cosine: m_k = 1 - (1 - m0) (cos(pi k / K) + 1) / 2, from m0 to 1; `init_left` is
+    the product of the momenta applied so far."""
+    assert momentum_at(5, 10, 0.99, "constant") == 0.99
+    assert momentum_at(0, 10, 0.9, "cosine") == pytest.approx(0.9)
+    assert momentum_at(5, 10, 0.9, "cosine") == pytest.approx(0.95)
+    assert momentum_at(10, 10, 0.9, "cosine") == pytest.approx(1.0)
+    torch.manual_seed(0)
+    cfg = AuxSKDConfig(dim=8, queue=6, momentum=0.9, momentum_schedule="cosine", key_chunks=1,
+                       predictor=False)
+    method = AuxSKD(Pathway(_encoder(), 8), cfg)
+    method.begin(4)
+    expected = 1.0
+    for step in range(1, 5):
+        method.after_step(step)
+        expected *= 1 - 0.1 * (math.cos(math.pi * step / 4) + 1) / 2
+    assert float(method.init_left) == pytest.approx(expected, rel=1e-12)
+    assert "init_left" in method.method_state()  # a resumed run keeps counting
+
+
+def test_auxskd_pair_is_two_vspp_clips_of_different_pace(world):
+    """Both clips are VSPP clips with independent starts; the second's speed and segment
+    differ from the first's (Plrbear/auxSKD auxSKD/datasets/ucf101.py:32-75)."""
+    cfg = load_config("configs/demo/auxskd.yaml", ["data.cache=none", "model.width=8"],
+                      cls=config_class("auxskd"))
+    videos = sorted(world.corpus_dir.rglob("*.mp4"))[:4]
+    data = clip_dataset(cfg.data, videos, None, True, 0, views=_views(cfg.auxskd, 8))
+    for i in range(8):
+        item = data[i]
+        assert item["video"].shape == item["video2"].shape == (3, 8, 32, 32)
+        assert item["video_speed"] != item["video2_speed"]
+        assert item["video_segment"] != item["video2_segment"]
+    with pytest.raises(UserError, match="do not fit"):
+        _views(AuxSKDConfig(max_segment=9), 8)
+    assert _views(AuxSKDConfig(views="rate", rate=3), 8)[1].rate == 3
 
 
 def _chain(tmp_path, world, name, vspp_extra=()):

@@ -48,7 +48,8 @@ DISTILL = {
 
 # name -> the method it pretrains with (`distinit pretrain METHOD`)
 PRETRAIN = {"auxskd_r3d18_k100": "auxskd", "vspp_r3d18_k100": "vspp"}
-TESTED_ELSEWHERE = {"rspnet_r3d18_k400"}  # tests/test_rspnet.py
+TESTED_ELSEWHERE = {"rspnet_r3d18_k400",  # tests/test_rspnet.py
+                    "modist_r3d18_k400"}  # tests/test_modist_recipe.py
 
 
 def test_every_shipped_config_is_tested():

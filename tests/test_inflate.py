@@ -83,8 +83,12 @@ def test_each_inflated_conv_reproduces_its_2d_conv_on_a_still_clip(name_2d, name
             out3 = conv3(clip)  # (B, C', T', H', W')
         steps = valid_steps(conv3, T)
         assert steps, name
+        # A 3D conv sums T x more float32 products in another order: rounding grows with the
+        # outputs' size and the fan-in, so the tolerance is relative to the largest output (a
+        # wrong inflation is off by a factor, not by rounding).
+        atol = 1e-5 * max(1.0, float(out2.abs().max()))
         for t in steps:
-            torch.testing.assert_close(out3[:, :, t], out2, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(out3[:, :, t], out2, rtol=1e-4, atol=atol)
         if conv3.kernel_size[0] > 1:
             # At the border the kernel reads zero padding: the inflated net is not the 2D one there.
             assert not torch.allclose(out3[:, :, 0], out2, atol=1e-3), name

@@ -42,3 +42,26 @@ def test_entropy_filter_zero_weights_uncertain_examples():
 
 def test_logit_mse():
     assert logit_mse(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 1.0]])).item() == 2.5
+
+
+def test_temperature_rescales_the_loss_by_tau_squared():
+    """Hinton et al.: at temperature tau the soft-target gradient w.r.t. the logits is
+    (softmax(z / tau) - y) / tau; times tau^2 it is tau (softmax(z / tau) - y), the scale of
+    tau = 1's gradient, not 1 / tau^2 of it. At tau = 1 the loss is unchanged bit for bit."""
+    from distinit.targets.teachers import TeacherTargets
+
+    y = torch.tensor([[0.7, 0.2, 0.1]])
+    z = torch.tensor([[2.0, 1.0, -1.0]])
+    for tau in (1.0, 4.0):
+        on = TeacherTargets([], [0.5] * 3, [0.25] * 3, temperature=tau)
+        off = TeacherTargets([], [0.5] * 3, [0.25] * 3, temperature=tau, tau_squared=False)
+        plain = soft_target_cross_entropy(z, y, tau)
+        assert torch.equal(off.per_example_loss(z, y), plain)
+        zz = z.clone().requires_grad_(True)
+        on.per_example_loss(zz, y).sum().backward()
+        hand = tau * (F.softmax(z / tau, -1) - y)
+        assert torch.allclose(zz.grad, hand, atol=1e-6)
+        if tau == 1.0:
+            assert torch.equal(on.per_example_loss(z, y), plain)
+        else:
+            assert torch.allclose(on.per_example_loss(z, y), plain * tau**2)

@@ -93,6 +93,37 @@ def test_positive_accuracy_counts_queries_whose_positive_beats_every_negative():
     assert positive_accuracy(q, k, queue).item() == 0.5
 
 
+def test_positive_accuracy_is_taken_in_float32_under_autocast():
+    """bf16 autocast rounds the negative 0.9991 up to 1.0, past the positive 0.9995; the accuracy
+    compares float32 logits, as the loss does."""
+    q = torch.tensor([[1.0, 0.0]])
+    k = torch.tensor([[0.9995, (1 - 0.9995**2) ** 0.5]])
+    queue = torch.tensor([[0.9991, (1 - 0.9991**2) ** 0.5]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert positive_accuracy(q, k, queue).item() == 1.0
+
+
+def test_each_terms_accuracy_is_top1_of_the_losss_own_logits_and_leaves_the_loss_alone():
+    """acc_NAME is whether the positive (index 0) has the highest of the logits InfoNCE takes
+    its cross-entropy over; the loss is the same with or without the logged metrics."""
+    method = _method(queue=6, temperature=0.1)
+    batch = _batch(B=8)
+    negatives = {"rgb": method.queue_rgb.keys.clone(), "flow": method.queue_flow.keys.clone()}
+    q, k_rgb, k_flow = _by_hand(method, batch)
+    out = method(batch)
+    keys = {"rgb": k_rgb, "flow": k_flow}
+    total = 0.0
+    for name in ("rgb", "flow", "rgb_flow", "flow_rgb"):
+        query, key = q[name.split("_")[0]], keys[name.split("_")[-1]]
+        logits = torch.cat([(query * key).sum(1, keepdim=True),
+                            query @ negatives[name.split("_")[-1]].T], dim=1) / 0.1  # (B, 1+K)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(8, dtype=torch.long))
+        assert torch.allclose(out[f"loss_{name}"], loss, atol=1e-5), name
+        assert out[f"acc_{name}"].item() == (logits.argmax(1) == 0).float().mean().item(), name
+        total = total + loss
+    assert torch.allclose(out["loss"], total, atol=1e-5)
+
+
 def test_without_motion_only_the_rgb_term_and_no_flow_is_read():
     method = _method(motion=False, weight_rgb=0.5)
     batch = _batch(names=("video", "video2"))
@@ -344,3 +375,14 @@ def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
         else:  # pointers
             assert torch.equal(r0["state"][k], v), k
     assert int(one["state"]["queue_rgb.ptr"]) == 2 * GLOBAL_B % 12
+
+
+def test_modist_momentum_schedule_reaches_one():
+    """MSCL raises the key encoders' momentum on a cosine from m_base to 1 (moco.py:413-414):
+    after the last step a key encoder no longer moves."""
+    from distinit.methods.momentum import momentum_at
+
+    assert momentum_at(0, 100, 0.994, "cosine") == pytest.approx(0.994)
+    assert momentum_at(50, 100, 0.994, "cosine") == pytest.approx(0.997)
+    assert momentum_at(100, 100, 0.994, "cosine") == pytest.approx(1.0)
+    assert momentum_at(37, 100, 0.994, "constant") == 0.994

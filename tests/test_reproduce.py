@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from distinit.cli import main
+from distinit.engine.checkpoint import load_checkpoint
 from distinit.experiments.catalog import EXPERIMENTS
 from distinit.experiments.tables import write_section
+from distinit.jobs.image_train import CHECKPOINT
 
 TINY = ["size=tiny", "all=[model.width=8, data.num_test_clips=2, optim.epochs=1, "
         "optim.batch_size=4]", "teacher=[model.width=8]"]
@@ -30,6 +32,16 @@ def test_reproduce_runs_each_variant_over_seeds_and_writes_its_section(tmp_path,
     assert any("loss: mse" in c and "lr: 0.0003" in c for c in configs)
     text = doc.read_text()
     assert "intro kept" in text and "distinit reproduce loss" in text and "| soft-target CE |" in text
+    # Under the results: did each distillation learn its task, per seed, against chance?
+    stages = summary["rows"][0]["stages"]
+    assert [s["stage"] for s in stages] == ["distinit"]
+    agree = {m["metric"]: m for m in stages[0]["metrics"]}["holdout_agree_t0"]
+    teacher = load_checkpoint(tmp_path / "r" / "shared" / "teacher" / CHECKPOINT)
+    assert len(agree["per_seed"]) == 2 and agree["chance"] == 100 / teacher["num_classes"]
+    assert agree["mean"] == pytest.approx(summary["rows"][0]["agree"][0])  # the table's number
+    assert text.index("| soft-target CE |") < text.index("### Does each stage do its job?")
+    assert "| soft-target CE | distinit | holdout_agree_t0 |" in text
+    assert "| | | loss_t0 |" in text
     # Running it again replaces its section instead of adding a second one (runs are reloaded).
     assert main(["reproduce", "loss", f"out_dir={tmp_path / 'r'}", *TINY, "--seeds", "0,1",
                  "--doc", str(doc)]) == 0
@@ -116,6 +128,19 @@ def test_auxskd_experiment_shares_its_auxiliary_stage_on_a_small_corpus(tmp_path
     listed = (tmp_path / "r" / "auxskd" / "corpus_25.txt").read_text().split()
     assert len(listed) == 12 // 4
     assert len(summary["verdicts"]) == 7
+    # Every pretraining stage is judged on its own task (auxSKD's stage in each variant after it).
+    stages = {r["variant"]: {s["stage"]: [m["metric"] for m in s["metrics"]] for s in r["stages"]}
+              for r in summary["rows"]}
+    assert stages["auxSKD + VSPP"]["vspp"] == ["acc_speed", "acc_segment"]
+    assert stages["auxSKD + VSPP"]["auxskd"][:2] == ["agree_nn", "spread"]
+    assert stages["VCOP"] == {"vcop": ["acc_order"]} and stages["pace prediction"] == {
+        "pace": ["acc_pace"]}
+    assert stages["RSPNet"] == {"rspnet": ["acc_rsp", "acc_avid", "acc_avid_other"]}
+    assert stages["MoDist"]["modist"][:2] == ["loss_rgb", "acc_rgb"]
+    assert len(stages["MoDist"]["modist"]) == 8 and stages["scratch"] == {}
+    assert stages["DistInit"] == {"distinit": ["loss_t0"]}  # 3 videos: none held out
+    speed = summary["rows"][1]["stages"][1]["metrics"][0]
+    assert speed["chance"] == 0.25 and speed["learnt"] in (0, 1)
     assert "auxSKD improves RSPNet: **" in summary["verdicts"][3]
     # Some variants alone: they reload the runs above, into a section of their own.
     doc = tmp_path / "R.md"
@@ -155,3 +180,19 @@ def yaml_cache(config_file):
     import yaml
 
     return yaml.safe_load(config_file.read_text())["distill"]["target_cache"]
+
+
+def test_a_claim_of_no_difference_holds_within_its_spread():
+    """Table 4's "the two corpora teach about equally": |margin| within its spread over seeds
+    (or EQUAL_WITHIN points) holds; a clear gap, either way, does not."""
+    from distinit.experiments.tables import claim_verdicts
+
+    def rows(a, b):
+        return [{"variant": "a", "per_seed_top1": a}, {"variant": "b", "per_seed_top1": b}]
+
+    claim = [("a and b teach about equally", "a", "b")]
+    assert "**holds**" in claim_verdicts(claim, rows([20.0, 22.0, 21.0], [21.0, 20.0, 22.5]))[0]
+    assert "**does not hold**" in claim_verdicts(claim, rows([25.0, 26.0, 25.5],
+                                                             [20.0, 20.5, 21.0]))[0]
+    assert "**does not hold**" in claim_verdicts(claim, rows([15.0, 16.0, 15.5],
+                                                             [20.0, 20.5, 21.0]))[0]

@@ -114,6 +114,9 @@ def test_loss_is_both_info_nce_terms_plus_rsp_with_keys_picked_by_speed():
     assert torch.allclose(out["loss_rsp"], rsp, atol=1e-5)
     right = ((q[:, 1] * same[:, 1]).sum(1) > (q[:, 1] * other[:, 1]).sum(1)).float().mean()
     assert out["acc_rsp"] == right
+    for key, name in ((same, "acc_avid"), (other, "acc_avid_other")):  # top-1 of InfoNCE's logits
+        logits = torch.cat([(q[:, 0] * key[:, 0]).sum(1, keepdim=True), q[:, 0] @ queue.T], 1)
+        assert out[name] == (logits.argmax(1) == 0).float().mean(), name
     # the other-speed keys are queued (`builder_diffspeed_diffloss.py:545`)
     assert torch.allclose(method.queue.keys[:4], other[:, 0], atol=1e-6)
     assert int(method.queue.ptr) == 4

@@ -114,8 +114,17 @@ def test_stem_options_set_kernel_stride_and_channels():
         build_student("r3d_18", stem_kernel=(3, 7, 7))
 
 
+def test_r2plus1d_10_is_one_block_per_stage():
+    """auxSKD's backbone: R(2+1)D with (1, 1, 1, 1) blocks, R(2+1)D-18's stem and convs."""
+    net = build_student("r2plus1d_10", num_classes=0, **SMALL)
+    assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    ref = build_student("r2plus1d_18", num_classes=0, layers=[1, 1, 1, 1], **SMALL)
+    assert [tuple(p.shape) for p in net.parameters()] == [tuple(p.shape) for p in ref.parameters()]
+    assert forward_features(net, torch.randn(2, 3, 4, 16, 16)).shape == (2, feature_dim(net))
+
+
 def test_unknown_student_lists_valid_names():
-    with pytest.raises(UserError, match="r3d_18.*mc3_18.*r2plus1d_18.*r2plus1d_34"):
+    with pytest.raises(UserError, match="r3d_18.*mc3_18.*r2plus1d_18.*r2plus1d_10.*r2plus1d_34"):
         build_student("r3d_50")
     with pytest.raises(UserError, match=r"bad options \['depth'\]; valid: width, layers"):
         build_student("r3d_18", depth=3)

@@ -184,3 +184,54 @@ def test_a_transform_is_a_chain_of_steps_and_a_new_step_is_one_small_class():
     expect = horizontal_flip(resize_short_side(to_float_clip(frames), 20)[..., 2:18, 3:19])
     assert torch.allclose(cut, expect)
     assert isinstance(CenterCrop(16)(torch.zeros(3, 2, 20, 30), Draws()), torch.Tensor)
+
+
+def uniform_flow(dx: float, dy: float, T=2, H=24, W=32) -> torch.Tensor:
+    """(T, H, W, 2) flow of a uniform translation by (dx, dy) pixels."""
+    return torch.tensor([dx, dy]).expand(T, H, W, 2).contiguous()
+
+
+def vectors(flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, dy) of a flow clip (2, T, H, W) that should be uniform: its per-channel values."""
+    assert torch.allclose(flow, flow[:, :1, :1, :1].expand_as(flow), atol=1e-5)
+    return flow[0, 0, 0, 0], flow[1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("hw, size", [((24, 32), 48), ((24, 36), 16), ((30, 20), 10)])
+def test_flow_vectors_scale_with_the_short_side_resize(hw, size):
+    flow = uniform_flow(3.0, -2.0, H=hw[0], W=hw[1]).permute(3, 0, 1, 2)  # (2, T, H, W)
+    out = ResizeShortSide(size, crop=1, flow=True)(flow, Draws())
+    sx, sy = out.shape[-1] / hw[1], out.shape[-2] / hw[0]  # each axis's own factor
+    dx, dy = vectors(out)
+    assert torch.allclose(dx, torch.tensor(3.0 * sx)) and torch.allclose(dy, torch.tensor(-2.0 * sy))
+    rgb = ResizeShortSide(size, crop=1)(flow, Draws())  # not a flow chain: values untouched
+    assert torch.allclose(rgb, torch.tensor([3.0, -2.0]).view(2, 1, 1, 1).expand_as(rgb))
+
+
+@pytest.mark.parametrize("box, scale", [(Box(2, 3, 16, 32), (2.0, 4.0)),  # squeezed in x, 2x in y
+                                        (Box(0, 5, 32, 16, flip=True), (4.0, 2.0)),
+                                        (Box(1, 1, 32, 32, flip=True), (2.0, 2.0))])
+def test_flow_vectors_scale_with_each_axis_of_a_resized_box_and_flip_negates_dx(box, scale):
+    # 24x32 frames resized 2x to 48x64, then the box resized to the 32x32 crop.
+    tf = ClipTransform(train=True, resize=48, crop=32, mean=(0, 0), std=(1, 1), flow=True)
+    dx, dy = vectors(tf(uniform_flow(3.0, -2.0), box=box))
+    sign = -1.0 if box.flip else 1.0
+    sx, sy = 2.0 * 32 / box.width, 2.0 * 32 / box.height
+    assert (sx, sy) == scale
+    assert torch.allclose(dx, torch.tensor(sign * 3.0 * sx))
+    assert torch.allclose(dy, torch.tensor(-2.0 * sy))
+
+
+def test_flow_vectors_in_drawn_crops_and_evaluation():
+    flow = uniform_flow(3.0, -2.0, H=24, W=32)
+    for seed in range(6):  # scale jitter: windows of many shapes, each resized to the crop
+        g = torch.Generator().manual_seed(seed)
+        tf = ClipTransform(train=True, resize=24, crop=16, mean=(0, 0), std=(1, 1),
+                           scale=(0.2, 1.0), flow=True)
+        box = tf.draw(24, 32, generator=torch.Generator().manual_seed(seed))
+        dx, dy = vectors(tf(flow, generator=g))
+        assert torch.allclose(dx, torch.tensor(3.0 * 16 / box.width))
+        assert torch.allclose(dy, torch.tensor(-2.0 * 16 / box.height))
+    ev = ClipTransform(train=False, resize=12, crop=12, mean=(0, 0), std=(1, 1), flow=True)
+    dx, dy = vectors(ev(flow))  # 24x32 -> 12x16: half in both axes
+    assert torch.allclose(dx, torch.tensor(1.5)) and torch.allclose(dy, torch.tensor(-1.0))

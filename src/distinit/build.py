@@ -12,11 +12,12 @@ from torch import nn
 
 from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, ModelConfig
 from distinit.data.clip_store import COMMAND, clip_store_for, find_clip_store
+from distinit.data.color import ColorAugment
 from distinit.data.datasets import VideoClipDataset
 from distinit.data.frames import frame_source
 from distinit.data.sampling import ClipSpec
 from distinit.data.splits import load_labeled
-from distinit.data.transforms import ClipTransform
+from distinit.data.transforms import ClipTransform, Step
 from distinit.data.video import list_videos
 from distinit.data.views import RGB, FlowSource, View
 from distinit.engine.checkpoint import (
@@ -79,6 +80,12 @@ def _store_of(dc: DataConfig, videos: Sequence[str | Path]) -> Path:
     return folder
 
 
+def color_steps(dc: DataConfig) -> list[Step]:
+    """The colour augmentation steps of RGB training clips (data.color_jitter and friends)."""
+    return ColorAugment(dc.color_jitter, dc.color_jitter_p, dc.grayscale_p, dc.blur_p,
+                        dc.blur_sigma, dc.color_per_frame).steps(dc.crop)
+
+
 def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_mode: bool,
                  seed: int, views: Sequence[View] | None = None,
                  targets=None) -> VideoClipDataset:
@@ -89,7 +96,7 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
     views = student_views(dc) if views is None else tuple(views)
     transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
                               mean=dc.mean, std=dc.std, flip=dc.flip and train_mode,
-                              scale=dc.scale)
+                              scale=dc.scale, color=color_steps(dc) if train_mode else ())
     flow = flow_transform = None
     if any(v.modality == "flow" for v in views):
         if not dc.flow_dir:

@@ -66,6 +66,19 @@ class DataConfig:
     # Scale jitter in training: random windows of [min, max] of the frame's area, resized to
     # data.crop (RandomResizedCrop); empty = plain random crops of data.crop.
     scale: list[float] = checked([], sizes=(0, 2), gt=0, max=1)
+    # Colour augmentation of RGB training clips, after the crop (MoCo v2's --aug-plus:
+    # jitter [0.4, 0.4, 0.4, 0.1] with p 0.8, grayscale_p 0.2, blur_p 0.5); all off by default.
+    # color_jitter: [brightness, contrast, saturation, hue] strengths (hue <= 0.5), applied in
+    # a random order with probability color_jitter_p; empty = off. grayscale_p: probability of
+    # a grayscale clip. blur_p: probability of a Gaussian blur with sigma drawn from blur_sigma
+    # (kernel ~10% of data.crop, odd). color_per_frame: false draws once per clip, so its
+    # frames change colour together; true draws every frame afresh (auxSKD's jitter).
+    color_jitter: list[float] = checked([], sizes=(0, 4), min=0)
+    color_jitter_p: float = checked(0.8, min=0, max=1)
+    grayscale_p: float = checked(0.0, min=0, max=1)
+    blur_p: float = checked(0.0, min=0, max=1)
+    blur_sigma: list[float] = checked([0.1, 2.0], sizes=(2,), gt=0)
+    color_per_frame: bool = False
     num_test_clips: int = checked(10, min=1)
     # Input normalisation; empty = what the initial weights expect: the image model's own for
     # model.init=inflate, the pretraining run's for model.init=checkpoint, else Kinetics'.
@@ -124,6 +137,9 @@ class DistillConfig:
     frames: str = checked("random", choices=("center", "random", "multi"))
     num_frames: int = checked(4, min=1)  # frames averaged when frames=multi
     temperature: float = checked(1.0, gt=0)
+    # Multiply the soft-target loss by temperature^2 (Hinton et al. 2015), so that tau > 1 does
+    # not also cut the gradient (and so the learning rate) tau^2-fold; no effect at tau = 1.
+    tau_squared: bool = True
     # ce: soft-target cross-entropy (Eq. 2); mse: on the logits.
     loss: str = checked("ce", choices=("ce", "mse"))
     # Drop examples whose target entropy (nats) is above this; 0 = keep all.

@@ -140,8 +140,13 @@ def sample_views(views: Sequence[View], num_frames: int, spec: ClipSpec,
     def cut(view: View) -> list[int] | np.ndarray:
         if not view.sampler:
             return clip_indices(num_frames, spec, rng, clip_idx, view.rate)
+        options = dict(view.options)
+        if "unlike" in options:  # the labels an earlier view drew, for a sampler to avoid
+            prefix = f"{options['unlike']}_"
+            options["unlike"] = {k[len(prefix):]: v for k, v in labels.items()
+                                 if k.startswith(prefix)}
         indices, drawn = SAMPLERS[view.sampler](rng, num_frames, spec.clip_len,
-                                                spec.stride * view.rate, **dict(view.options))
+                                                spec.stride * view.rate, **options)
         labels.update({f"{view.name}_{k}": v for k, v in drawn.items()})
         return indices
 

@@ -161,6 +161,14 @@ def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-1)
 
 
+def scale_flow(flow: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """A flow field (2, ...) of (dx, dy) resized by `sx` in width and `sy` in height: a motion of
+    d pixels spans d * sx (or d * sy) pixels of the resized frames."""
+    if sx == 1 and sy == 1:
+        return flow
+    return flow * torch.tensor([sx, sy], dtype=flow.dtype).view(2, *(1,) * (flow.ndim - 1))
+
+
 def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(C, ...) float in [0, 1] -> (clip - mean) / std per channel."""
     shape = (-1,) + (1,) * (clip.ndim - 1)
@@ -186,14 +194,19 @@ Step = Callable[[torch.Tensor, Draws], torch.Tensor]
 @dataclass(frozen=True)
 class ResizeShortSide:
     """Resize the short side to `size`; None keeps the frames as decoded, which must then be at
-    least `crop` on their short side."""
+    least `crop` on their short side. A flow field (`flow`) has its vectors rescaled with it."""
 
     size: int | None
     crop: int
+    flow: bool = False
 
     def __call__(self, clip: torch.Tensor, draws: Draws) -> torch.Tensor:
         if self.size is not None:
-            return resize_short_side(clip, self.size)
+            out = resize_short_side(clip, self.size)
+            if self.flow:
+                (height, width), (out_h, out_w) = clip.shape[-2:], out.shape[-2:]
+                out = scale_flow(out, out_w / width, out_h / height)
+            return out
         if min(clip.shape[-2:]) < self.crop:
             height, width = clip.shape[-2:]
             raise ClipSizeError(
@@ -206,8 +219,9 @@ class ResizeShortSide:
 @dataclass(frozen=True)
 class RandomCrop:
     """The training crop (`draw_box`: a random window, or with `scale` scale jitter; a coin for
-    the flip when `flip`), or the box `draws` brings. A mirrored flow field (`flow`: channels
-    (dx, dy)) points the other way in x."""
+    the flip when `flip`), or the box `draws` brings. A flow field (`flow`: channels (dx, dy))
+    has its vectors rescaled with a window resized to the crop, and points the other way in x
+    when mirrored."""
 
     crop: int
     scale: tuple[float, ...] = ()
@@ -220,8 +234,10 @@ class RandomCrop:
             box = draw_box(*clip.shape[-2:], self.crop, self.scale, self.flip,
                            generator=draws.generator)
         clip = apply_box(clip, box, self.crop)
-        if box.flip and self.flow:
-            clip[0] = -clip[0]
+        if self.flow:
+            clip = scale_flow(clip, self.crop / box.width, self.crop / box.height)
+            if box.flip:
+                clip[0] = -clip[0]
         return clip
 
 
@@ -272,15 +288,18 @@ class ClipTransform(Compose):
     """Training or evaluation preprocessing of one clip, the chain a run's `data` section names.
 
     Train: short-side resize, random crop (or, with `scale`, a random window of that share of
-    the area resized to the crop: scale jitter), random horizontal flip (p = 0.5 when `flip`).
-    Eval: short-side resize, centre crop. Then normalise with mean/std (after scaling to
-    [0, 1]). `flow`: clips of flow vectors (T, H, W, 2), whose random draws are the same as for
-    RGB, so one generator seed gives an RGB clip and its flow the same crop and flip.
+    the area resized to the crop: scale jitter), random horizontal flip (p = 0.5 when `flip`),
+    then the `color` steps (`distinit.data.color`; none by default). Eval: short-side resize,
+    centre crop. Then normalise with mean/std (after scaling to [0, 1]). `flow`: clips of flow
+    vectors (T, H, W, 2), rescaled with every resize and never coloured, whose crop draws are
+    the same as for RGB, so one generator seed gives an RGB clip and its flow the same crop
+    and flip (colour draws come after the crop's).
     """
 
     def __init__(self, train: bool, resize: int | None, crop: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 flip: bool = True, scale: Sequence[float] = (), flow: bool = False) -> None:
+                 flip: bool = True, scale: Sequence[float] = (), flow: bool = False,
+                 color: Sequence[Step] = ()) -> None:
         if len(mean) != len(std):
             raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
         if resize is not None and resize < crop:  # caught here, before any video is decoded
@@ -291,12 +310,15 @@ class ClipTransform(Compose):
         if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
             raise UserError(f"data.scale is [min, max] shares of the frame's area with "
                             f"0 < min <= max <= 1, e.g. [0.35, 1]; got {list(scale)}")
+        if color and (flow or not train):
+            raise ValueError("colour steps are for RGB training clips, not flow or evaluation")
         self.train, self.resize, self.crop, self.flip = train, resize, crop, flip
         self.scale = tuple(float(v) for v in scale)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.color = tuple(color)
         crop_step = RandomCrop(crop, self.scale, flip, flow) if train else CenterCrop(crop)
-        super().__init__([ResizeShortSide(resize, crop), crop_step, Normalize(self.mean, self.std)],
-                         flow)
+        super().__init__([ResizeShortSide(resize, crop, flow), crop_step, *self.color,
+                          Normalize(self.mean, self.std)], flow)
 
     def draw(self, height: int, width: int, generator: torch.Generator | None = None) -> Box:
         """A training crop of frames of `height` x `width` (after the resize)."""
@@ -305,4 +327,4 @@ class ClipTransform(Compose):
     def __repr__(self) -> str:
         return (f"ClipTransform(train={self.train}, resize={self.resize}, crop={self.crop}, "
                 f"mean={self.mean}, std={self.std}, flip={self.flip}, scale={self.scale}, "
-                f"flow={self.flow})")
+                f"flow={self.flow}, color={list(self.color)})")

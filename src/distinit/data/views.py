@@ -11,7 +11,8 @@ view from it, and pairs RGB with flow, so no method knows how flow is stored.
 - `modality`: `rgb`, or `flow` read from the `distinit flow` folder `data.flow_dir`.
 - `sampler`: a pretext task's frame sampler (`data/pretext.py`: `vspp`, `pace`, `vcop`) with its
   `options`, in place of a plain clip; the labels it draws come with the sample as
-  `NAME_LABEL` (e.g. `video_speed`). A `vcop` view is (n_clips, C, T, H, W).
+  `NAME_LABEL` (e.g. `video_speed`). A `vcop` view is (n_clips, C, T, H, W). The option
+  `unlike=EARLIER_VIEW` hands the sampler that view's labels to differ from (auxSKD's pair).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class View:
     frames_of: str = ""
     rate: int = 1
     sampler: str = ""
-    options: tuple[tuple[str, int], ...] = ()
+    options: tuple[tuple[str, int | str], ...] = ()
 
 
 RGB = (View("video"),)  # one RGB clip: the default recipe
@@ -60,6 +61,10 @@ def check_views(views: Sequence[View]) -> None:
         if v.sampler and v.sampler not in SAMPLERS:
             raise UserError(f"view {v.name}: unknown sampler {v.sampler!r}; valid: "
                             f"{', '.join(SAMPLERS)}")
+        unlike = dict(v.options).get("unlike")
+        if unlike is not None and not any(w.name == unlike and w.sampler for w in views[:i]):
+            raise UserError(f"view {v.name}: unlike={unlike!r} must name an earlier view with "
+                            "a sampler")
         if v.sampler and (v.frames_of or v.modality != "rgb"):
             raise UserError(f"view {v.name}: a pretext sampler cuts its own RGB clip")
     if views and views[0].frames_of:

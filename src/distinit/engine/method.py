@@ -52,6 +52,10 @@ class Method(nn.Module):
             getattr(self, name).eval()
         return self
 
+    def begin(self, total_steps: int) -> None:
+        """Called once before training starts or resumes, with the run's length in optimizer
+        steps (what a schedule over the run, such as a momentum schedule, needs)."""
+
     def after_step(self, step: int) -> None:
         """Called after optimizer step `step` (1-based)."""
 

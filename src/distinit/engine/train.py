@@ -184,6 +184,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
         if error:
             raise UserError(error)
 
+    method.begin(total_steps)
     log = MetricLog(out_dir, ctx.is_main, purge_step=step + 1 if step else None)
     stop_at = min(total_steps, cfg.stop_after) if cfg.stop_after > 0 else total_steps
     last: dict = {}

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from distinit.errors import UserError
-from distinit.experiments import tables
+from distinit.experiments import diagnostics, tables
 from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
 from distinit.experiments.runner import Done, Stage, run_stages
 from distinit.experiments.world import (
@@ -70,6 +70,9 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
             print(f"[{name}] {v.label}, seed {seed}: top-1 {result['top1']:.1f}"
                   + (f", agreement {result['holdout_agree_t0']:.1f}%"
                      if "holdout_agree_t0" in result else ""), flush=True)
+            for stage in result["stages"]:
+                print(f"[{name}] {v.label}, seed {seed}, {stage['stage']} stage: "
+                      f"{diagnostics.describe(stage['checks'])}", flush=True)
         finished.append(v.label)
     unknown = sorted(set(only) - {v.label for v in exp.variants(ctx)})
     if unknown:
@@ -140,8 +143,11 @@ def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: 
     pre = next((done[s.name].result for s in reversed(stages[:-1])
                 if s.kind not in ("scratch", "inflate")), {})
     ft = stages[-1]
+    # Did each pretraining stage learn its own task? (diagnostics.py: from its metrics.jsonl)
+    checked = [{"stage": s.kind, "checks": diagnostics.diagnose(s.out, s.kind)}
+               for s in stages[:-1] if s.kind in diagnostics.CHECKS]
     return {**pre, **done[ft.name].result,
-            "predictions": str(Path(ft.out) / PREDICTIONS)}
+            "predictions": str(Path(ft.out) / PREDICTIONS), "stages": checked}
 
 
 def _hash(tree) -> str:

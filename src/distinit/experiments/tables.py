@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from distinit.experiments import diagnostics
+
 DEMO_COLUMNS = ("clip_acc", "top1", "top5", "knn1", "knn20", "probe")
 DEMO_HEADER = ("| Model | Initialization | Per clip | Top 1 | Top 5 | kNN-1 | kNN-20 | Linear probe "
                "| Paper top 1 |\n|---|---|---|---|---|---|---|---|---|")
@@ -124,16 +126,23 @@ def summarize(name: str, exp, papers: dict[str, float | None], results: dict[str
                      "agree": mean_std([r.get("holdout_agree_t0", math.nan) for r in rs]),
                      "agree_clip": mean_std([r.get("holdout_agree_clip_t0", math.nan) for r in rs]),
                      "ceiling": mean_std([r.get("holdout_ceiling_t0", math.nan) for r in rs]),
-                     "per_seed_top1": [round(r["top1"], 2) for r in rs]})
+                     "per_seed_top1": [round(r["top1"], 2) for r in rs],
+                     "stages": diagnostics.over_seeds([r.get("stages", []) for r in rs])})
     verdicts = claim_verdicts(exp.claims, rows)
     return {"name": name, "paper": exp.paper, "what": exp.what, "seeds": seeds, "rows": rows,
             "verdicts": verdicts, "seconds": round(seconds, 1)}
 
 
+# A claim that two rows score "about equally" holds when the mean margin is within the margins'
+# spread over seeds, or within this many points (the paper's own such gap is 0.4, Table 4).
+EQUAL_WITHIN = 1.0
+
+
 def claim_verdicts(claims: list[tuple[str, str, str]], rows: list[dict]) -> list[str]:
     """One line per claim: **holds** when the margin is positive and ahead in most seeds,
     **does not hold** when it is not positive, and **within the noise** when it is positive
-    but ahead in half the seeds or fewer."""
+    but ahead in half the seeds or fewer. A claim that two rows teach "about equally" holds when
+    |margin| is at most its spread over seeds or `EQUAL_WITHIN` points."""
     out = []
     for claim, better, worse in claims:
         b, w = _row(rows, better), _row(rows, worse)
@@ -145,6 +154,8 @@ def claim_verdicts(claims: list[tuple[str, str, str]], rows: list[dict]) -> list
         ok = mean >= 0 if "holds or helps" in claim else mean > 0
         verdict = ("does not hold" if not ok else "holds" if wins > len(diffs) / 2
                    or "holds or helps" in claim else "within the noise")
+        if "about equally" in claim:  # a claim of no difference: the margin within its spread
+            verdict = "holds" if abs(mean) <= max(std, EQUAL_WITHIN) else "does not hold"
         out.append(f"{claim}: **{verdict}** (margin {mean:+.1f} +- {std:.1f} over {len(diffs)} "
                    f"seeds, ahead in {wins})")
     return out
@@ -177,6 +188,8 @@ def markdown(table: dict, command: str) -> str:
         lines.append(f"| {r['variant']} | " + " | ".join(_cell(r[k]) for k in columns)
                      + f" | {r['paper'] if r['paper'] is not None else ''} |")
     lines += ["", *[f"- {v}" for v in table["verdicts"]]]
+    stages = diagnostics.markdown(table["rows"])  # under the table: did each stage learn its task?
+    lines += ["", *stages] if stages else []
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from distinit.build import color_steps
 from distinit.config import Config
 from distinit.data.datasets import ImageFolderDataset
 from distinit.data.transforms import ClipTransform
@@ -74,7 +75,7 @@ def train_image_model(cfg: Config, resume: bool = False, overwrite: bool = False
     mean, std = list(dc.mean or IMAGENET_MEAN), list(dc.std or IMAGENET_STD)
     cfg = replace(cfg, data=replace(dc, mean=mean, std=std))
     train_tf = ClipTransform(train=True, resize=dc.resize or None, crop=dc.crop, mean=mean,
-                             std=std, flip=dc.flip, scale=dc.scale)
+                             std=std, flip=dc.flip, scale=dc.scale, color=color_steps(dc))
     train_set = ImageFolderDataset(dc.images, train_tf, cache=dc.cache != "none", seed=cfg.seed)
     classes = train_set.classes
     test_set = test_images(cfg, classes) if dc.images_test else None  # checked before training

@@ -43,12 +43,14 @@ class DistInit(Method):
     def __init__(self, net: MultiHeadStudent, teachers: Sequence[nn.Module],
                  teacher_weights: Sequence[float], mean: Sequence[float], std: Sequence[float],
                  frames: str = "random", num_frames: int = 4, temperature: float = 1.0,
-                 loss: str = "ce", max_entropy: float = 0.0, teacher_view: str = "video"):
+                 loss: str = "ce", max_entropy: float = 0.0, teacher_view: str = "video",
+                 tau_squared: bool = True):
         super().__init__(net)
         # The student reads `video`; the teachers read frames of `teacher_view`: the same RGB
         # clip, or for a flow student (the paper's Table 5) the RGB clip the flow was cut from.
         self.freeze("targets", TeacherTargets(teachers, mean, std, frames, num_frames,
-                                              temperature, loss, max_entropy, teacher_view))
+                                              temperature, loss, max_entropy, teacher_view,
+                                              tau_squared))
         self.teacher_weights = list(teacher_weights)
 
     @torch.no_grad()
@@ -114,7 +116,7 @@ def build(cfg: Config) -> Pretraining:
     method = DistInit(net, teachers, [t.weight for t in dcfg.teachers], dc.mean, dc.std,
                       frames=dcfg.frames, num_frames=dcfg.num_frames,
                       temperature=dcfg.temperature, loss=dcfg.loss, max_entropy=dcfg.max_entropy,
-                      teacher_view="rgb" if flow else "video")
+                      teacher_view="rgb" if flow else "video", tau_squared=dcfg.tau_squared)
     # The teachers see RGB frames of the very clip whose flow the student sees.
     views = [View("rgb"), View("video", "flow", frames_of="rgb")] if flow else None
     cache = None

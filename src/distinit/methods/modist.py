@@ -25,7 +25,8 @@ from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
 from distinit.losses.contrastive import info_nce
 from distinit.methods.heads import Pathway
-from distinit.methods.momentum import encode_keys, momentum_copy, momentum_update
+from distinit.methods.momentum import (MOMENTUM_SCHEDULES, encode_keys, momentum_at,
+                                       momentum_copy, momentum_update)
 from distinit.methods.queue import KeyQueue
 from distinit.models.students import feature_dim, forward_features
 from distinit.targets.teachers import TeacherTargets, build_teachers
@@ -35,7 +36,9 @@ from distinit.targets.teachers import TeacherTargets, build_teachers
 class ModistConfig:
     dim: int = checked(128, min=1)  # projection size
     queue: int = checked(16384, min=1)  # negatives per pathway
-    momentum: float = checked(0.999, min=0, lt=1)  # key encoders' EMA
+    momentum: float = checked(0.999, min=0, lt=1)  # key encoders' EMA; the schedule's start
+    # constant, or cosine from `momentum` to 1 (MSCL: mmaction/models/recognizers/moco.py:413-414)
+    momentum_schedule: str = checked("constant", choices=MOMENTUM_SCHEDULES)
     temperature: float = checked(0.07, gt=0)  # MoCo's; MSCL uses 0.07-0.1
     motion: bool = True  # false: no flow pathway, the RGB-only contrastive baseline
     weight_rgb: float = checked(1.0, min=0)
@@ -71,9 +74,11 @@ class ModistNet(nn.Module):
 
 @torch.no_grad()
 def positive_accuracy(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
-    """Share of queries whose positive logit beats every queued negative."""
-    positive = (query.float() * key.float()).sum(dim=1)  # (B,)
-    return (positive > (query.float() @ queue.float().T).amax(dim=1)).float().mean()
+    """Share of queries whose positive logit beats every queued negative: top-1 retrieval,
+    chance 1 / (K + 1). In float32 like the loss's logits (autocast would round them to bf16)."""
+    with torch.autocast(query.device.type, enabled=False):
+        positive = (query.float() * key.float()).sum(dim=1)  # (B,)
+        return (positive > (query.float() @ queue.float().T).amax(dim=1)).float().mean()
 
 
 class MoDist(Method):
@@ -140,10 +145,16 @@ class MoDist(Method):
             self.queue_flow.enqueue(k_flow)
         return {"loss": total, **logs}
 
+    def begin(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+
     def after_step(self, step: int) -> None:
-        momentum_update(self.key_rgb, self.student.rgb, self.cfg.momentum)
-        if self.cfg.motion:
-            momentum_update(self.key_flow, self.student.flow, self.cfg.momentum)
+        cfg = self.cfg
+        m = momentum_at(step, getattr(self, "total_steps", step), cfg.momentum,
+                        cfg.momentum_schedule)
+        momentum_update(self.key_rgb, self.student.rgb, m)
+        if cfg.motion:
+            momentum_update(self.key_flow, self.student.flow, m)
 
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         return self.student.rgb.encoder.state_dict()

@@ -4,6 +4,7 @@ by an exponential moving average after every optimizer step."""
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -68,3 +69,21 @@ def encode_keys(encoder: nn.Module, x: torch.Tensor, chunks: int = 1) -> torch.T
     shuffled, idx = dist.shuffle_batch(x)
     keys = torch.cat([encoder(c) for c in shuffled.chunk(chunks)])
     return dist.unshuffle_batch(keys, idx)
+
+
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+
+
+def momentum_at(step: int, total_steps: int, base: float, schedule: str = "constant") -> float:
+    """The key encoder's momentum after optimizer step `step` (1-based) of `total_steps`.
+
+    constant: `base` throughout (MoCo, ISD, auxSKD). cosine: BYOL's schedule (Grill et al. 2020,
+    Sec. 3.2, `tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2`), from `base` up to 1, so a short
+    run can start with a teacher that moves fast and end with a settled one.
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        progress = min(step, total_steps) / max(total_steps, 1)
+        return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+    raise ValueError(f"unknown momentum schedule {schedule!r}; valid: {MOMENTUM_SCHEDULES}")

@@ -86,18 +86,25 @@ class Pretext(Method):
         return self.student.encoder.state_dict()
 
 
+def task_heads(name: str, pc: PretextConfig) -> dict[str, int]:
+    """Task `name`'s heads, {label: classes}: each logs `acc_LABEL`, chance 1 / classes."""
+    if name == "vspp":
+        return {"speed": pc.max_speed, "segment": pc.max_segment}
+    if name == "pace":
+        return {"pace": pc.max_pace}
+    return {"order": factorial(pc.n_clips)}
+
+
 def _task(name: str, pc: PretextConfig) -> tuple[View, dict[str, int], int]:
     """(the view, its heads {label: classes}, clips per sample) of task `name`."""
+    heads = task_heads(name, pc)
     if name == "vspp":
         options = (("max_segment", pc.max_segment), ("max_speed", pc.max_speed))
-        return (View("video", sampler="vspp", options=options),
-                {"speed": pc.max_speed, "segment": pc.max_segment}, 0)
+        return View("video", sampler="vspp", options=options), heads, 0
     if name == "pace":
-        return (View("video", sampler="pace", options=(("max_pace", pc.max_pace),)),
-                {"pace": pc.max_pace}, 0)
+        return View("video", sampler="pace", options=(("max_pace", pc.max_pace),)), heads, 0
     options = (("n_clips", pc.n_clips), ("interval", pc.interval))
-    return (View("video", sampler="vcop", options=options), {"order": factorial(pc.n_clips)},
-            pc.n_clips)
+    return View("video", sampler="vcop", options=options), heads, pc.n_clips
 
 
 def build(cfg: Config, task: str) -> Pretraining:

@@ -102,9 +102,11 @@ def relative_speed_loss(query: torch.Tensor, same: torch.Tensor, other: torch.Te
 
 @torch.no_grad()
 def _beats_queue(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
-    """Share of queries whose positive beats every queued negative (MoCo's top-1 accuracy)."""
-    positive = (query.float() * key.float()).sum(dim=1)  # (B,)
-    return (positive > (query.float() @ queue.float().T).amax(dim=1)).float().mean()
+    """Share of queries whose positive beats every queued negative (MoCo's top-1 accuracy,
+    chance 1 / (K + 1)), in float32 like the loss's logits."""
+    with torch.autocast(query.device.type, enabled=False):
+        positive = (query.float() * key.float()).sum(dim=1)  # (B,)
+        return (positive > (query.float() @ queue.float().T).amax(dim=1)).float().mean()
 
 
 class RSPNet(Method):

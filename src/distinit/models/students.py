@@ -222,6 +222,13 @@ def r2plus1d_18(num_classes: int = 400, **kwargs) -> VideoResNet:
     return VideoResNet([Conv2Plus1D] * 4, stem=R2Plus1dStem, num_classes=num_classes, **kwargs)
 
 
+def r2plus1d_10(num_classes: int = 400, **kwargs) -> VideoResNet:
+    """R(2+1)D with one block per stage: auxSKD's working backbone (Plrbear/auxSKD
+    auxSKD/train.py:120, `r21d.R2Plus1DNet((1, 1, 1, 1))`, its `--model` default r21d)."""
+    kwargs.setdefault("layers", [1, 1, 1, 1])
+    return VideoResNet([Conv2Plus1D] * 4, stem=R2Plus1dStem, num_classes=num_classes, **kwargs)
+
+
 def r2plus1d_34(num_classes: int = 400, **kwargs) -> VideoResNet:
     """R(2+1)D-34: the 18-layer design with ResNet-34's 3-4-6-3 blocks."""
     kwargs.setdefault("layers", [3, 4, 6, 3])
@@ -235,6 +242,7 @@ STUDENTS: dict[str, Callable[..., VideoResNet]] = {
     "r3d_18": r3d_18,
     "mc3_18": mc3_18,
     "r2plus1d_18": r2plus1d_18,
+    "r2plus1d_10": r2plus1d_10,
     "r2plus1d_34": r2plus1d_34,
 }
 

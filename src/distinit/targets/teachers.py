@@ -60,7 +60,7 @@ class TeacherTargets(nn.Module):
     def __init__(self, teachers: Sequence[nn.Module], mean: Sequence[float],
                  std: Sequence[float], frames: str = "random", num_frames: int = 4,
                  temperature: float = 1.0, loss: str = "ce", max_entropy: float = 0.0,
-                 view: str = "video"):
+                 view: str = "video", tau_squared: bool = True):
         super().__init__()
         if loss not in ("ce", "mse"):
             raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
@@ -69,7 +69,7 @@ class TeacherTargets(nn.Module):
         self.teachers = nn.ModuleList(teachers)
         self.frames, self.num_frames = frames, num_frames
         self.temperature, self.loss, self.max_entropy = temperature, loss, max_entropy
-        self.view = view
+        self.view, self.tau_squared = view, tau_squared
         self.register_buffer("mean", torch.tensor(mean), persistent=False)
         self.register_buffer("std", torch.tensor(std), persistent=False)
 
@@ -113,5 +113,9 @@ class TeacherTargets(nn.Module):
     def per_example_loss(self, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The distillation loss (Eq. 2, or MSE on the logits) of each example: (B,)."""
         if self.loss == "ce":
-            return soft_target_cross_entropy(student_logits, target, self.temperature)
+            loss = soft_target_cross_entropy(student_logits, target, self.temperature)
+            # Hinton et al. (2015, Sec. 2): the gradients of soft targets at temperature tau
+            # scale as 1 / tau^2; multiplying by tau^2 keeps the step size of tau = 1 (exact: at
+            # tau = 1 the factor is 1.0, and every run at tau = 1 is unchanged bit for bit).
+            return loss * self.temperature ** 2 if self.tau_squared else loss
         return logit_mse(student_logits, target)
