@@ -200,3 +200,30 @@ def test_bad_chain_files_get_one_line(tmp_path, stages, message):
     path.write_text(yaml.safe_dump({"stages": stages}))
     with pytest.raises(UserError, match=message):
         read_chain(path)
+
+
+def test_loss_vs_uniform_is_one_for_a_student_that_knows_nothing():
+    """loss_vs_uniform = KL / (log K - H(teacher)): 1 when the student's similarities to every
+    queued key are equal (a uniform student), 0 when it matches the teacher's distribution."""
+
+    class Fixed(torch.nn.Module):  # returns the clip's first row as its (unit) embedding
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return x[:, :4] + 0 * self.w
+
+    torch.manual_seed(0)
+    keys = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    cfg = AuxSKDConfig(dim=4, queue=6, t_student=0.02, t_teacher=0.02, key_chunks=1,
+                       predictor=False)
+    method = AuxSKD(Fixed(), cfg, teacher=Fixed())
+    method.queue.keys.copy_(keys)
+    same = method({"video": k, "video2": k})  # the student is the teacher
+    assert float(same["loss_vs_uniform"]) == pytest.approx(0.0, abs=1e-5)
+    method.queue.keys.copy_(keys)
+    blind = torch.zeros(3, 4)  # similarity 0 to every key: a uniform distribution
+    out = method({"video": blind, "video2": k})
+    assert float(out["loss_vs_uniform"]) == pytest.approx(1.0, abs=1e-5)

@@ -88,7 +88,9 @@ def _modist(cfg, run: Path) -> list[Check]:
 def _auxskd(cfg, run: Path) -> list[Check]:
     # agree_nn: the student's nearest of K queued keys is the teacher's (chance 1 / K); spread:
     # 0 when every clip maps alike (collapse), near 1 when spread over all directions.
+    # loss_vs_uniform: the KL loss over a student with uniform similarities' (1 = chance).
     return [Check("agree_nn", 1 / cfg.auxskd.queue), Check("spread", 0.0, share=0.5),
+            Check("loss_vs_uniform", 1.0, best=0.0),
             Check("init_left", window=0), Check("momentum", window=0)]
 
 

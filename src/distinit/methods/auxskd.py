@@ -35,6 +35,7 @@ Defaults follow the paper and its code (queue 15,360; SGD, momentum 0.9, wd 5e-3
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -129,8 +130,14 @@ class AuxSKD(Method):
             # Collapse watch: unit vectors spread over `dim` directions have a per-dimension std
             # near dim ** -0.5 across the batch; a student mapping every clip alike, near 0.
             spread = q.float().std(0).mean() * cfg.dim ** 0.5
+            # The loss against a student that knows nothing: uniform similarities score
+            # KL(teacher || uniform) = log K - H(teacher). 1 = no better than that, 0 = the
+            # teacher's distribution matched.
+            target = torch.softmax(k.float() @ keys.float().T / cfg.t_teacher, dim=1)
+            h = -(target * target.clamp_min(1e-12).log()).sum(1).mean()
+            vs_uniform = loss.detach().float() / (math.log(keys.shape[0]) - h).clamp_min(1e-6)
         self.queue.enqueue(k)
-        logs = {"loss": loss, "agree_nn": agree, "spread": spread}
+        logs = {"loss": loss, "agree_nn": agree, "spread": spread, "loss_vs_uniform": vs_uniform}
         if self.moving:
             logs["init_left"] = self.init_left.float()
             logs["momentum"] = momentum_at(self.step + 1, self.total_steps, cfg.momentum,
