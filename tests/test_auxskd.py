@@ -18,8 +18,8 @@ from distinit.errors import UserError
 from distinit.experiments.chain import read_chain
 from distinit.methods import config_class
 from distinit.methods.auxskd import AuxSKD, AuxSKDConfig, Predicted, _views
-from distinit.methods.momentum import momentum_at
 from distinit.methods.heads import Pathway
+from distinit.methods.momentum import momentum_at
 from distinit.models.students import r3d_18
 
 TINY = ["model.width=8", "optim.epochs=1", "optim.batch_size=4", "log_every=1"]

@@ -25,8 +25,13 @@ from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
 from distinit.losses.contrastive import info_nce
 from distinit.methods.heads import Pathway
-from distinit.methods.momentum import (MOMENTUM_SCHEDULES, encode_keys, momentum_at,
-                                       momentum_copy, momentum_update)
+from distinit.methods.momentum import (
+    MOMENTUM_SCHEDULES,
+    encode_keys,
+    momentum_at,
+    momentum_copy,
+    momentum_update,
+)
 from distinit.methods.queue import KeyQueue
 from distinit.models.students import feature_dim, forward_features
 from distinit.targets.teachers import TeacherTargets, build_teachers
