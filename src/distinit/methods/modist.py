@@ -106,6 +106,7 @@ class MoDist(Method):
             raise ValueError(f"{len(teachers)} teachers, {len(teacher_weights)} weights and "
                              f"{len(net.heads)} heads: give one of each per teacher")
         self.cfg, self.distill = cfg, distill or DistillConfig()
+        self.total_steps = 1  # the run's length, from `begin`; the momentum schedule's span
         self.key_rgb = momentum_copy(net.rgb)
         self.queue_rgb = KeyQueue(cfg.queue, cfg.dim)
         if cfg.motion:
@@ -155,7 +156,7 @@ class MoDist(Method):
 
     def after_step(self, step: int) -> None:
         cfg = self.cfg
-        m = momentum_at(step, getattr(self, "total_steps", step), cfg.momentum,
+        m = momentum_at(step, self.total_steps, cfg.momentum,
                         cfg.momentum_schedule)
         momentum_update(self.key_rgb, self.student.rgb, m)
         if cfg.motion:
