@@ -15,9 +15,11 @@ file the same metadata keys are JSON strings in its header metadata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +45,32 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)
         os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as e:
+        reason = write_failure(e, path.parent)  # re-raises what is not a failed write
+        with contextlib.suppress(OSError):  # a read-only folder holds no temporary file either
+            tmp.unlink(missing_ok=True)
         kept = "the previous checkpoint is intact" if path.is_file() else "no checkpoint exists yet"
-        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; {kept}. Free disk "
-                        "space or fix the folder's permissions, then run again with --resume") from None
+        raise UserError(f"cannot write checkpoint {path}: {reason}; {kept}. Free disk space or "
+                        "fix the folder's permissions, then run again with --resume") from None
+
+
+def write_failure(error: BaseException, folder: Path) -> str:
+    """Why writing a file into `folder` failed, in words; re-raises `error` when it is not a
+    failed write. On a full disk or a read-only folder `torch.save` raises RuntimeError from its
+    C++ writer ("open file failed with strerror: Read-only file system", or for a full disk only
+    "unexpected pos N vs M"), not OSError."""
+    if isinstance(error, OSError):
+        return str(error.strerror or error)
+    text = str(error)
+    if "strerror:" in text:
+        return text.rsplit("strerror:", 1)[1].strip()
+    if "inline_container" not in text and "PytorchStreamWriter" not in text:
+        raise error
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return f"the write stopped short ({free} on that disk: it is most likely full)"
 
 
 def _read(path: Path, weights_only: bool) -> dict:

@@ -52,6 +52,11 @@ def setup(device: str = "auto") -> DistContext:
     return DistContext(rank=rank, world=world if td.is_initialized() else 1, device=dev)
 
 
+def launch_rank() -> int:
+    """This process's rank, before it joins the process group too (torchrun's RANK)."""
+    return td.get_rank() if td.is_initialized() else int(os.environ.get("RANK", 0))
+
+
 def rank_world() -> tuple[int, int]:
     return (td.get_rank(), td.get_world_size()) if td.is_initialized() else (0, 1)
 

@@ -1,16 +1,22 @@
-"""A run directory is never silently overwritten, and a run resumes only with its own config.
+"""A run directory is never silently overwritten, has one writer, and a run resumes only with its
+own config.
 
 Starting into an out_dir that holds a run needs a choice: `--resume` (continue it, with the same
-config) or `--overwrite` (delete the run's files and start again); otherwise it is refused.
+config) or `--overwrite` (delete the run's files and start again); otherwise it is refused. A job
+locks its out_dir (`one_writer`, `engine.lock`) before it writes anything, so a job launched twice
+into one folder stops with one line naming the process that holds it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distinit.engine import lock
 from distinit.errors import UserError
 
 # The files a run writes; --overwrite deletes these and nothing else in the folder.
@@ -25,6 +31,26 @@ SAFE_ON_RESUME = frozenset({
     "out_dir", "log_every", "ckpt_every", "eval_every", "stop_after", "threads", "device",
     "data.num_workers", "data.cache", "data.cache_dir", "data.backend", "data.decode_device",
 })
+
+
+UNWRITABLE = "cannot write to out_dir {folder}: {reason}; choose a writable out_dir="
+
+
+def hold(out_dir: str | Path, what: str = "run"):
+    """Lock `out_dir` for this process while a `with` block writes `what` into it (rank 0; the
+    other ranks of a torchrun job share rank 0's lock)."""
+    return lock.hold(out_dir, what, "choose another out_dir=", unwritable=UNWRITABLE)
+
+
+def one_writer(job: Callable) -> Callable:
+    """Decorate a job `job(cfg, ...)` so it holds `cfg.out_dir`'s lock while it runs."""
+
+    @functools.wraps(job)
+    def locked(cfg, *args, **kwargs):
+        with hold(cfg.out_dir):
+            return job(cfg, *args, **kwargs)
+
+    return locked
 
 
 def existing_run_files(out_dir: Path, names: tuple[str, ...] = RUN_FILES) -> list[str]:

@@ -93,6 +93,7 @@ class MetricLog:
             self.tb.close()
 
 
+@run_dir.one_writer
 def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False,
           overwrite: bool = False, head_prefixes: tuple[str, ...] = (),
           on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train") -> dict:
@@ -177,7 +178,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                                  "scheduler": scheduler.state_dict(), "step": step,
                                  "total_steps": total_steps,
                                  "global_batch": sampler.global_batch, "rng": rngs,
-                                 "config": to_dict(cfg)}, ckpt_path)
+                                 "config": to_dict(cfg), "job": desc}, ckpt_path)
             except UserError as e:
                 error = str(e)
         error = dist.broadcast_object(error)

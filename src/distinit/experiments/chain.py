@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments.runner import JOBS, Stage, run_stages
 from distinit.methods import METHODS
@@ -102,7 +103,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="delete every stage's run and train the chain again")
     ns = parser.parse_intermixed_args(argv)
-    results = run_chain(read_chain(ns.chain), ns.args, ns.overwrite)
+    chain = read_chain(ns.chain)
+    with run_dir.hold(chain["out_dir"], "chain"):
+        results = run_chain(chain, ns.args, ns.overwrite)
     last = list(results)[-1]
     print(json.dumps({last: results[last]}, indent=2, default=str))
     return 0

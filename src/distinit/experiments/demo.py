@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments import tables
 from distinit.experiments.runner import Stage, run_stages, stage_config
@@ -210,5 +211,6 @@ def main(argv: list[str]) -> int:
                         help="train every stage again instead of continuing the runs in out_dir")
     ns = parser.parse_intermixed_args(argv)
     demo = parse_demo(ns.args)
-    run_seeds(demo, ns.overwrite) if demo.seeds else run_demo(demo, ns.overwrite)
+    with run_dir.hold(demo.out_dir, "demo"):
+        run_seeds(demo, ns.overwrite) if demo.seeds else run_demo(demo, ns.overwrite)
     return 0

@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments import diagnostics, tables
 from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
@@ -171,7 +172,8 @@ def main(argv: list[str]) -> int:
     ns = parser.parse_intermixed_args(argv)
     demo = parse_demo(["out_dir=runs/reproduce", *ns.args])
     seeds = [int(s) for s in ns.seeds.split(",") if s]
-    table = run_experiment(ns.name, demo, seeds, ns.overwrite, ns.student, ns.only)
+    with run_dir.hold(demo.out_dir, "experiment"):
+        table = run_experiment(ns.name, demo, seeds, ns.overwrite, ns.student, ns.only)
     command = "distinit reproduce " + " ".join([ns.name, *ns.args, f"--seeds {ns.seeds}",
                                                 f"--student {ns.student}",
                                                 *[f"--only '{v}'" for v in ns.only]])

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from distinit.config import Config, load_config
+from distinit.engine import run_dir
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 from distinit.methods import METHODS, config_class
@@ -111,6 +112,12 @@ def run_stage(stage: Stage, start: Done | None = None, overwrite: bool = False) 
     cfg = stage_config(stage, start)
     out = Path(cfg.out_dir)
     restart = {"resume": not overwrite and (out / "last.pt").is_file(), "overwrite": overwrite}
+    if not overwrite and not restart["resume"] and run_dir.existing_run_files(out):
+        # Stopped (killed) before its first checkpoint: nothing to continue, and what it logged
+        # belongs to steps that run again. Start the stage afresh rather than refuse the folder.
+        print(f"[{stage.name}] {out} holds no checkpoint (the stage stopped before its first "
+              "one); starting the stage again", flush=True)
+        restart["overwrite"] = True
     if stage.kind == "train-image":
         return Done("inflate", str(out / CHECKPOINT), train_image_model(cfg, **restart))
     if stage.kind == "finetune":

@@ -25,7 +25,7 @@ from distinit.build import color_steps
 from distinit.config import Config
 from distinit.data.datasets import ImageFolderDataset
 from distinit.data.transforms import ClipTransform
-from distinit.engine import dist
+from distinit.engine import dist, run_dir
 from distinit.engine.checkpoint import seed_all
 from distinit.engine.runtime import Runtime
 from distinit.engine.train import train
@@ -65,6 +65,7 @@ def arch_kwargs(cfg: Config) -> dict:
     return kwargs
 
 
+@run_dir.one_writer
 def train_image_model(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     dc, mc = cfg.data, cfg.model
     if mc.arch not in IMAGE_MODELS:

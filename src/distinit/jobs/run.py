@@ -68,6 +68,7 @@ def eval_student(cfg: Config, student: nn.Module, test_set: VideoClipDataset,
 
 # ---- the three jobs ---------------------------------------------------------------------------
 
+@run_dir.one_writer
 def pretrain(cfg: Config, name: str = "distinit", resume: bool = False,
              overwrite: bool = False) -> dict:
     """Pretrain with the method registered as `name` (`distinit.methods.METHODS`)."""
@@ -95,6 +96,7 @@ def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     return pretrain(cfg, "distinit", resume, overwrite)
 
 
+@run_dir.one_writer
 def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     dist.setup(cfg.device)  # ranks share the work of building a clip store (data.cache=store)
     cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
@@ -143,6 +145,7 @@ def frozen_eval(cfg: Config) -> dict:
                          keep_features=True)
 
 
+@run_dir.one_writer
 def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
     if not cfg.model.weights:
         raise UserError("eval needs model.weights=PATH (a fine-tuned checkpoint, e.g. RUN/last.pt)")
@@ -150,7 +153,15 @@ def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
     cfg = resolve_normalization(cfg, cfg.model.weights)
     test_split = labeled_split(cfg.data, "test")
     num_classes = len(test_split.classes)
-    state = model_state(load_checkpoint(cfg.model.weights))
+    ckpt = load_checkpoint(cfg.model.weights)
+    job = checkpoint_job(ckpt)
+    if job not in (None, "finetune"):
+        raise UserError(f"{cfg.model.weights} is a pretraining checkpoint (written by {job}), "
+                        "not a fine-tuned classifier of this dataset; fine-tune it first "
+                        "(distinit finetune CONFIG.yaml model.init=checkpoint "
+                        f"model.weights={cfg.model.weights} out_dir=RUN), then evaluate "
+                        "RUN/last.pt")
+    state = model_state(ckpt)
     fc = state.get("fc.weight")
     if fc is not None and fc.shape[0] != num_classes:
         raise UserError(f"{cfg.model.weights} classifies {fc.shape[0]} classes but the test split "
@@ -164,6 +175,18 @@ def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
                           keep_probs=True)
     _write_result(cfg, result, test_split.classes, test_split.videos)
     return result
+
+
+def checkpoint_job(ckpt: dict) -> str | None:
+    """The job that wrote a checkpoint of ours: `finetune`, `train-image` or a pretraining
+    method's name; None for a file not written by distinit (a torchvision state dict). Checkpoints
+    from before the "job" key count as finetune when their config read a labeled split."""
+    if ckpt.get("job"):
+        return ckpt["job"]
+    data = ckpt.get("config", {}).get("data", {}) if isinstance(ckpt.get("config"), dict) else {}
+    if data.get("split_dir"):
+        return "finetune"
+    return "a pretraining method" if data.get("videos") else None
 
 
 def _write_result(cfg: Config, result: dict, classes: list[str], videos: list = ()) -> None:
@@ -182,6 +205,7 @@ def _write_result(cfg: Config, result: dict, classes: list[str], videos: list = 
     (out / "results.json").write_text(json.dumps({**result, **extra}, indent=2))
 
 
+@run_dir.one_writer
 def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:
     """Run `job` once per split (out_dir/splitN) and report each split and their mean."""
     if len(splits) == 1:
