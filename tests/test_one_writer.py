@@ -237,3 +237,19 @@ def test_eval_of_a_pretraining_checkpoint_says_fine_tune_it_first(world, teacher
     assert len(err) == 1 and "is a pretraining checkpoint (written by distinit)" in err[0]
     assert "fine-tune it first" in err[0]
     assert not (tmp_path / "e" / "results.json").exists()
+
+
+def test_results_onto_a_full_device_are_one_line_and_leave_no_half_file(labeled, tmp_path,
+                                                                        capsys):
+    assert main(["finetune", *SMALL, *labeled, f"out_dir={tmp_path / 'f'}"]) == 0
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / "results.json.tmp").symlink_to("/dev/full")  # a real ENOSPC on the write
+    capsys.readouterr()
+    assert main(["eval", *SMALL, *labeled, f"model.weights={tmp_path / 'f' / 'last.pt'}",
+                 f"out_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert not (out / "results.json").exists() and not (out / "results.json.tmp").is_symlink()
+    assert main(["eval", *SMALL, *labeled, f"model.weights={tmp_path / 'f' / 'last.pt'}",
+                 f"out_dir={out}"]) == 0  # run again once there is room: nothing to overwrite

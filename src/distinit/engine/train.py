@@ -82,8 +82,13 @@ class MetricLog:
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
+        except OSError as e:  # a full disk: the steps after the last checkpoint run again
+            raise UserError(f"cannot write {self.path}: {e.strerror or e}; the last checkpoint "
+                            "in that folder is intact. Free disk space, then continue with "
+                            "--resume") from None
         for k, v in values.items():
             if isinstance(v, int | float):
                 self.tb.add_scalar(k, v, step)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +27,13 @@ from distinit.build import (
 from distinit.config import Config, ModelConfig, config_from_args
 from distinit.data.datasets import VideoClipDataset
 from distinit.engine import dist, run_dir
-from distinit.engine.checkpoint import load_checkpoint, load_weights, model_state, seed_all
+from distinit.engine.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    model_state,
+    seed_all,
+    write_failure,
+)
 from distinit.engine.runtime import Runtime
 from distinit.engine.train import train
 from distinit.errors import UserError
@@ -195,14 +203,24 @@ def _write_result(cfg: Config, result: dict, classes: list[str], videos: list = 
     if dist.rank_world()[0] != 0:  # only rank 0 writes files
         return
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if probs is not None:
-        torch.save({"probs": probs, "labels": labels, "videos": [str(v) for v in videos],
-                    "classes": list(classes)}, out / PREDICTIONS)
     # A labeled split's classes; distillation has none.
     extra = ({"num_classes": len(classes), "classes": list(classes), "split": cfg.data.split}
              if classes else {})
-    (out / "results.json").write_text(json.dumps({**result, **extra}, indent=2))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if probs is not None:
+            torch.save({"probs": probs, "labels": labels, "videos": [str(v) for v in videos],
+                        "classes": list(classes)}, out / PREDICTIONS)
+        tmp = out / "results.json.tmp"  # a full disk never leaves half a results.json
+        tmp.write_text(json.dumps({**result, **extra}, indent=2))
+        os.replace(tmp, out / "results.json")
+    except (OSError, RuntimeError) as e:
+        with contextlib.suppress(OSError):
+            (out / "results.json.tmp").unlink(missing_ok=True)
+        raise UserError(f"cannot write the results into {out}: {write_failure(e, out)}; the "
+                        "run's checkpoint is intact. Free disk space, then run the same command "
+                        "again (with --resume for a training run: it evaluates without "
+                        "training again)") from None
 
 
 @run_dir.one_writer
