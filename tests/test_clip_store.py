@@ -112,7 +112,7 @@ def test_stopped_build_resumes_writing_only_the_missing_shard(videos, tmp_path, 
     assert files[1].is_file()
     assert {f.name: f.stat().st_mtime_ns for f in (files[0], files[2])} == {
         n: stamps[n] for n in (files[0].name, files[2].name)}
-    assert not list(folder.glob(".*"))  # no temporary files left
+    assert not list(folder.glob(".*.tmp"))  # no temporary files left
     decoded.clear()
     build_clip_store(videos, tmp_path, RESIZE, "pyav", shard_size=2)  # complete: a no-op
     assert decoded == []

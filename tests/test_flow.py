@@ -143,7 +143,7 @@ def test_resume_skips_finished_files_and_redoes_broken_ones(tmp_path, capsys):
     assert after["a.npy"] == before["a.npy"] and after["b.npy"] == before["b.npy"]
     assert after["flow.json"] == before["flow.json"]
     assert np.load(out / "c.npy").shape == (T, 16, 24, 2)
-    assert sorted(after) == ["a.npy", "b.npy", "c.npy", "flow.json"]  # no temporary files
+    assert sorted(after) == [".distinit.lock", "a.npy", "b.npy", "c.npy", "flow.json"]  # no tmp
 
 
 def test_bad_video_is_reported_and_skipped(tmp_path, capsys, make_bad_video):
@@ -155,7 +155,7 @@ def test_bad_video_is_reported_and_skipped(tmp_path, capsys, make_bad_video):
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: skipping video {bad}: ")
     assert "1 written, 0 skipped (already done), 1 failed" in captured.out
-    assert sorted(p.name for p in out.iterdir()) == ["flow.json", "good.npy"]
+    assert sorted(p.name for p in out.iterdir()) == [".distinit.lock", "flow.json", "good.npy"]
 
 
 def test_all_videos_bad_exits_1_with_one_line(tmp_path, capsys, make_bad_video):
@@ -214,7 +214,8 @@ def test_parallel_workers_through_the_cli(tmp_path, capsys):
     # The same numbers as computed in this process: workers change only where the work runs.
     frames = read_all_frames(src / "b.mp4")
     np.testing.assert_array_equal(np.load(out / "b.npy"), video_flow(frames, meta))
-    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy", "c.npy", "flow.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".distinit.lock", "a.npy", "b.npy", "c.npy",
+                                                     "flow.json"]
 
 
 def test_unreadable_output_is_not_complete(tmp_path):

@@ -16,6 +16,7 @@ COMMANDS = {
     "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1; RAFT from torchvision) for a folder or list of videos."),
     "cache-targets": ("distinit.targets.cache", "Run the teachers once over the corpus and store their logits (distill.target_cache)."),
     "store-clips": ("distinit.jobs.store_clips", "Decode every video once, resized to data.resize, into memory-mapped uint8 shards (data.cache=store)."),
+    "check-store": ("distinit.data.check_store", "Check every shard of a target cache or clip store (or a cache_dir of them) against its checksum."),
     "train-image": ("distinit.jobs.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
     "pretrain": ("distinit.jobs.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
     "distill": ("distinit.jobs.run", "Distill still-image teachers into a video student (DistInit)."),

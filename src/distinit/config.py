@@ -7,6 +7,7 @@ An unknown key, a value of the wrong type or a value outside its field's rules (
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import operator
 import re
@@ -31,7 +32,9 @@ class ConfigError(UserError):
 # Rules a field may carry in its metadata: bounds apply to a number, or to each item of a list.
 BOUNDS = {"min": (operator.ge, ">="), "gt": (operator.gt, ">"),
           "max": (operator.le, "<="), "lt": (operator.lt, "<")}
-RULES = {*BOUNDS, "choices", "sizes"}  # choices: allowed strings; sizes: allowed list lengths
+RULES = {*BOUNDS, "choices", "sizes", "why"}  # strings; list lengths; the reason for a max
+# Sizes that are allocated whole: 1e8 must be one line as the config loads, not a MemoryError.
+MAX_CLIP_LEN, MAX_TEST_CLIPS, MAX_CACHE_CROPS, MAX_BATCH = 4096, 1000, 1000, 4096
 
 
 def checked(default: Any, **rules: Any) -> Any:
@@ -58,7 +61,9 @@ class DataConfig:
     video_root: str = ""
     split_dir: str = ""  # folder of official split files, or the CSV file for format=csv
     split: int = checked(1, min=1)
-    clip_len: int = checked(8, min=1)
+    clip_len: int = checked(8, min=1, max=MAX_CLIP_LEN, why=(
+        "a clip is held in memory whole, padded with its last frame on shorter videos "
+        f"({MAX_CLIP_LEN} frames are 2.7 minutes at 25 fps)"))
     stride: int = checked(1, min=1)
     resize: int = checked(128, min=0)  # short side before cropping; 0 keeps the decoded size
     crop: int = checked(112, min=1)
@@ -79,7 +84,9 @@ class DataConfig:
     blur_p: float = checked(0.0, min=0, max=1)
     blur_sigma: list[float] = checked([0.1, 2.0], sizes=(2,), gt=0)
     color_per_frame: bool = False
-    num_test_clips: int = checked(10, min=1)
+    num_test_clips: int = checked(10, min=1, max=MAX_TEST_CLIPS, why=(
+        "every test video is evaluated on all of them, and more than a video has starts "
+        "repeat the same frames (the paper uses 10)"))
     # Input normalisation; empty = what the initial weights expect: the image model's own for
     # model.init=inflate, the pretraining run's for model.init=checkpoint, else Kinetics'.
     mean: list[float] = checked([], sizes=(0, 3))
@@ -94,8 +101,7 @@ class DataConfig:
     # (unlabeled) or data.video_root (labeled).
     flow_dir: str = ""
     flow_root: str = ""
-    # What the student sees: RGB clips, or the optical flow of those clips (2 channels).
-    input: str = checked("rgb", choices=("rgb", "flow"))
+    input: str = checked("rgb", choices=("rgb", "flow"))  # what the student sees: RGB, or flow
     # memory | disk: decode each video once, cut clips from the cache. memory: kept by each
     # process that decodes (loader workers last the whole run, so each fills its own copy);
     # disk: one .npy per video in cache_dir, shared by every process and run. store: frames
@@ -112,8 +118,7 @@ class ModelConfig:
     width: int = checked(64, min=1)
     layers: list[int] = checked([], min=1)  # blocks per stage; empty = the arch's own
     stem_stride: int = checked(2, min=1)
-    # (temporal, spatial); empty = the arch's own.
-    stem_kernel: list[int] = checked([], sizes=(0, 2), min=1)
+    stem_kernel: list[int] = checked([], sizes=(0, 2), min=1)  # (temporal, spatial); empty: own
     init: str = checked("scratch", choices=("scratch", "checkpoint", "inflate"))
     weights: str = ""  # checkpoint (init=checkpoint) or 2D image checkpoint (init=inflate)
     linear_probe: bool = False  # fine-tune only the new head on a frozen backbone
@@ -152,7 +157,9 @@ class DistillConfig:
     # from the stored logits instead of running the teachers in every step (built first when
     # the folder holds no finished cache; one made for other settings is refused).
     target_cache: str = ""
-    cache_crops: int = checked(8, min=1)  # crop boxes per video, drawn from the crop policy
+    cache_crops: int = checked(8, min=1, max=MAX_CACHE_CROPS, why=(  # boxes from the crop policy
+        "the teachers run on every frame of every crop, and the cache keeps crops x frames x "
+        "classes logits per video and teacher (the default is 8)"))
     cache_frame_step: int = checked(1, min=1)  # store every Nth frame (nearest one is used)
     # float16: every logit; topk: the top cache_topk logits and the log-mass of the rest.
     cache_dtype: str = checked("float16", choices=("float16", "topk"))
@@ -173,7 +180,8 @@ class OptimConfig:
     epochs: float = checked(45.0, gt=0)
     # Clips per epoch, drawn across passes over the data; 0 = one pass.
     epoch_size: int = checked(0, min=0)
-    batch_size: int = checked(32, min=1)  # per process
+    batch_size: int = checked(32, min=1, max=MAX_BATCH, why=(  # per process
+        f"per process; the activations of more than {MAX_BATCH} clips fit no accelerator"))
     accum_steps: int = checked(1, min=1)
     clip_grad: float = checked(0.0, min=0)  # max gradient norm; 0 = off
     head_lr_mult: float = checked(1.0, gt=0)  # fine-tuning: lr multiplier for the new head
@@ -192,8 +200,7 @@ class Config:
     ckpt_every: int = checked(500, min=1)  # steps between checkpoints (and one at the end)
     # Stop after this many steps (schedule unchanged); 0 = run to the end.
     stop_after: int = checked(0, min=0)
-    # Epochs between evaluations during fine-tuning; 0 = only at the end.
-    eval_every: int = checked(0, min=0)
+    eval_every: int = checked(0, min=0)  # epochs between evaluations in fine-tuning; 0: at the end
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -226,9 +233,18 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
+def _whole(value: Any) -> Any:
+    """A whole number written as a float or as text (8.0, 1e8) as an int; anything else as is."""
+    if isinstance(value, float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        number = decimal.Decimal(value.strip() if isinstance(value, str) else value)  # exact
+        if number.is_finite() and number == number.to_integral_value() and number.adjusted() < 19:
+            return int(number)
+    return value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`; ints and numbers written as text (1e-4) are
-    accepted where floats are expected, as long as they are finite."""
+    accepted where floats are expected, as long as they are finite; whole ones (1e8) as ints."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -248,6 +264,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise TypeError(f"unsupported annotation {tp}")  # keep the schema simple: no Optionals
     if tp is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)
+    if tp is int:
+        value = _whole(value)
     ok = (
         (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -272,7 +290,8 @@ def _check(value: Any, rules: typing.Mapping[str, Any], key: str) -> None:
         for rule, (ok, op) in BOUNDS.items():
             if rule in rules and not ok(v, rules[rule]):
                 where = key if i is None else f"{key}[{i}]"
-                raise ConfigError(f"{where} must be {op} {rules[rule]}, got {v!r}")
+                why = f": {rules['why']}" if rule == "max" and "why" in rules else ""
+                raise ConfigError(f"{where} must be {op} {rules[rule]}, got {v!r}{why}")
 
 
 def _from_dict(cls: type, values: dict, prefix: str = "") -> Any:

@@ -52,13 +52,15 @@ def resized_frames(frames: np.ndarray, size: int, chunk: int = 32) -> np.ndarray
 
 
 def build_clip_store(videos: Sequence[str | Path], cache_dir: str | Path, resize: int,
-                     backend: str, shard_size: int = 16, device: str = "cpu") -> Path:
+                     backend: str, shard_size: int = 16, device: str = "cpu",
+                     wait: bool = False) -> Path:
     """Write (or finish) the store of `videos` under `cache_dir`: per video the array `frames`
     (T, H, W, 3) uint8, its short side `resize`. A video that does not decode is skipped (a
     dataset then skips it too). A shard is assembled in memory before it is written: 16 videos
     of ~300 frames at short side 128 are ~320 MB. Resumable and split across torchrun ranks (`shards.build`); a
     store there made with another resize or backend is refused. `device="cuda"` decodes with
-    torchcodec on the GPU."""
+    torchcodec on the GPU. Another process building the same store: `wait` waits for it, else it
+    is refused naming that process (`shards.build`)."""
     check_decode_device(backend, device)  # before any video is decoded
 
     def make(video: Path) -> dict[str, np.ndarray]:
@@ -69,7 +71,8 @@ def build_clip_store(videos: Sequence[str | Path], cache_dir: str | Path, resize
 
     corpus = shards.corpus_digest(videos)  # one stat of every file, for the folder and the check
     return shards.build(Path(cache_dir) / corpus[:12], WHAT, _fingerprint(corpus, resize, backend),
-                        videos, shard_size, make, COMMAND)
+                        videos, shard_size, make, COMMAND, wait=wait,
+                        elsewhere="set data.cache_dir to another folder")
 
 
 def find_clip_store(cache_dir: str | Path, videos: Sequence[str | Path], resize: int,
@@ -92,10 +95,8 @@ def find_clip_store(cache_dir: str | Path, videos: Sequence[str | Path], resize:
                 or made.get("backend") != backend):
             continue
         listed = manifest["videos"]
-        if (not wanted <= {str(Path(v).resolve()) for v in listed}
-                or any(not (folder / shards.shard_name(i)).is_file()
-                       for i in range(manifest["num_shards"]))):
-            continue
+        if not wanted <= {str(Path(v).resolve()) for v in listed} or not shards.complete(folder):
+            continue  # complete: every shard with its checksum record (checked when read)
         same = listed == [str(v) for v in videos]
         if made.get("corpus") == (corpus if same else shards.corpus_digest(listed)):
             return folder  # else a file changed since it was built: stale
@@ -105,7 +106,9 @@ def find_clip_store(cache_dir: str | Path, videos: Sequence[str | Path], resize:
 def clip_store_for(videos: Sequence[str | Path], cache_dir: str | Path, resize: int,
                    backend: str, device: str = "cpu") -> Path:
     """The folder of a store holding `videos` (`find_clip_store`), built first when there is
-    none. Under torchrun every rank calls it: rank 0 looks, and all build together."""
+    none. Under torchrun every rank calls it: rank 0 looks, and all build together. Another
+    process building that store already (`distinit store-clips`, another run): wait for it, then
+    use it."""
     found = find_clip_store(cache_dir, videos, resize, backend) if dist.rank_world()[0] == 0 else None
     found = dist.broadcast_object(None if found is None else str(found))
     if found is not None:
@@ -113,4 +116,4 @@ def clip_store_for(videos: Sequence[str | Path], cache_dir: str | Path, resize: 
     if dist.rank_world()[0] == 0:
         print(f"{WHAT}: decoding {len(videos)} videos once into "
               f"{store_folder(cache_dir, videos)} (data.cache=store)", flush=True)
-    return build_clip_store(videos, cache_dir, resize, backend, device=device)
+    return build_clip_store(videos, cache_dir, resize, backend, device=device, wait=True)

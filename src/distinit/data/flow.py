@@ -9,17 +9,25 @@ flow MSCL's MoDist trains on; weights from a local file, `flow_raft`). The forma
 do, or float16 pixels) is in `flow_store`; its readers are re-exported here. Existing outputs
 are skipped, so an interrupted run resumes; a video that fails to decode is reported and
 skipped. See docs/FLOW.md.
+
+One writer per OUT: a run holds the folder's lock (`engine.lock`; a second run into it is one
+line naming the holder) and removes the temporary files a killed run left there. Its worker
+processes die with it, however it dies (kill -9 included); SIGTERM or Ctrl-C stops it at once,
+with one line saying how many videos are done (exit 143 or 130): run it again to continue.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from types import ModuleType
@@ -34,12 +42,16 @@ from distinit.data.flow_store import (
     flow_file,
     flow_meta,
     is_complete,
+    own_out_dir,
     quantize,
     read_flow_meta,
+    remove_partial,
     save_flow,
 )
 from distinit.data.reencode import output_size
 from distinit.data.video import DEFAULT_EXTENSIONS, VideoDecodeError, list_videos, read_all_frames
+from distinit.engine.children import die_with
+from distinit.engine.interrupt import SIGNALS, Interrupted, signal_name
 from distinit.errors import UserError
 
 __all__ = ["ALGORITHMS", "METHODS", "RAFT_MODELS", "dequantize", "flow_estimator", "flow_file",
@@ -143,7 +155,10 @@ def video_flow(frames: np.ndarray, meta: dict, estimator: Estimator | None = Non
     return out
 
 
-def _init_worker(algorithm: str) -> None:
+def _init_worker(algorithm: str, parent: int) -> None:
+    die_with(parent)  # kill -9 of the parent takes the workers along
+    # Ctrl-C reaches the whole process group: the parent stops the workers, not each worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pool's processes already fill the cores; OpenCV's or torch's own threads would
     # oversubscribe.
     import_cv2().setNumThreads(1)
@@ -171,42 +186,76 @@ def _shown(path: Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _run(jobs: dict[Path, Path], meta: dict, workers: int, device: str) -> tuple[int, int]:
-    """Compute every job, warning about each failure as it happens: (written, frames)."""
-    written = frames = 0
+class _Stop(BaseException):
+    """SIGTERM or SIGINT arrived (a BaseException: `_flow_one` must not take it for a bad video)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise `_Stop` in the main thread, wherever it is (computing a video
+    itself or waiting for the workers); any further one is ignored while it stops."""
+    if threading.current_thread() is not threading.main_thread():  # signals need the main thread
+        yield
+        return
+
+    def stop(signum: int, frame) -> None:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, stop) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(jobs: dict[Path, Path], meta: dict, workers: int, device: str,
+         tally: dict[str, int]) -> None:
+    """Compute every job, warning about each failure as it happens; counts the videos
+    `written` and their `frames` in `tally` as they finish."""
     progress = tqdm(total=len(jobs), desc="flow", unit="video", disable=None)
 
     def record(video: Path, result: tuple[int, str | None]) -> None:
-        nonlocal written, frames
         count, reason = result
         if reason is None:
-            written, frames = written + 1, frames + count
+            tally["written"] += 1
+            tally["frames"] += count
         else:
             progress.write(f"warning: skipping video {_shown(video)}: {reason}", file=sys.stderr)
         progress.update()
 
-    if workers <= 1:
-        for video, dst in jobs.items():
-            record(video, _flow_one(video, dst, meta, device))
-    else:
+    try:
+        if workers <= 1:
+            for video, dst in jobs.items():
+                record(video, _flow_one(video, dst, meta, device))
+            return
+        # spawn: a forked copy of a parent holding OpenCV's or torch's threads can deadlock.
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(meta["algorithm"], os.getpid()))
         try:
-            # spawn: a forked copy of a parent holding OpenCV's or torch's threads can deadlock.
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                     initializer=_init_worker,
-                                     initargs=(meta["algorithm"],)) as pool:
-                futures = {pool.submit(_flow_one, video, dst, meta, device): video
-                           for video, dst in jobs.items()}
-                try:
-                    for future in as_completed(futures):  # in the order videos finish
-                        record(futures[future], future.result())
-                finally:  # on Ctrl-C, drop the videos not started instead of waiting for them
-                    pool.shutdown(cancel_futures=True)
+            futures = {pool.submit(_flow_one, video, dst, meta, device): video
+                       for video, dst in jobs.items()}
+            for future in as_completed(futures):  # in the order videos finish
+                record(futures[future], future.result())
+        except _Stop:  # the videos in progress are dropped, not waited for (no public API)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.kill()
+            raise
         except BrokenProcessPool:
             raise UserError("a worker process crashed (a decoder or OpenCV bug on some video?); "
                             "run the same command again: finished outputs are kept and "
                             "skipped") from None
-    progress.close()
-    return written, frames
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        progress.close()
 
 
 def _raft_settings(algorithm: str, weights: str, iters: int, device: str) -> tuple[dict, str]:
@@ -243,12 +292,25 @@ def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype
                             f"{_shown(dst)}; rename one")
         seen[dst] = video
     meta = flow_meta(algorithm, dtype, bound, short_side, **method)
-    claim_out_dir(out, meta)
-    todo = {video: dst for video, dst in jobs.items() if not is_complete(dst)}
-
-    start = time.perf_counter()
-    written, frames = _run(todo, meta, workers, device)
+    tally, todo = {"written": 0, "frames": 0}, jobs
+    try:
+        with _stop_on_signals(), own_out_dir(out):
+            claim_out_dir(out, meta)
+            todo = {video: dst for video, dst in jobs.items() if not is_complete(dst)}
+            start = time.perf_counter()
+            try:
+                _run(todo, meta, workers, device, tally)
+            except _Stop:
+                remove_partial(out)  # the videos in progress when it stopped: not whole
+                raise
+    except _Stop as stop:
+        # On disk, not tally: a video may be written and its result not yet counted.
+        done = len(jobs) - len(todo) + sum(is_complete(dst) for dst in todo.values())
+        raise Interrupted(f"stopped by {signal_name(stop.signum)}: {done} of {len(jobs)} videos "
+                          f"have their flow in {_shown(out)}; run the same command again to do "
+                          "the rest (finished outputs are kept and skipped)", stop.signum) from None
     seconds = time.perf_counter() - start
+    written, frames = tally["written"], tally["frames"]
     failed = len(todo) - written
     print(f"{written} written, {len(jobs) - len(todo)} skipped (already done), {failed} failed; "
           f"{frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s) "

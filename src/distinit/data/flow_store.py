@@ -7,12 +7,18 @@ round((clip(v, -bound, bound) + bound) * 255 / (2 * bound)), the quantisation of
 MMAction2 (bound 20 px); float16 stores pixels. `OUT/flow.json` records the settings and the
 method that made the flow (for RAFT also its weights file, their sha256 and its iterations),
 written once, so a reader needs nothing else and a second run cannot mix settings in one folder.
+Every file is written as `.NAME.partial-PID` and renamed into place; one that a killed run left
+behind is removed by the next run into the folder (`remove_partial`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ DTYPES = ("uint8", "float16")
 SETTINGS = ("algorithm", "dtype", "bound", "short_side")
 # A method's own settings, present only for that method (RAFT's): compared when either has them.
 METHOD_SETTINGS = ("weights_sha256", "iters")
+# What `_write_atomically` writes before the rename: `.NAME.partial-PID`.
+PARTIAL = re.compile(r"\..+\.partial-(\d+)")
 
 
 def flow_file(video: str | Path, src_root: str | Path, out_root: str | Path) -> Path:
@@ -130,6 +138,44 @@ def save_flow(path: Path, arr: np.ndarray) -> None:
     """`np.save` to `path` through a hidden temporary file, so a killed run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, lambda f: np.save(f, arr))
+
+
+@contextmanager
+def own_out_dir(out_root: str | Path) -> Iterator[None]:
+    """Hold the lock of `out_root` (`engine.lock`; a second writer is one line naming this one)
+    and remove the temporary files a killed run left there. The lock file (`.distinit.lock`)
+    stays, as in every locked folder: removing it would let two writers lock two files."""
+    from distinit.engine import lock
+
+    out = Path(out_root)
+    unwritable = "cannot write to {folder}: {reason}; make it writable or choose another OUT"
+    locked = lock.acquire(out, "optical flow", "choose another OUT", unwritable=unwritable)
+    try:
+        stale = remove_partial(out) if locked else 0  # not ranks > 0: rank 0 may be writing
+        if stale:
+            shown = os.fsencode(out).decode("utf-8", "backslashreplace")
+            print(f"removed {stale} temporary files that a killed run left in {shown}",
+                  file=sys.stderr)
+        yield
+    finally:
+        if locked:
+            lock.release(out)
+
+
+def remove_partial(out_root: str | Path) -> int:
+    """Delete the temporary files (`.NAME.partial-PID`) under `out_root` that a killed run left
+    behind (kill -9, a crash, a lost node): call it holding the folder's lock, when no other
+    writer can be at work there. Returns how many were removed."""
+    removed = 0
+    for folder, _, files in os.walk(out_root):
+        for name in files:
+            if PARTIAL.fullmatch(name):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                except OSError:  # gone already, or a read-only folder: writing will say so
+                    pass
+    return removed
 
 
 def _write_atomically(path: Path, write) -> None:

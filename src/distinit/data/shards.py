@@ -1,32 +1,58 @@
 """Sharded stores built once over a corpus: resumable, split across torchrun ranks, each shard
-written atomically, refused when made for something else.
+written atomically with its checksum, checked before it is read, refused when made for
+something else.
 
 A store is a folder with `manifest.json` (what it was made from: its `fingerprint`, the video
-list, which shard holds which video) and `shard-NNNNN.safetensors` files of named arrays, one
-group of arrays per video (`v{j}/NAME`, j the video's position in the shard). The teacher-target
-cache (`targets/cache.py`) and the decoded-clip store (`data/clip_store.py`) are both such
+list and the shard size, hence which shard holds which video: readers take it from there only)
+and `shard-NNNNN.safetensors` files of named arrays, one group per video (`v{j}/NAME`, j the
+video's position in the shard), each with its checksum record (`data.check_store`). The
+teacher-target cache (`targets/cache.py`) and the clip store (`data/clip_store.py`) are such
 stores. Readers memory-map the shards, so a loader worker reads only the arrays it slices.
+
+`Store` hashes every shard once per process and file version before a run reads it (on the
+node's local rank 0, before loader workers start). `build` holds the folder's lock, removes the
+temporary files a killed builder left, checks the shards it owns and rebuilds the bad ones (one
+line each), stops between videos on SIGTERM or Ctrl-C saying what is kept, and turns a full
+disk or read-only folder into one line. A store written before checksums existed is read
+unverified, with one warning; its builder rebuilds it with them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 from tqdm import tqdm
 
+from distinit.data.check_store import (
+    CHECKSUM,
+    MANIFEST,
+    SUM,
+    check_shards,
+    remember,
+    shard_name,
+    store_id,
+    verify_once,
+    written,
+)
+from distinit.data.check_store import complete as complete  # re-exported: shards.complete
 from distinit.data.decoders import VideoDecodeError
-from distinit.engine import dist
+from distinit.engine import dist, lock
+from distinit.engine.interrupt import Interrupted, StopRequest, signal_name
 from distinit.errors import UserError
 
-MANIFEST = "manifest.json"
+# what a killed builder leaves: our mkstemp names, and safetensors' own (older builds used it)
+_STALE = re.compile(r"\.(shard-\d+|manifest\.json)\..*\.tmp|\.tmp[A-Za-z0-9]{6}")
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -51,122 +77,226 @@ def corpus_digest(videos: Sequence[str | Path]) -> str:
     return h.hexdigest()
 
 
-def shard_name(i: int) -> str:
-    return f"shard-{i:05d}.safetensors"
-
-
 def _describe_difference(old: dict, new: dict) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(keys[:4]) or "unknown"
 
 
-def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[str | Path],
-          shard_size: int, make: Callable[[Path], dict[str, np.ndarray]],
-          command: str) -> Path:
-    """Write the store for `videos` under `out_dir`, shard by shard: `make(video)` returns the
-    arrays of one video (a `VideoDecodeError` skips it: its shard holds no arrays for it, so
-    `Store.has` is False).
+def _layout(what: str, fingerprint: dict, videos: list[str], shard_size: int,
+            command: str) -> dict:
+    return {"what": what, "fingerprint": fingerprint, "videos": videos, "shard_size": shard_size,
+            "num_shards": -(-len(videos) // shard_size), "checksum": CHECKSUM,
+            "command": command}
 
-    Shards already on disk are kept (a stopped build resumes); under torchrun rank r writes the
-    shards i with i % world == r. A folder holding a store made from another fingerprint is
-    refused: `command` is what the message tells the user to run.
-    """
+
+def _fix(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "make the folder writable"
+    return "fix that"
+
+
+def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[str | Path],
+          shard_size: int, make: Callable[[Path], dict[str, np.ndarray]], command: str,
+          wait: bool = False, elsewhere: str = "write to another folder") -> Path:
+    """Write the store for `videos` under `out_dir`, shard by shard: `make(video)` returns the
+    arrays of one video (a `VideoDecodeError` skips it: `Store.has` is then False for it).
+
+    Shards on disk that pass their check are kept (a stopped build resumes), bad ones rebuilt;
+    under torchrun rank r writes the shards i with i % world == r. A store there made with
+    another shard size is finished with its own; one made from another fingerprint is refused
+    (`command`: what to run). The folder is locked: held by another process, `wait` waits,
+    else `lock.FolderInUse` names the holder and says `elsewhere` (what to do instead)."""
     out = Path(out_dir)
     rank, world = dist.rank_world()
-    videos = [str(v) for v in videos]
-    shards = [list(range(s, min(s + shard_size, len(videos))))
-              for s in range(0, len(videos), shard_size)]
-    manifest = {"what": what, "fingerprint": fingerprint, "videos": videos,
-                "shard_size": shard_size, "num_shards": len(shards)}
-    error = ""
+    manifest = _layout(what, fingerprint, [str(v) for v in videos], shard_size, command)
+    failure, locked, upgrade = None, False, False
     if rank == 0:
-        error = _claim(out, manifest, what)
-    error = dist.broadcast_object(error)
+        try:
+            locked = lock.acquire(out, what, elsewhere, wait, unwritable=(
+                f"cannot write the {what} at {{folder}}: {{reason}}; make it writable or "
+                "choose another folder, then run the same command again"))
+            manifest, upgrade = _claim(out, manifest, command)
+        except UserError as e:
+            failure = e
+        except OSError as e:  # e.g. a stale file it may not remove
+            failure = UserError(f"cannot write the {what} at {out}: {e.strerror or e}; "
+                                f"{_fix(e)} and run the same command again")
+    error, manifest, upgrade = dist.broadcast_object((str(failure or ""), manifest, upgrade))
     if error:
-        raise UserError(f"{error}; remove it or write to another folder ({command})")
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(rank, len(shards), world) if not (out / shard_name(i)).is_file()]
-    for i in tqdm(todo, desc=f"{what} (rank {rank})" if world > 1 else what, unit="shard",
-                  disable=not todo):
-        arrays: dict[str, np.ndarray] = {}
-        for j, video_idx in enumerate(shards[i]):
-            try:
-                made = make(Path(videos[video_idx]))
-            except VideoDecodeError as e:
-                print(f"warning: {what}: skipping video {videos[video_idx]}: {e.reason}",
-                      flush=True)
-                continue
-            arrays.update({f"v{j}/{k}": np.ascontiguousarray(a) for k, a in made.items()})
-        _atomic_save(out / shard_name(i), arrays)
-    dist.barrier()
+        if locked:
+            lock.release(out)
+        raise failure or UserError(error)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write(out, manifest, make, rank, world, quiet=upgrade)
+        dist.barrier()
+    finally:
+        if locked:
+            lock.release(out)
     return out
 
 
-def complete(folder: str | Path) -> bool:
-    """Whether `folder` holds a finished store: a manifest and every shard it lists."""
-    file = Path(folder) / MANIFEST
+def _write(out: Path, manifest: dict, make: Callable[[Path], dict[str, np.ndarray]],
+           rank: int, world: int, quiet: bool) -> None:
+    """Check this rank's shards on disk and write those missing or bad."""
+    what, videos, size, sid = (manifest["what"], manifest["videos"], manifest["shard_size"],
+                               store_id(manifest))
+    mine = range(rank, manifest["num_shards"], world)
+    present = [i for i in mine if (out / shard_name(i)).is_file()]
+    bad: dict[int, str] = {}
+    with StopRequest(announce=False) as stop:
+        for k in range(0, len(present), 8):  # a signal waits for 8 shards' hashing at most
+            if stop.signum:
+                raise _stopped(out, manifest, stop.signum)
+            bad.update(check_shards(out, sid, present[k:k + 8]))
+        for i, problem in bad.items():
+            if not (quiet and problem.startswith("has no checksum")):
+                print(f"{what} at {out}: {shard_name(i)} {problem}: rebuilding it", flush=True)
+        todo = sorted(set(mine) - set(present) | set(bad))
+        for i in set(present) - set(bad):
+            remember(out / shard_name(i))
+        for i in tqdm(todo, desc=f"{what} (rank {rank})" if world > 1 else what, unit="shard",
+                      disable=not todo):
+            arrays: dict[str, np.ndarray] = {}
+            for j, video in enumerate(videos[i * size:(i + 1) * size]):
+                if stop.signum:  # the shard in progress is dropped: it is not whole
+                    raise _stopped(out, manifest, stop.signum)
+                try:
+                    made = make(Path(video))
+                except VideoDecodeError as e:
+                    print(f"warning: {what}: skipping video {video}: {e.reason}", flush=True)
+                    continue
+                arrays.update({f"v{j}/{k}": np.ascontiguousarray(a) for k, a in made.items()})
+            try:
+                _write_shard(out / shard_name(i), arrays, sid)
+            except OSError as e:
+                raise UserError(
+                    f"cannot write {shard_name(i)} of the {what} at {out}: "
+                    f"{e.strerror or e}; the {written(out, manifest)} of "
+                    f"{manifest['num_shards']} shards already written are kept: {_fix(e)} and "
+                    "run the same command again to finish it") from None
+            if stop.signum:
+                raise _stopped(out, manifest, stop.signum)
+
+
+def _stopped(out: Path, manifest: dict, signum: int) -> Interrupted:
+    return Interrupted(f"stopped by {signal_name(signum)}: {written(out, manifest)} of "
+                       f"{manifest['num_shards']} shards of the {manifest['what']} at {out} are "
+                       "written and kept; run the same command again to finish it", signum)
+
+
+def _write_shard(file: Path, arrays: dict[str, np.ndarray], sid: str) -> None:
+    """The shard's bytes (as `safetensors.numpy.save_file` writes them), its record first."""
+    data = save(arrays)
+    arrays.clear()  # the arrays' memory goes back before the bytes are written
+    record = {"store": sid, "size": len(data), CHECKSUM: hashlib.new(CHECKSUM, data).hexdigest()}
+    _atomic_write(file.with_name(file.name + SUM), json.dumps(record).encode())
     try:
-        manifest = json.loads(file.read_text())
-        return all((Path(folder) / shard_name(i)).is_file()
-                   for i in range(manifest["num_shards"]))
-    except (OSError, ValueError, KeyError):
-        return False
+        _atomic_write(file, data)
+    except BaseException:  # no record of a shard that is not there
+        file.with_name(file.name + SUM).unlink(missing_ok=True)
+        raise
+    remember(file)
 
 
-def _claim(out: Path, manifest: dict, what: str) -> str:
-    """Write the manifest, or say why this folder is not ours ('' when it is)."""
-    file = out / MANIFEST
+def _atomic_write(file: Path, data: bytes) -> None:
+    """Write `file` whole or not at all: a temporary file, flushed to disk, renamed over it;
+    on any error (a full disk: OSError ENOSPC) the temporary file is removed, the old one kept."""
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk may only say so here or at close
+        os.replace(tmp, file)  # a reader never sees half a file
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _claim(out: Path, manifest: dict, command: str) -> tuple[dict, bool]:
+    """The manifest of the store in `out` (written now when there is none, or an old one without
+    checksums: then True); refuses a folder holding another store. Holds the folder's lock, so it
+    also removes the temporary files a killed builder left."""
+    what, file = manifest["what"], out / MANIFEST
+    refuse = f"; remove it or write to another folder ({command})"
+    upgrade = False
     if file.is_file():
         try:
             old = json.loads(file.read_text())
+            if not isinstance(old, dict):
+                raise ValueError
         except (OSError, ValueError):
-            return f"{file} is damaged"
+            raise UserError(f"{file} is damaged: remove it and run `{command}` again (shards "
+                            "made for the same settings are kept)") from None
         if old.get("what") != what:
-            return f"{out} holds a {old.get('what', 'different store')}, not a {what}"
+            raise UserError(f"{out} holds a {old.get('what', 'different store')}, not a "
+                            f"{what}{refuse}")
         if old.get("fingerprint") != manifest["fingerprint"] or old.get("videos") != manifest["videos"]:
             differ = _describe_difference(old.get("fingerprint", {}), manifest["fingerprint"])
             if old.get("videos") != manifest["videos"]:
                 differ = "the video list" if differ == "unknown" else f"{differ}, the video list"
-            return f"{out} holds a {what} made for something else (differs in: {differ})"
-        if old.get("shard_size") != manifest["shard_size"]:
-            return f"{out} was written with shard_size {old.get('shard_size')}"
-        return ""
+            raise UserError(f"{out} holds a {what} made for something else (differs in: "
+                            f"{differ}){refuse}")
+        size = old.get("shard_size")
+        if not isinstance(size, int) or size < 1:
+            raise UserError(f"{file} is damaged (shard_size {size!r}): remove it and run "
+                            f"`{command}` again")
+        if size != manifest["shard_size"]:
+            print(f"{what} at {out}: finishing it with its own shard size {size} (the config's "
+                  f"{manifest['shard_size']} applies to a new store)", flush=True)
+            manifest = _layout(what, manifest["fingerprint"], manifest["videos"], size, command)
+        if "checksum" in old:
+            _remove_stale(out)
+            return manifest, False
+        upgrade = True
+        print(f"{what} at {out} was written without checksums (by an older distinit): rebuilding "
+              f"its {manifest['num_shards']} shards with them", flush=True)
+    elif out.is_dir() and (found := len(list(out.glob("shard-*.safetensors")))):
+        print(f"{what} at {out} has {found} shards but no {MANIFEST}: writing it; a shard is kept "
+              "only if its checksum record shows it was made for these settings", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(file, json.dumps(manifest, indent=1))
-    return ""
-
-
-def _atomic_save(file: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp")
-    os.close(fd)
+    _remove_stale(out)
     try:
-        save_file(arrays, tmp)
-        os.replace(tmp, file)  # a reader never sees half a shard
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _atomic_write(file, json.dumps(manifest, indent=1).encode())
+    except OSError as e:
+        raise UserError(f"cannot write {file}: {e.strerror or e}; nothing was changed: {_fix(e)} "
+                        "and run the same command again") from None
+    return manifest, upgrade
 
 
-def _atomic_write_text(file: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, file)
+def _remove_stale(out: Path) -> None:
+    for f in out.glob(".*"):
+        if _STALE.fullmatch(f.name):
+            f.unlink(missing_ok=True)
 
 
 class Store:
     """Reads a store: `get(video, NAME, rows)` slices one array of one video lazily.
 
-    `expect` (a fingerprint) refuses a store made from something else, naming what differs;
-    shards are opened on first use in each process (safe in loader workers).
+    `expect` (a fingerprint) refuses a store made from something else, naming what differs.
+    With `verify` every shard is checked against its record now (hashed once per process and
+    file version, on the node's local rank 0; the others trust it), so a damaged one is one line
+    before the run, never different numbers. Shards are opened on first use in each process (safe
+    in loader workers, which inherit the check).
     """
 
     def __init__(self, folder: str | Path, what: str, expect: dict | None = None,
-                 command: str = ""):
+                 command: str = "", verify: bool = True):
         self.folder = Path(folder)
         file = self.folder / MANIFEST
+        self._again = f"run `{command}` again" if command else "build it again"
         hint = f"; build it with {command}" if command else ""
         if not file.is_file():
+            found = len(list(self.folder.glob("shard-*.safetensors")))
+            if found:
+                raise UserError(f"the {what} at {self.folder} has {found} shards but no "
+                                f"{MANIFEST} (removed, or never copied), so which shard holds "
+                                f"which video is unknown; {self._again} to rebuild it (shards "
+                                "whose checksum records match are kept)")
             raise UserError(f"no {what} at {self.folder} (no {MANIFEST}){hint}")
         try:
             self.manifest = json.loads(file.read_text())
@@ -187,6 +317,8 @@ class Store:
         if missing:
             raise UserError(f"the {what} at {self.folder} is incomplete ({len(missing)} of "
                             f"{self.manifest['num_shards']} shards missing){hint}")
+        if verify and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            verify_once(self.folder, self.manifest, self._again)
         self._open: dict[int, object] = {}
         self._videos: dict[int, set[int]] = {}
         self._located: dict[str, tuple[int, int] | None] = {}
@@ -204,7 +336,11 @@ class Store:
         if os.getpid() != self._pid:  # a forked loader worker opens its own handles
             self._open, self._videos, self._keys, self._pid = {}, {}, {}, os.getpid()
         if i not in self._open:
-            f = safe_open(str(self.folder / shard_name(i)), framework="numpy")
+            try:
+                f = safe_open(str(self.folder / shard_name(i)), framework="numpy")
+            except (SafetensorError, OSError) as e:  # only an unverified store gets here
+                raise UserError(f"the {self.manifest['what']} at {self.folder}: {shard_name(i)} "
+                                f"cannot be read ({e}); {self._again} to rebuild it") from None
             self._open[i] = f
             self._keys[i] = set(f.keys())  # noqa: SIM118 (safe_open is not iterable)
             self._videos[i] = {int(k.split("/")[0][1:]) for k in self._keys[i]}

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from distinit.engine import dist
 from distinit.errors import UserError
 
 LOCK_FILE = ".distinit.lock"
@@ -69,6 +68,8 @@ def acquire(folder: str | Path, what: str, elsewhere: str, wait: bool = False,
     count). Held by a live process: with `wait`, block until it is free (saying so once), else
     raise `FolderInUse` naming the holder; `what` is what the folder holds ("run", "clip
     store") and `elsewhere` what the user can do instead. Returns whether this call locked."""
+    from distinit.engine import dist  # here: `distinit flow` takes a lock without loading torch
+
     if dist.launch_rank() != 0:
         return False
     folder = Path(folder)

@@ -8,6 +8,10 @@ Specs (`build_teacher`):
 - `torchscript:PATH`: a scripted or traced model; ImageNet mean/std unless given.
 - `ckpt:PATH` with `arch` (a name in `image_resnet.IMAGE_MODELS`, `torchvision:<name>` or
   `timm:<name>`).
+- `python:package.module:function`: the function, called with no arguments, returns the network
+  ((N, 3, H, W) images -> (N, C) logits) with its weights. Preprocessing: the config's
+  `input_size`, `mean`, `std`, else the model's own attributes of those names (and `classes`),
+  else ImageNet's mean and std at the size the frames come in.
 
 Nothing is ever downloaded; missing or mismatched weights raise `WeightsError`.
 
@@ -17,6 +21,8 @@ writes it).
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -48,8 +54,53 @@ def teacher_checkpoint(model: nn.Module, arch: str, num_classes: int, *,
     return ckpt
 
 
+class TeacherError(UserError):
+    """A teacher whose output is not (N, C) finite logits of the classes it declares."""
+
+
+def check_logits(name: str, logits, num_images: int, num_classes: int | None = None,
+                 finite: bool = True) -> None:
+    """Raise `TeacherError` unless `logits` (teacher `name`'s output for `num_images` images) is
+    a float (num_images, C) tensor with C >= 2, C == `num_classes` (what it declares) when given,
+    and, with `finite`, no NaN or inf. Called on a teacher's first batch, not on every step."""
+    what = f"teacher {name} returns"
+    if not isinstance(logits, torch.Tensor):
+        raise TeacherError(f"{what} a {type(logits).__name__}, not a tensor; a teacher must "
+                           "return (N, C) logits for N images: return only the logits")
+    shape = tuple(logits.shape)
+    if logits.ndim != 2 or shape[0] != num_images:
+        images = f"{num_images} image{'s' if num_images != 1 else ''}"
+        raise TeacherError(f"{what} logits of shape {shape} for {images}; a teacher must return "
+                           "(N, C) logits for N images: squeeze or flatten its output")
+    if shape[1] < 2:
+        raise TeacherError(f"{what} {shape[1]} class; a teacher must score at least 2 classes "
+                           "(the softmax of one is always 1 and teaches nothing): check its "
+                           "output layer")
+    if num_classes is not None and shape[1] != num_classes:
+        raise TeacherError(f"{what} {shape[1]} classes but declares {num_classes} (the student's "
+                           "head is sized from it); a teacher must give the same classes for "
+                           "every input: set its input_size (distill.teachers[].input_size) to "
+                           "the size it was made for")
+    if finite and not bool(torch.isfinite(logits).all()):
+        raise TeacherError(f"{what} NaN or infinite logits on its first batch; check its "
+                           "weights file and its preprocessing (distill.teachers[].mean, std, "
+                           "input_size), and try precision=fp32")
+
+
+def first_check(teacher: nn.Module, logits, num_images: int) -> None:
+    """`check_logits` on a teacher module's first output in this process; later calls only test
+    a flag. The name is the teacher's spec, its class count the one it declares."""
+    if teacher.__dict__.get("_logits_checked"):
+        return
+    check_logits(getattr(teacher, "name", type(teacher).__name__), logits, num_images,
+                 getattr(teacher, "num_classes", None))
+    teacher.__dict__["_logits_checked"] = True
+
+
 class Teacher(nn.Module):
-    """A frozen image classifier that takes frames in [0, 1] and applies its own preprocessing."""
+    """A frozen image classifier that takes frames in [0, 1] and applies its own preprocessing.
+    Its output is checked on the first call (`first_check`): (N, C) finite logits of its
+    `num_classes` classes, which are found at build time, from a probe, unless given."""
 
     def __init__(self, model: nn.Module, name: str, input_size: int | None,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
@@ -66,10 +117,19 @@ class Teacher(nn.Module):
         self.classes = list(classes) if classes is not None else None
         self.requires_grad_(False)
         self.train(False)
-        if num_classes is None:
-            size = input_size or 224
-            num_classes = self(torch.zeros(1, len(mean), size, size)).shape[1]
         self.num_classes = num_classes
+        if num_classes is None:  # a (1, 1, C) output would otherwise declare one class
+            size = input_size or 224
+            try:
+                probe = self._logits(torch.zeros(1, len(mean), size, size))
+            except Exception as e:  # e.g. a shape error; TorchScript's own is its last line
+                said = [line for line in str(e).splitlines() if line.strip()]
+                raise TeacherError(f"teacher {name} fails on a (1, {len(mean)}, {size}, {size}) "
+                                   f"image: {said[-1].strip() if said else type(e).__name__}; "
+                                   "check the model, or set its input_size to the size it "
+                                   "takes") from None
+            check_logits(name, probe, 1, finite=False)  # a blank image may well give NaN
+            self.num_classes = probe.shape[1]
 
     def train(self, mode: bool = True) -> Teacher:
         # A teacher stays in eval mode (BN running statistics, no dropout) whatever its parent does.
@@ -77,6 +137,12 @@ class Teacher(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float frames in [0, 1] -> (N, num_classes) float32 logits."""
+        logits = self._logits(frames)
+        if not self.__dict__.get("_logits_checked"):
+            first_check(self, logits, frames.shape[0])
+        return logits
+
+    def _logits(self, frames: torch.Tensor):
         if not frames.is_floating_point():
             raise TypeError(f"teacher {self.name} takes float frames in [0, 1], got {frames.dtype}")
         with torch.no_grad():
@@ -86,7 +152,8 @@ class Teacher(nn.Module):
                 x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
                                   antialias=True)  # (N, 3, s, s)
             x = (x - self.mean) / self.std
-            return self.model(x).float()
+            out = self.model(x)
+            return out.float() if isinstance(out, torch.Tensor) else out  # else: check_logits
 
 
 def _last_linear_outputs(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> int | None:
@@ -233,6 +300,65 @@ def _torchscript_teacher(path: str, input_size: int | None, mean, std) -> Teache
                    std or IMAGENET_STD)
 
 
+def _declared(model: nn.Module, spec: str) -> dict:
+    """A `python:` model's own `input_size`, `mean`, `std`, `classes` (None where absent)."""
+    out = {k: getattr(model, k, None) for k in ("input_size", "mean", "std", "classes")}
+    size, classes = out["input_size"], out["classes"]
+    bad = [] if size is None or (type(size) is int and size > 0) else ["input_size"]
+    bad += [k for k in ("mean", "std") if out[k] is not None and not (isinstance(
+        out[k], list | tuple) and len(out[k]) == 3 and all(type(x) in (int, float) for x in out[k]))]
+    if classes is not None and not (isinstance(classes, list | tuple) and all(
+            isinstance(c, str) for c in classes)):
+        bad.append("classes")
+    if bad:
+        raise TeacherError(f"teacher {spec} declares {bad[0]}={out[bad[0]]!r}; expected "
+                           "input_size a pixel count, mean and std 3 numbers, classes names")
+    return out
+
+
+def python_model(spec: str) -> nn.Module:
+    """The network `python:package.module:function` returns (see the module docstring)."""
+    module_name, _, attr = spec.removeprefix("python:").partition(":")
+    if not module_name or not attr:
+        raise UserError(f"teacher spec {spec!r}: expected python:package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TeacherError(f"teacher {spec}: cannot import module {module_name!r} ({e}); put its "
+                           "folder on PYTHONPATH or install its package") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise TeacherError(f"teacher {spec}: module {module_name!r} has no function {attr!r}")
+    try:
+        model = fn()
+    except UserError:
+        raise  # e.g. a missing package, said with its pip command
+    except Exception as e:
+        raise TeacherError(f"teacher {spec}: {attr}() failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise TeacherError(f"teacher {spec}: {attr}() returned a {type(model).__name__}, not a "
+                           "torch nn.Module mapping (N, 3, H, W) images to (N, C) logits")
+    return model
+
+
+def python_teacher_digest(spec: str) -> str:
+    """A sha256 of what a `python:` teacher's function returns now: every tensor of its state
+    dict and its declared preprocessing, so a changed function or weights file changes it."""
+    model = python_model(spec)
+    h = hashlib.sha256(repr(_declared(model, spec)).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _python_teacher(spec: str, input_size: int | None, mean, std) -> Teacher:
+    model = python_model(spec)
+    own = _declared(model, spec)
+    return Teacher(model, spec, input_size or own["input_size"], mean or own["mean"] or
+                   IMAGENET_MEAN, std or own["std"] or IMAGENET_STD, classes=own["classes"])
+
+
 def build_teacher(spec: str, weights: str | None = None, arch: str | None = None,
                   input_size: int | None = None, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, arch_kwargs: dict | None = None) -> Teacher:
@@ -241,6 +367,10 @@ def build_teacher(spec: str, weights: str | None = None, arch: str | None = None
     kind, _, rest = spec.partition(":")
     if kind == "torchscript" and rest:
         return _torchscript_teacher(rest, input_size, mean, std)
+    if kind == "python":
+        if weights or arch or arch_kwargs:  # its function loads its own weights
+            raise UserError(f"teacher {spec}: unset weights, arch and arch_kwargs")
+        return _python_teacher(spec, input_size, mean, std)
     meta: dict = {}
     if kind == "ckpt" and rest:
         state_dict, meta = read_checkpoint(rest, arch or "an image model")
@@ -261,7 +391,7 @@ def build_teacher(spec: str, weights: str | None = None, arch: str | None = None
             model = _torchvision_from_cache(rest) if kind == "torchvision" else _timm_from_cache(rest)
     else:
         raise UserError(f"unknown teacher spec {spec!r}; use torchvision:<name>, timm:<name>, "
-                        "torchscript:PATH or ckpt:PATH")
+                        "torchscript:PATH, ckpt:PATH or python:package.module:function")
 
     def pick(key: str, given):
         return given if given is not None else meta.get(key, defaults[key])

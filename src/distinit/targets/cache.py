@@ -85,7 +85,12 @@ def video_boxes(video: Path, height: int, width: int, cfg: Config) -> list[Box]:
 @torch.no_grad()
 def video_targets(video: Path, cfg: Config, teachers, runtime: Runtime,
                   batch: int = 256) -> dict[str, np.ndarray]:
-    """The stored arrays of one video (see the module docstring)."""
+    """The stored arrays of one video (see the module docstring). Every teacher's logits are
+    checked before they are stored: (N, C) of the classes it declares, finite and within
+    float16's range, so a cache never holds a NaN or an inf (a `TeacherError` naming the video).
+    The crops are cut `batch` frames at a time, never all of a video's boxes at once."""
+    from distinit.models.teachers import TeacherError, check_logits
+
     dc, dcfg = cfg.data, cfg.distill
     frames = read_all_frames(video, dc.backend)  # (T, H, W, 3) uint8
     num_frames = len(frames)
@@ -95,19 +100,44 @@ def video_targets(video: Path, cfg: Config, teachers, runtime: Runtime,
         clip = resize_short_side(clip, dc.resize)
     height, width = clip.shape[-2:]
     boxes = video_boxes(video, height, width, cfg)
-    # (K, F, 3, crop, crop): the very pixels the student's clip holds when it is cut from box k
-    crops = torch.stack([apply_box(clip, b, dc.crop).transpose(0, 1) for b in boxes])
-    pixels = crops.flatten(0, 1)
+
+    def pixels():
+        """Rows [s, s + batch) of the (K * F, 3, crop, crop) crops, box k's F frames after box
+        k - 1's: the very pixels the student's clip holds when it is cut from box k."""
+        pending, count = [], 0
+        for b in boxes:
+            pending.append(apply_box(clip, b, dc.crop).transpose(0, 1))  # (F, 3, crop, crop)
+            count += len(rows)
+            while count >= batch:
+                joined = torch.cat(pending)
+                yield joined[:batch]
+                pending, count = [joined[batch:]], count - batch
+        if count:
+            yield torch.cat(pending)
+
     out: dict[str, np.ndarray] = {
         "boxes": np.array([[b.top, b.left, b.height, b.width, int(b.flip)] for b in boxes],
                           dtype=np.int32),
         "size": np.array([num_frames, height, width], dtype=np.int32)}
     for i, teacher in enumerate(teachers):
         parts = []
-        for s in range(0, len(pixels), batch):
+        for chunk in pixels():
             with runtime.autocast():
-                parts.append(teacher(pixels[s:s + batch].to(runtime.device)).float().cpu())
-        logits = torch.cat(parts).view(len(boxes), len(rows), -1).transpose(0, 1)  # (F, K, C)
+                parts.append(teacher(chunk.to(runtime.device)).float().cpu())
+        logits = torch.cat(parts)  # (K * F, C)
+        name = getattr(teacher, "name", str(i))
+        check_logits(name, logits, len(boxes) * len(rows), getattr(teacher, "num_classes", None),
+                     finite=False)
+        top = float(logits.abs().max())  # NaN when any logit is NaN
+        if not top <= torch.finfo(torch.float16).max:
+            what = "NaN or infinite logits" if not np.isfinite(top) else (
+                f"logits as large as {top:.4g}")
+            why = "" if not np.isfinite(top) else ", beyond the float16 (at most 65504) it stores"
+            raise TeacherError(f"teacher {name} returns {what} on {video}{why}; the cache keeps "
+                               "nothing of it: check the teacher's weights file and preprocessing "
+                               "(distill.teachers[].mean, std, input_size), then run the same "
+                               "command again")
+        logits = logits.view(len(boxes), len(rows), -1).transpose(0, 1)  # (F, K, C)
         out.update(_encode(logits, i, dcfg.cache_dtype, dcfg.cache_topk))
     return out
 
@@ -188,8 +218,11 @@ def cache_complete(folder: str | Path) -> bool:
     return shards.complete(folder)
 
 
-def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = None) -> Path:
-    """Write (or finish) the cache `distill.target_cache` of the config's corpus and teachers."""
+def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = None,
+                wait: bool = True) -> Path:
+    """Write (or finish) the cache `distill.target_cache` of the config's corpus and teachers.
+    Another process building it: `wait` (a run's preparation step) waits for it and finishes
+    what is left, else (`distinit cache-targets`) it is refused naming that process."""
     dc, dcfg = cfg.data, cfg.distill
     teachers = build_teachers(dcfg.teachers)
     runtime = Runtime.of(cfg, device)
@@ -198,7 +231,8 @@ def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = Non
     videos = list_videos(dc.videos, dc.extensions)
     return shards.build(dcfg.target_cache, WHAT, fingerprint(cfg, videos), videos,
                         dcfg.cache_shard_size,
-                        lambda v: video_targets(v, cfg, teachers, runtime, batch), COMMAND)
+                        lambda v: video_targets(v, cfg, teachers, runtime, batch), COMMAND,
+                        wait=wait, elsewhere="set distill.target_cache to another folder")
 
 
 def main(argv: list[str]) -> int:
@@ -219,7 +253,7 @@ def main(argv: list[str]) -> int:
     if not dc.videos:
         raise UserError("the config names no corpus (data.videos)")
     ctx = dist.setup(cfg.device)
-    out = build_cache(cfg, ns.batch, ctx.device)
+    out = build_cache(cfg, ns.batch, ctx.device, wait=False)
     if ctx.is_main:
         size = sum(f.stat().st_size for f in out.glob("shard-*.safetensors"))
         print(f"teacher-target cache: {out} ({size / 2**20:.1f} MiB)")

@@ -12,7 +12,7 @@ from torch import nn
 
 from distinit.config import TeacherConfig
 from distinit.losses.distillation import logit_mse, soft_target_cross_entropy
-from distinit.models.teachers import Teacher, build_teacher
+from distinit.models.teachers import Teacher, TeacherError, build_teacher, first_check
 from distinit.targets.frames import FRAME_CHOICES, frame_indices, gather_frames, unnormalize
 
 
@@ -55,6 +55,10 @@ class TeacherTargets(nn.Module):
     teacher's logits of every frame of the clip, `teacher_logits{i}` (B, T, K): the same frames
     are picked from those, and no teacher runs. `loss` says what the target is: the softmax of
     Eq. 1 for `ce`, the frame-averaged logits for `mse`.
+
+    Each teacher's first logits in this process, live or cached, are checked (`check_logits`):
+    (N, C), finite, C its `num_classes`; a bad teacher or cache is one line, not a run that
+    trains on nothing (a one-class head) or on NaN. Later batches only test a flag.
     """
 
     def __init__(self, teachers: Sequence[nn.Module], mean: Sequence[float],
@@ -72,6 +76,7 @@ class TeacherTargets(nn.Module):
         self.view, self.tau_squared = view, tau_squared
         self.register_buffer("mean", torch.tensor(mean), persistent=False)
         self.register_buffer("std", torch.tensor(std), persistent=False)
+        self._cache_checked = [False] * len(self.teachers)
 
     @property
     def num_classes(self) -> list[int]:
@@ -90,9 +95,9 @@ class TeacherTargets(nn.Module):
         targets, keeps = [], []
         for i, teacher in enumerate(self.teachers):
             if pixels is None:  # the cache's logits of the same frames and crop
-                t_logits = gather_frames(batch[f"teacher_logits{i}"].float(), idx)
+                t_logits = gather_frames(self._cached(batch, i), idx)
             else:
-                t_logits = teacher(pixels).float().view(B, idx.shape[1], -1)  # (B, T', K)
+                t_logits = self._live(teacher, pixels).view(B, idx.shape[1], -1)  # (B, T', K)
             t = teacher_targets(t_logits, self.temperature)  # (B, K)
             # MSE regresses the frame-averaged logits; CE matches the softmax targets
             targets.append(t_logits.mean(dim=1) if self.loss == "mse" else t)
@@ -104,11 +109,39 @@ class TeacherTargets(nn.Module):
         """Per teacher, its logits averaged over every frame of the clip (B, K): the teacher's
         clip-level view, whatever frames the targets are drawn from."""
         if "teacher_logits0" in batch:
-            return [batch[f"teacher_logits{i}"].float().mean(dim=1) for i in range(len(self.teachers))]
+            return [self._cached(batch, i).mean(dim=1) for i in range(len(self.teachers))]
         clip = batch[self.view]  # (B, 3, T, H, W)
         B, T = clip.shape[0], clip.shape[2]
         pixels = unnormalize(clip.transpose(1, 2), self.mean, self.std).flatten(0, 1)  # (B*T, C, H, W)
-        return [teacher(pixels).float().view(B, T, -1).mean(dim=1) for teacher in self.teachers]
+        return [self._live(teacher, pixels).view(B, T, -1).mean(dim=1) for teacher in self.teachers]
+
+    @staticmethod
+    def _live(teacher: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, K) float logits of a live teacher; its first output is checked (a `Teacher`
+        checks its own), so a (N, 1, K) output is never silently reshaped into targets."""
+        logits = teacher(pixels)
+        first_check(teacher, logits, len(pixels))
+        return logits.float()
+
+    def _cached(self, batch: dict, i: int) -> torch.Tensor:
+        """Teacher i's (B, T, K) float logits from the target cache, checked on the first batch."""
+        logits = batch[f"teacher_logits{i}"].float()
+        if not self._cache_checked[i]:
+            teacher = self.teachers[i]
+            name = getattr(teacher, "name", f"{i}")
+            declared = getattr(teacher, "num_classes", None)
+            if logits.ndim != 3 or (declared is not None and logits.shape[-1] != declared):
+                raise TeacherError(
+                    f"the teacher-target cache (distill.target_cache) holds logits of shape "
+                    f"{tuple(logits.shape)} for teacher {name}, which declares {declared} "
+                    "classes; rebuild the cache with distinit cache-targets")
+            if not bool(torch.isfinite(logits).all()):
+                raise TeacherError(
+                    f"the teacher-target cache (distill.target_cache) holds NaN or infinite "
+                    f"logits of teacher {name}; delete it, check the teacher, and rebuild it "
+                    "with distinit cache-targets")
+            self._cache_checked[i] = True
+        return logits
 
     def per_example_loss(self, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The distillation loss (Eq. 2, or MSE on the logits) of each example: (B,)."""

@@ -1,0 +1,434 @@
+"""Sharded stores (teacher-target cache, clip store) under what users and machines do to them:
+a removed manifest, flipped, truncated or garbled shards, full and read-only disks, two
+builders, signals, kill -9 leftovers; each one line, nothing lost, never a silently wrong
+result (`distinit.data.shards`, `distinit.data.check_store`)."""
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import pattern_frames
+
+from distinit import cli
+from distinit.data import check_store, clip_store, shards
+from distinit.data.clip_store import build_clip_store, clip_store_for, store_folder
+from distinit.data.frames import StoredFrames
+from distinit.data.video import list_videos, read_all_frames, write_video
+from distinit.engine import dist
+from distinit.engine.interrupt import Interrupted
+from distinit.errors import UserError
+from distinit.targets import cache
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+CACHE = ["data.resize=40", "data.crop=32", "distill.cache_crops=3"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("videos")
+    out = []
+    for i, num_frames in enumerate([12, 9, 16, 7, 10]):
+        out.append(root / f"v{i}.mp4")
+        write_video(out[-1], pattern_frames(num_frames), fps=10, gop=4)
+    return out
+
+
+@pytest.fixture
+def new_process(monkeypatch):
+    """Forget which shard files this process has verified, as a new run's process would."""
+    monkeypatch.setattr(check_store, "_verified", {})
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.name != ".distinit.lock"}
+
+
+def _error(capsys, command: str) -> str:
+    """The one error line of a CLI call (a progress bar may precede it on stderr)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith(f"distinit {command}: ")]
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    return errors[0]
+
+
+def _cache_args(world, teacher_file, folder, *extra):
+    return [*CACHE, f'distill.teachers=[{{spec: "ckpt:{teacher_file}"}}]',
+            f"data.videos={world.corpus_dir}", f"distill.target_cache={folder}", *extra]
+
+
+def _damage(file: Path, how: str) -> None:
+    data = bytearray(file.read_bytes())
+    if how == "flip":  # one byte of the last array (pixels or logits)
+        data[-3] ^= 0x10
+    elif how == "truncate":
+        del data[len(data) // 2:]
+    else:  # "garble": the header's first bytes, same size
+        data[8:24] = b"#" * 16
+    file.write_bytes(bytes(data))
+
+
+# ---- damaged shards ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "garble"])
+def test_a_damaged_clip_store_shard_is_one_line_then_rebuilt_alone(videos, tmp_path, capsys,
+                                                                    new_process, how):
+    folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    before = _files(folder)
+    shard = folder / shards.shard_name(1)
+    _damage(shard, how)
+    check_store._verified.clear()  # the next run is a new process
+    with pytest.raises(UserError) as info:
+        StoredFrames(folder, videos)
+    message = str(info.value)
+    assert "\n" not in message and f"at {folder}: shard-00001.safetensors is " in message
+    assert "run `distinit store-clips CONFIG.yaml` again to rebuild only that shard" in message
+    assert ("checksum differs" if how != "truncate" else "truncated") in message
+    capsys.readouterr()
+    build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)  # the builder run again
+    out = capsys.readouterr().out
+    assert f"clip store at {folder}: shard-00001.safetensors is " in out
+    assert out.count("rebuilding it") == 1
+    assert _files(folder) == before  # the very bytes it had: the other shards untouched
+    assert StoredFrames(folder, videos).frames(videos[2], [0, 5]).shape == (2, 36, 48, 3)
+
+
+def test_a_flipped_logit_fails_distill_in_one_line_and_cache_targets_rebuilds_it(
+        world, teacher_file, tmp_path, capsys, new_process):
+    folder = tmp_path / "cache"
+    args = _cache_args(world, teacher_file, folder, "distill.cache_shard_size=8")
+    assert cli.main(["cache-targets", *args]) == 0
+    before = _files(folder)
+    _damage(folder / "shard-00001.safetensors", "flip")
+    check_store._verified.clear()
+    capsys.readouterr()
+    run = ["distill", "model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]",
+           "data.num_workers=0", "optim.batch_size=4", "optim.epochs=1", "distill.holdout=4",
+           *args, f"out_dir={tmp_path / 'run'}"]
+    assert cli.main(run) == 2
+    assert _error(capsys, "distill") == (
+        f"distinit distill: error: the teacher-target cache at {folder}: shard-00001.safetensors "
+        "is damaged (its checksum differs from the one recorded when it was written); run "
+        "`distinit cache-targets CONFIG.yaml` again to rebuild only that shard")
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert cli.main(["cache-targets", *args]) == 0
+    assert "shard-00001.safetensors is damaged" in capsys.readouterr().out
+    assert _files(folder) == before
+
+
+# ---- the manifest and the shard size ----------------------------------------------------------
+
+def test_a_removed_manifest_is_never_guessed_from_the_config_shard_size(
+        world, teacher_file, tmp_path, capsys, new_process):
+    folder = tmp_path / "cache"
+    assert cli.main(["cache-targets", *_cache_args(world, teacher_file, folder,
+                                                   "distill.cache_shard_size=8")]) == 0
+    (folder / "manifest.json").unlink()
+    with pytest.raises(UserError) as info:  # a reader: one line, no guess
+        shards.Store(folder, cache.WHAT, command=cache.COMMAND)
+    assert "has 2 shards but no manifest.json (removed, or never copied)" in str(info.value)
+    assert "run `distinit cache-targets CONFIG.yaml` again" in str(info.value)
+    # The builder with another shard size (what a distill run's preparation step calls):
+    # the old shards were made for another layout, so both are rebuilt, never reused.
+    capsys.readouterr()
+    args = _cache_args(world, teacher_file, folder, "distill.cache_shard_size=4")
+    assert cli.main(["cache-targets", *args]) == 0
+    out = capsys.readouterr().out
+    assert "has 2 shards but no manifest.json: writing it" in out
+    assert out.count("was made for another store") == 2
+    fresh = tmp_path / "fresh"
+    assert cli.main(["cache-targets", *_cache_args(world, teacher_file, fresh,
+                                                   "distill.cache_shard_size=4")]) == 0
+    assert _files(folder) == _files(fresh)  # every video's own logits, as a fresh build
+    # A config whose shard size differs from a store's manifest finishes it with its own.
+    (fresh / "shard-00001.safetensors").unlink()
+    capsys.readouterr()
+    assert cli.main(["cache-targets", *_cache_args(world, teacher_file, fresh,
+                                                   "distill.cache_shard_size=5")]) == 0
+    assert "finishing it with its own shard size 4" in capsys.readouterr().out
+    assert _files(fresh) == _files(folder)
+
+
+def test_a_store_without_checksums_is_read_with_one_warning_and_rebuilt_with_them(
+        videos, tmp_path, capsys, new_process):
+    folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    before = _files(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    old = {k: v for k, v in manifest.items() if k not in ("checksum", "command")}
+    (folder / "manifest.json").write_text(json.dumps(old, indent=1))  # as the old code wrote
+    for f in folder.glob("*.sum"):
+        f.unlink()
+    assert shards.complete(folder)
+    capsys.readouterr()
+    for _ in range(2):
+        StoredFrames(folder, videos).frames(videos[0], [0, 1])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no checksums (written by an older distinit)" in err[0]
+    assert cli.main(["check-store", str(folder)]) == 1
+    assert capsys.readouterr().out.startswith("unverified: ")
+    build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    out = capsys.readouterr().out
+    assert "written without checksums (by an older distinit): rebuilding its 3 shards" in out
+    assert "rebuilding it\n" not in out  # one line, not one per shard
+    assert _files(folder) == before
+
+
+# ---- full and read-only disks -----------------------------------------------------------------
+
+def test_a_full_disk_is_one_line_no_temporary_file_and_the_written_shards_kept(
+        videos, tmp_path, capsys, monkeypatch):
+    calls, real = [], os.fsync
+
+    def fsync(fd):  # the 4th file written: the manifest, shard 0's record and data, 1's record
+        calls.append(fd)
+        if len(calls) == 4:
+            raise OSError(28, "No space left on device")  # as a full disk says it
+        return real(fd)
+
+    monkeypatch.setattr(shards.os, "fsync", fsync)
+    with pytest.raises(UserError) as info:
+        build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    folder = store_folder(tmp_path, videos)
+    assert str(info.value) == (
+        f"cannot write shard-00001.safetensors of the clip store at {folder}: No space left "
+        "on device; the 1 of 3 shards already written are kept: free some space and run the "
+        "same command again to finish it")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".distinit.lock", "manifest.json", "shard-00000.safetensors",
+        "shard-00000.safetensors.sum"]
+    kept = (folder / "shard-00000.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(shards.os, "fsync", real)
+    build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)  # the same command again
+    assert (folder / "shard-00000.safetensors").stat().st_mtime_ns == kept
+    assert shards.complete(folder) and not list(folder.glob("*.tmp"))
+    # store-clips into a new folder whose manifest does not fit: exit 2, one line, nothing left.
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards.os, "fsync", full)
+    capsys.readouterr()
+    other = tmp_path / "other"
+    assert cli.main(["store-clips", f"data.videos={videos[0].parent}", f"data.cache_dir={other}",
+                     "data.resize=36"]) == 2
+    folder = store_folder(other, videos)
+    assert _error(capsys, "store-clips") == (
+        f"distinit store-clips: error: cannot write {folder}/manifest.json: No space left on "
+        "device; nothing was changed: free some space and run the same command again")
+    assert [p.name for p in folder.iterdir()] == [".distinit.lock"]
+
+
+def _can_mount() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="this machine does not let a process mount a "
+                    "tmpfs in its own namespace (unshare --user --map-root-user --mount)")
+def test_cache_targets_on_a_real_full_then_read_only_tmpfs(world, teacher_file, tmp_path):
+    mnt, saved = tmp_path / "mnt", tmp_path / "saved"
+    mnt.mkdir()
+    run = shlex.join([sys.executable, "-m", "distinit.cli", "cache-targets", *_cache_args(
+        world, teacher_file, mnt / "cache", "distill.cache_shard_size=2",
+        "distill.cache_crops=8")])
+    # 6 shards of ~9 KB (3 pages) and their records (1 page each): 48 KB hold about two.
+    script = (f"mount -t tmpfs -o size=48k tmpfs {mnt} && {run} >/dev/null 2>{tmp_path}/e1; "
+              f"echo $? >{tmp_path}/rc1; cp -a {mnt}/. {saved}1/; "
+              f"mount -o remount,size=1m {mnt} && {run} >/dev/null 2>{tmp_path}/e2; "
+              f"echo $? >{tmp_path}/rc2; cp -a {mnt}/. {saved}2/; "
+              f"rm {mnt}/cache/shard-00005.safetensors; mount -o remount,ro {mnt} && "
+              f"{run} >/dev/null 2>{tmp_path}/e3; echo $? >{tmp_path}/rc3; cp -a {mnt}/. {saved}3/")
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                   env=ENV, check=True, timeout=300)
+    rc = [int((tmp_path / f"rc{i}").read_text()) for i in (1, 2, 3)]
+    err = [(tmp_path / f"e{i}").read_text() for i in (1, 2, 3)]
+    full = err[0].strip().splitlines()[-1]
+    assert rc[0] == 2 and "Traceback" not in err[0], err[0]
+    kept = sorted(p.name for p in (Path(f"{saved}1") / "cache").glob("shard-*.safetensors"))
+    assert 1 <= len(kept) < 6
+    assert full.startswith("distinit cache-targets: error: cannot write shard-")
+    assert (f"No space left on device; the {len(kept)} of 6 shards already written are kept: "
+            "free some space and run the same command again to finish it") in full
+    left = sorted(p.name for p in (Path(f"{saved}1") / "cache").iterdir())
+    assert left == sorted([".distinit.lock", "manifest.json", *kept, *[k + ".sum" for k in kept]])
+    # Room again: the same command finishes, the shards kept are not rewritten.
+    assert rc[1] == 0, err[1]
+    first, again = Path(f"{saved}1") / "cache", Path(f"{saved}2") / "cache"
+    assert all((first / k).read_bytes() == (again / k).read_bytes() for k in kept)
+    assert len(list(again.glob("shard-*.safetensors"))) == 6
+    # A read-only folder: one line, nothing changed.
+    assert rc[2] == 2 and err[2].strip().splitlines()[-1] == (
+        f"distinit cache-targets: error: cannot write the teacher-target cache at {mnt / 'cache'}"
+        ": Read-only file system; make it writable or choose another folder, then run the same "
+        "command again"), err[2]
+    assert sorted(p.name for p in (Path(f"{saved}3") / "cache").iterdir()) == sorted(
+        p.name for p in again.iterdir() if p.name != "shard-00005.safetensors")
+
+
+# ---- one builder per store --------------------------------------------------------------------
+
+HOLD = """import fcntl, json, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "command": ["distinit", "store-clips", "other.yaml"],
+                         "since": time.time()}).encode())
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold(folder: Path, seconds: float) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder / ".distinit.lock"),
+                             str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_a_second_builder_is_refused_and_a_run_waits_for_the_first(world, videos, tmp_path,
+                                                                   capsys):
+    cache_dir = tmp_path / "cache"
+    corpus = list_videos(world.corpus_dir)
+    holder = _hold(store_folder(cache_dir, corpus), 60)
+    try:
+        assert cli.main(["store-clips", f"data.videos={world.corpus_dir}",
+                         f"data.cache_dir={cache_dir}", "data.resize=36"]) == 2
+        line = _error(capsys, "store-clips")
+        assert f"is in use: pid {holder.pid} on {socket.gethostname()}" in line
+        assert "`distinit store-clips other.yaml`" in line
+        assert "set data.cache_dir to another folder" in line
+        assert [p.name for p in store_folder(cache_dir, corpus).iterdir()] == [".distinit.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    # A run's preparation step waits for the builder, then builds (or uses) the store.
+    holder = _hold(store_folder(cache_dir, videos), 1.0)
+    start = time.monotonic()
+    folder = clip_store_for(videos, cache_dir, 36, "pyav")
+    assert time.monotonic() - start >= 0.5 and holder.wait() == 0
+    assert f"waiting for pid {holder.pid}" in capsys.readouterr().err
+    assert shards.complete(folder)
+
+
+def test_a_killed_builders_temporary_files_are_removed_by_the_next(videos, tmp_path):
+    folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    (folder / "shard-00002.safetensors").unlink()
+    stale = [".shard-00002.safetensors.k3j9x_1.tmp", ".shard-00002.safetensors.sum.a8.tmp",
+             ".shard-00001.q1w2e3.tmp", ".manifest.json.zz9.tmp", ".tmpAb12Cd"]
+    for name in [*stale, ".notes", "notes.tmp"]:
+        (folder / name).write_bytes(b"x" * 100)
+    build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    names = {p.name for p in folder.iterdir()}
+    assert not names & set(stale) and {".notes", "notes.tmp", ".distinit.lock"} <= names
+
+
+# ---- signals ----------------------------------------------------------------------------------
+
+def test_sigterm_stops_between_videos_saying_what_is_kept_and_the_build_resumes(
+        videos, tmp_path, monkeypatch):
+    made = []
+
+    def read(path, *args):
+        made.append(path)
+        if len(made) == 3:  # during the first video of shard 1
+            os.kill(os.getpid(), signal.SIGTERM)
+        return read_all_frames(path, *args)
+
+    monkeypatch.setattr(clip_store, "read_all_frames", read)
+    with pytest.raises(Interrupted) as info:
+        build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    folder = store_folder(tmp_path, videos)
+    assert info.value.exit_code == 143 and str(info.value) == (
+        f"stopped by SIGTERM: 1 of 3 shards of the clip store at {folder} are written and kept; "
+        "run the same command again to finish it")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is undone
+    kept = (folder / "shard-00000.safetensors").stat().st_mtime_ns
+    made.clear()
+    monkeypatch.setattr(clip_store, "read_all_frames", read_all_frames)
+    build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    assert (folder / "shard-00000.safetensors").stat().st_mtime_ns == kept
+    assert shards.complete(folder)
+
+
+def test_ctrl_c_stops_cache_targets_with_one_line_and_exit_130(world, teacher_file, tmp_path,
+                                                               capsys, monkeypatch):
+    real, made = cache.video_targets, []
+
+    def targets(video, *args, **kwargs):
+        made.append(video)
+        if len(made) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(video, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "video_targets", targets)
+    folder = tmp_path / "cache"
+    args = _cache_args(world, teacher_file, folder, "distill.cache_shard_size=2")
+    assert cli.main(["cache-targets", *args]) == 130
+    assert _error(capsys, "cache-targets") == (
+        f"distinit cache-targets: error: stopped by SIGINT: 2 of 6 shards of the teacher-target "
+        f"cache at {folder} are written and kept; run the same command again to finish it")
+    monkeypatch.setattr(cache, "video_targets", real)
+    assert cli.main(["cache-targets", *args]) == 0
+    assert shards.complete(folder)
+
+
+# ---- check-store, ranks ------------------------------------------------------------------------
+
+def test_check_store_names_each_bad_shard_and_the_command_that_rebuilds_it(
+        videos, tmp_path, capsys):
+    one = build_clip_store(videos[:3], tmp_path, 36, "pyav", shard_size=2)
+    two = build_clip_store(videos[3:], tmp_path, 36, "pyav", shard_size=1)
+    assert cli.main(["check-store", str(tmp_path)]) == 0  # a cache_dir: each of its stores
+    lines = sorted(capsys.readouterr().out.splitlines())
+    assert len(lines) == 2 and all(line.endswith(" MiB, every checksum matches") for line in lines)
+    assert {line.split(": 2 shards, ")[0] for line in lines} == {
+        f"ok: the clip store at {one}", f"ok: the clip store at {two}"}
+    _damage(one / "shard-00001.safetensors", "flip")
+    (two / "shard-00000.safetensors").unlink()
+    assert cli.main(["check-store", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"damaged: the clip store at {one}: 1 of 2 shards bad: shard-00001.safetensors is "
+            "damaged (its checksum differs from the one recorded when it was written); run "
+            "`distinit store-clips CONFIG.yaml` again to rebuild only that shard") in out
+    assert f"damaged: the clip store at {two}: 1 of 2 shards bad: shard-00000.safetensors is " \
+           "missing" in out
+    holder = _hold(one, 60)  # a builder at work: not called damaged
+    try:
+        assert cli.main(["check-store", str(one)]) == 1
+        out = capsys.readouterr().out
+        assert out.startswith(f"busy: the clip store at {one} is being written by pid "
+                              f"{holder.pid} on ") and out.count("\n") == 1
+        assert out.endswith("; check it once that finishes\n")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli.main(["check-store", str(tmp_path / "nothing")]) == 2
+    assert "is not a folder" in _error(capsys, "check-store")
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["check-store", str(tmp_path / "empty")]) == 2
+    assert "no store in" in _error(capsys, "check-store")
+
+
+def test_each_rank_records_the_shards_it_writes(videos, tmp_path, monkeypatch, new_process):
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    monkeypatch.setattr(dist, "broadcast_object", lambda obj: obj)
+    for rank in (0, 1):
+        monkeypatch.setattr(dist, "rank_world", lambda r=rank: (r, 2))
+        folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=1)
+    assert sorted(p.name for p in folder.glob("*.sum")) == [
+        shards.shard_name(i) + ".sum" for i in range(5)]
+    assert check_store.check_store(folder)[0]
+    StoredFrames(folder, videos)  # every shard checked, whichever rank wrote it
