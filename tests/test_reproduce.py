@@ -196,3 +196,17 @@ def test_a_claim_of_no_difference_holds_within_its_spread():
                                                              [20.0, 20.5, 21.0]))[0]
     assert "**does not hold**" in claim_verdicts(claim, rows([15.0, 16.0, 15.5],
                                                              [20.0, 20.5, 21.0]))[0]
+
+
+@pytest.mark.slow
+def test_table1_runs_all_seven_rows_and_writes_its_section_of_the_results(tmp_path, capsys):
+    doc = tmp_path / "RESULTS.md"
+    assert main(["reproduce", "table1", f"out_dir={tmp_path / 'r'}", *TINY, "figures=false",
+                 "--seeds", "0", "--doc", str(doc)]) == 0
+    summary = json.loads((tmp_path / "r" / "table1" / "summary.json").read_text())
+    from distinit.experiments.demo import ROWS
+
+    assert [r["row"] for r in summary["rows"]] == list(ROWS)
+    text = doc.read_text()
+    assert "<!-- reproduce:table1 -->" in text and "distinit reproduce table1" in text
+    assert "per seed" in text and "| R(2+1)D | Supervised pretraining on the corpus |" in text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,8 @@ from pathlib import Path
 from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments import tables
-from distinit.experiments.runner import Stage, run_stages, stage_config
+from distinit.experiments.parallel import run_graph
+from distinit.experiments.runner import Done, Stage, stage_config
 from distinit.experiments.world import (
     ARCH,
     DemoConfig,
@@ -54,6 +56,9 @@ PAPER = {"res3d_scratch": 25.4, "res3d_inflated": 35.8, "res3d_places_inflated":
          "res3d_distinit": 39.9, "r2plus1d_scratch": 24.1, "r2plus1d_distinit": 40.3,
          "r2plus1d_supervised": 51.0}  # Table 1, top-1 on HMDB-51 split 1
 # The paper's orderings: (claim, better row, worse row).
+# What `distinit demo` runs by default: the comparison a newcomer needs (`rows=` picks others;
+# `distinit reproduce table1` runs all of ROWS over 3 seeds).
+DEFAULT_ROWS = ("res3d_scratch", "res3d_inflated", "res3d_distinit")
 CLAIMS = [
     ("DistInit beats scratch (Res3D)", "res3d_distinit", "res3d_scratch"),
     ("DistInit beats scratch (R(2+1)D)", "r2plus1d_distinit", "r2plus1d_scratch"),
@@ -86,10 +91,14 @@ def row_stages(demo: DemoConfig, world, out: Path, row: str) -> list[Stage]:
 
 
 def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
-    rows = demo.rows or list(ROWS)
+    rows = demo.rows or list(DEFAULT_ROWS)
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
         raise UserError(f"unknown demo row {unknown[0]}; valid rows: {', '.join(ROWS)}")
+    if demo.jobs == 0:
+        demo = replace(demo, jobs=len(os.sched_getaffinity(0)))
+    if demo.jobs > 1 and demo.threads == 0:
+        demo = replace(demo, threads=1)  # every stage one thread, whether alone or side by side
     if demo.threads > 0:
         import torch
 
@@ -97,71 +106,41 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
     out = Path(demo.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
-    t = time.perf_counter()
+    wall = time.perf_counter()
     world = demo.world()
-    times["world"] = time.perf_counter() - t
+    times["world"] = time.perf_counter() - wall
     print(world.summary(), flush=True)
 
-    stats: dict = {}
-    done: dict = {}
     two_d = ["teacher", *[s for s in ("inflation_source", "scene_net")
                           if any(ROWS[r][2] == s for r in rows)]]
-    for name in two_d:
-        t = time.perf_counter()
-        stage = image_stage(demo, world, out, name)
-        run_stages([stage], overwrite, done)
-        times[name] = time.perf_counter() - t
-        key = "teacher_stills" if name == "teacher" else f"{name}_test"
-        stats[key] = done[name].result.get("test_top1", float("nan"))
-        if name == "teacher":
-            cfg = stage_config(stage)
-            stats["teacher_frames"] = teacher_on_frames(Path(done[name].weights), world, cfg)
-            print(f"teacher (ResNet-50 analog): {stats['teacher_stills']:.1f}% on object stills "
-                  f"of unseen instances, {stats['teacher_frames']:.1f}% on frames of labeled "
-                  f"videos ({times['teacher']:.0f} s)", flush=True)
-        else:
-            print(f"{name}: {stats[key]:.1f}% on unseen "
-                  f"{'scene' if name == 'scene_net' else 'object'} stills ({times[name]:.0f} s)",
-                  flush=True)
-
     plans = {row: row_stages(demo, world, out, row) for row in rows}
-    for row, (pre, _) in plans.items():  # every pretraining first, then every fine-tune
-        t = time.perf_counter()
-        run_stages([pre], overwrite, done)
-        times[f"pretrain {row}"] = time.perf_counter() - t
-        result = done[pre.name].result
-        if "holdout_agree_t0" in result:
-            stats[f"{row}_agree"] = result["holdout_agree_t0"]
-            stats[f"{row}_soft_loss"] = result["holdout_loss_t0"]
-            stats[f"{row}_agree_clip"] = result["holdout_agree_clip_t0"]
-            stats[f"{row}_ceiling"] = result["holdout_ceiling_t0"]
-            print(f"{row}: agrees with the teacher's top class on {result['holdout_agree_t0']:.1f}% "
-                  f"of {result['holdout_videos']} held-out corpus clips (one random frame's; "
-                  f"the teacher's own frame-to-clip consistency caps this at "
-                  f"{result['holdout_ceiling_t0']:.1f}%), with its clip-level top class on "
-                  f"{result['holdout_agree_clip_t0']:.1f}% (soft-target loss "
-                  f"{result['holdout_loss_t0']:.3f})", flush=True)
-        if ROWS[row][2] == "supervised":
-            stats[f"{row}_corpus_test"] = result["top1"]
-            print(f"{row}: {result['top1']:.1f}% top-1 on held-out corpus videos (final "
-                  f"training loss {result.get('train_loss') or float('nan'):.3f})", flush=True)
+    stages = [image_stage(demo, world, out, name) for name in two_d]
+    # Pretrainings first, then fine-tunes: with one process, the order the demo always ran in.
+    stages += [pre for pre, _ in plans.values()] + [ft for _, ft in plans.values()]
+    after = {pre.name: ("teacher",) for row, (pre, _) in plans.items()
+             if ROWS[row][2] == "distinit"}
+    stats: dict = {}
+    table_rows: dict[str, dict] = {}
+    row_of = {st.name: (row, i) for row, pair in plans.items() for i, st in enumerate(pair)}
 
-    table_rows = []
-    for row, (_, ft) in plans.items():
-        t = time.perf_counter()
-        run_stages([ft], overwrite, done)
-        times[f"finetune {row}"] = time.perf_counter() - t
-        result = done[ft.name].result
-        table_rows.append({"row": row, "model": ROWS[row][0], "init": ROWS[row][1],
-                           **{k: round(result[k], 2) for k in tables.DEMO_COLUMNS}})
-        r = table_rows[-1]
-        print(f"{r['model']:8s} {r['init']:44s} clip {r['clip_acc']:5.1f}  top1 {r['top1']:5.1f}  "
-              f"top5 {r['top5']:5.1f}  kNN-20 {r['knn20']:5.1f}  probe {r['probe']:5.1f}",
-              flush=True)
+    def report(stage: Stage, done: Done, seconds: float) -> None:
+        if stage.name in two_d:
+            times[stage.name] = seconds
+            _report_2d(stage, done, world, stats, seconds)
+        elif stage.name in row_of:
+            row, i = row_of[stage.name]
+            times[f"{'finetune' if i else 'pretrain'} {row}"] = seconds
+            if i:
+                table_rows[row] = _table_row(row, done.result)
+            else:
+                _report_pretraining(row, done.result, stats)
 
+    run_graph(stages, out, overwrite, after=after, jobs=demo.jobs, log="demo", on_done=report)
     table = {"seed": demo.seed, "world_seed": demo.world_seed, "size": demo.size,
-             "stats": {k: round(v, 2) for k, v in stats.items()}, "rows": table_rows,
+             "stats": {k: round(v, 2) for k, v in stats.items()},
+             "rows": [table_rows[r] for r in rows if r in table_rows],
              "seconds": {k: round(v, 1) for k, v in times.items()},
+             "wall_s": round(time.perf_counter() - wall, 1), "jobs": demo.jobs,
              "chance": round(100.0 / len(world.action_classes), 2)}
     text = tables.table1_markdown(table, [table], ROWS, PAPER, CLAIMS)
     (out / "table1.json").write_text(json.dumps(table, indent=2))
@@ -170,6 +149,47 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
     if demo.figures:
         figures([out])
     return table
+
+
+def _report_2d(stage: Stage, done: Done, world, stats: dict, seconds: float) -> None:
+    name = stage.name
+    key = "teacher_stills" if name == "teacher" else f"{name}_test"
+    stats[key] = done.result.get("test_top1", float("nan"))
+    if name == "teacher":
+        stats["teacher_frames"] = teacher_on_frames(Path(done.weights), world, stage_config(stage))
+        print(f"teacher (ResNet-50 analog): {stats['teacher_stills']:.1f}% on object stills "
+              f"of unseen instances, {stats['teacher_frames']:.1f}% on frames of labeled "
+              f"videos ({seconds:.0f} s)", flush=True)
+    else:
+        print(f"{name}: {stats[key]:.1f}% on unseen "
+              f"{'scene' if name == 'scene_net' else 'object'} stills ({seconds:.0f} s)",
+              flush=True)
+
+
+def _report_pretraining(row: str, result: dict, stats: dict) -> None:
+    if "holdout_agree_t0" in result:
+        stats[f"{row}_agree"] = result["holdout_agree_t0"]
+        stats[f"{row}_soft_loss"] = result["holdout_loss_t0"]
+        stats[f"{row}_agree_clip"] = result["holdout_agree_clip_t0"]
+        stats[f"{row}_ceiling"] = result["holdout_ceiling_t0"]
+        print(f"{row}: agrees with the teacher's top class on {result['holdout_agree_t0']:.1f}% "
+              f"of {result['holdout_videos']} held-out corpus clips (one random frame's; "
+              f"the teacher's own frame-to-clip consistency caps this at "
+              f"{result['holdout_ceiling_t0']:.1f}%), with its clip-level top class on "
+              f"{result['holdout_agree_clip_t0']:.1f}% (soft-target loss "
+              f"{result['holdout_loss_t0']:.3f})", flush=True)
+    if ROWS[row][2] == "supervised":
+        stats[f"{row}_corpus_test"] = result["top1"]
+        print(f"{row}: {result['top1']:.1f}% top-1 on held-out corpus videos (final "
+              f"training loss {result.get('train_loss') or float('nan'):.3f})", flush=True)
+
+
+def _table_row(row: str, result: dict) -> dict:
+    r = {"row": row, "model": ROWS[row][0], "init": ROWS[row][1],
+         **{k: round(result[k], 2) for k in tables.DEMO_COLUMNS}}
+    print(f"{r['model']:8s} {r['init']:44s} clip {r['clip_acc']:5.1f}  top1 {r['top1']:5.1f}  "
+          f"top5 {r['top5']:5.1f}  kNN-20 {r['knn20']:5.1f}  probe {r['probe']:5.1f}", flush=True)
+    return r
 
 
 def figures(run_dirs: list[Path]) -> None:
@@ -194,7 +214,10 @@ def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
     runs = [run_demo(replace(demo, seed=s, seeds=[], out_dir=str(out / f"seed{s}"),
                              world_dir=world_dir, figures=False), overwrite)
             for s in demo.seeds]
-    summary = tables.table1_summary(demo, runs, ROWS, PAPER, CLAIMS)
+    if len(runs) == 1:  # one seed's table is its own summary
+        summary = {**runs[0], "seconds_per_seed": [runs[0]["wall_s"]]}
+    else:
+        summary = tables.table1_summary(demo, runs, ROWS, PAPER, CLAIMS)
     text = tables.table1_markdown(summary, runs, ROWS, PAPER, CLAIMS)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(text)

@@ -34,7 +34,8 @@ class DemoConfig:
     size: str = "small"
     world_dir: str = ""  # default: OUT_DIR/../world-<size>-<world_seed>, shared between seeds
     rows: list[str] = field(default_factory=list)  # the demo's Table 1 rows (default: all)
-    threads: int = 0
+    threads: int = 0  # torch threads of each stage (0: torch's default; 1 when jobs > 1)
+    jobs: int = 0  # stages side by side, each a one-thread process (0: one per core; 1: in turn)
     precision: str = "auto"
     channels_last: str = "auto"
     recipes: str = ""  # folder of the stage recipes (NAME.yaml); empty = configs/demo
