@@ -1,5 +1,10 @@
 """`distinit demo`: the paper's Table 1 (distillation vs inflation vs scratch) on the synthetic world.
 
+By default the three rows a newcomer needs (Res3D from scratch, ImageNet-analog inflated and
+DistInit, one seed); `rows=[...]` picks others and `distinit reproduce table1` runs all seven
+over seeds. Independent stages run side by side as one-thread processes (`jobs`, default one per
+core; `experiments/parallel.py`), so a stage's numbers do not depend on what runs beside it.
+
 Every row is a list of stages (`engine.Stage`) on a recipe from `configs/demo/` (YAML, the same
 files a user runs with `distinit train-image | distill | finetune FILE.yaml`); the demo only fills
 in the world's paths, the seed and the run folders:
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from distinit.engine import run_dir
 from distinit.errors import UserError
-from distinit.experiments import tables
+from distinit.experiments import diagnostics, tables
 from distinit.experiments.parallel import run_graph
 from distinit.experiments.runner import Done, Stage, stage_config
 from distinit.experiments.world import (
@@ -143,6 +148,12 @@ def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
              "wall_s": round(time.perf_counter() - wall, 1), "jobs": demo.jobs,
              "chance": round(100.0 / len(world.action_classes), 2)}
     text = tables.table1_markdown(table, [table], ROWS, PAPER, CLAIMS)
+    # Did each pretraining stage learn its own task? (diagnostics.py, from its metrics.jsonl)
+    checked = [{"variant": row, "stages": diagnostics.over_seeds(
+        [[{"stage": pre.kind, "checks": diagnostics.diagnose(pre.out, pre.kind)}]])}
+        for row, (pre, _) in plans.items() if pre.kind in diagnostics.CHECKS]
+    if checked:
+        text += "\n" + "\n".join(diagnostics.markdown(checked)) + "\n"
     (out / "table1.json").write_text(json.dumps(table, indent=2))
     (out / "table1.md").write_text(text)
     print("\n" + text, flush=True)
