@@ -96,18 +96,28 @@ def row_stages(demo: DemoConfig, world, out: Path, row: str) -> list[Stage]:
 
 
 def run_demo(demo: DemoConfig, overwrite: bool = False) -> dict:
-    rows = demo.rows or list(DEFAULT_ROWS)
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        raise UserError(f"unknown demo row {unknown[0]}; valid rows: {', '.join(ROWS)}")
+    """The demo's table for one seed. Stages run in this process with `jobs=1` (`threads` torch
+    threads, restored afterwards), else each in a one-thread process of its own."""
+    import torch
+
     if demo.jobs == 0:
         demo = replace(demo, jobs=len(os.sched_getaffinity(0)))
     if demo.jobs > 1 and demo.threads == 0:
         demo = replace(demo, threads=1)  # every stage one thread, whether alone or side by side
-    if demo.threads > 0:
-        import torch
-
+    previous = torch.get_num_threads()
+    if demo.jobs <= 1 and demo.threads > 0:
         torch.set_num_threads(demo.threads)
+    try:
+        return _run_demo(demo, overwrite)
+    finally:
+        torch.set_num_threads(previous)  # the caller's process keeps its own
+
+
+def _run_demo(demo: DemoConfig, overwrite: bool) -> dict:
+    rows = demo.rows or list(DEFAULT_ROWS)
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise UserError(f"unknown demo row {unknown[0]}; valid rows: {', '.join(ROWS)}")
     out = Path(demo.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
