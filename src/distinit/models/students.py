@@ -294,16 +294,21 @@ class BackboneWithHead(nn.Module):
         self.fc = _classifier(self.feature_dim, num_classes).to(device)
 
 
-def _import_callable(spec: str) -> Callable[..., nn.Module]:
+def import_callable(spec: str, what: str = "student", error: type[UserError] = UserError,
+                    shown: str = "", noun: str = "callable") -> Callable[..., nn.Module]:
+    """The function `package.module:function` names (a student's or a `python:` teacher's);
+    `error` (a UserError) naming `what` and `shown` (default `spec`) when the module does not
+    import or has no such function."""
     module_name, _, attr = spec.partition(":")
+    spec = shown or spec
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UserError(f"student {spec!r}: cannot import module {module_name!r} ({e}); "
-                        "put its folder on PYTHONPATH or install its package") from None
+        raise error(f"{what} {spec!r}: cannot import module {module_name!r} ({e}); "
+                    "put its folder on PYTHONPATH or install its package") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise UserError(f"student {spec!r}: module {module_name!r} has no callable {attr!r}")
+        raise error(f"{what} {spec!r}: module {module_name!r} has no {noun} {attr!r}")
     return fn
 
 
@@ -322,7 +327,7 @@ def build_student(name: str, num_classes: int = 400, **kwargs) -> nn.Module:
     if ":" not in name:
         raise UserError(f"unknown student {name!r}; valid names: {', '.join(STUDENTS)}, "
                         "or 'package.module:function' for your own architecture")
-    fn = _import_callable(name)
+    fn = import_callable(name)
     try:
         backbone = fn(**kwargs)
     except TypeError as e:

@@ -22,7 +22,6 @@ writes it).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from distinit.engine.checkpoint import WeightsError, load_weights, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.image_resnet import IMAGE_MODELS, build_image_model
+from distinit.models.students import import_callable
 from distinit.optional import import_timm, import_torchvision, require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -321,14 +321,8 @@ def python_model(spec: str) -> nn.Module:
     module_name, _, attr = spec.removeprefix("python:").partition(":")
     if not module_name or not attr:
         raise UserError(f"teacher spec {spec!r}: expected python:package.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise TeacherError(f"teacher {spec}: cannot import module {module_name!r} ({e}); put its "
-                           "folder on PYTHONPATH or install its package") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise TeacherError(f"teacher {spec}: module {module_name!r} has no function {attr!r}")
+    fn = import_callable(f"{module_name}:{attr}", "teacher", TeacherError, shown=spec,
+                         noun="function")
     try:
         model = fn()
     except UserError:
