@@ -5,7 +5,6 @@ scheduler causes, each one line and nothing lost (docs/RUNS.md)."""
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import torch
 import yaml
 from test_bad_inputs import SMALL
-from toy import ToyClips, toy_net
+from toy import ToyClips, can_mount_tmpfs, toy_net
 
 from distinit.cli import main
 from distinit.config import load_config
@@ -126,15 +125,7 @@ def test_a_checkpoint_into_a_full_device_keeps_the_previous_one(tmp_path):
     assert not (tmp_path / "last.pt.tmp").exists() and not (tmp_path / "last.pt.tmp").is_symlink()
 
 
-def _can_mount() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True)
-    return probe.returncode == 0
-
-
-needs_mount = pytest.mark.skipif(not _can_mount(), reason="this machine does not let a process "
+needs_mount = pytest.mark.skipif(not can_mount_tmpfs(), reason="this machine does not let a process "
                                  "mount a tmpfs in its own namespace (unshare --user --mount)")
 
 

@@ -6,7 +6,6 @@ result (`distinit.data.shards`, `distinit.data.check_store`)."""
 import json
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import pattern_frames
+from toy import can_mount_tmpfs
 
 from distinit import cli
 from distinit.data import check_store, clip_store, shards
@@ -226,15 +226,7 @@ def test_a_full_disk_is_one_line_no_temporary_file_and_the_written_shards_kept(
     assert [p.name for p in folder.iterdir()] == [".distinit.lock"]
 
 
-def _can_mount() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _can_mount(), reason="this machine does not let a process mount a "
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="this machine does not let a process mount a "
                     "tmpfs in its own namespace (unshare --user --map-root-user --mount)")
 def test_cache_targets_on_a_real_full_then_read_only_tmpfs(world, teacher_file, tmp_path):
     mnt, saved = tmp_path / "mnt", tmp_path / "saved"

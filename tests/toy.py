@@ -41,3 +41,16 @@ def leave_child() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def can_mount_tmpfs() -> bool:
+    """Whether this machine lets a process mount a tmpfs in a private mount namespace (the
+    full-disk and read-only tests run on a real one)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
