@@ -28,6 +28,16 @@ def tiny_teacher() -> nn.Module:
     return net
 
 
+def retrained(make):
+    """`make` with other weights: the same spec, a different network."""
+    def changed() -> nn.Module:
+        net = make()
+        with torch.no_grad():
+            net[-1].bias += 1
+        return net
+    return changed
+
+
 def undeclared_teacher() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -84,16 +94,9 @@ def test_python_teacher_refuses_weights_it_would_ignore():
 def test_digest_follows_the_functions_weights(monkeypatch):
     import test_python_teacher as me
 
-    original, first = me.tiny_teacher, python_teacher_digest(SPEC)
+    first = python_teacher_digest(SPEC)
     assert first == python_teacher_digest(SPEC)  # the same weights: the same digest
-
-    def changed() -> nn.Module:
-        net = original()
-        with torch.no_grad():
-            net[-1].bias += 1
-        return net
-
-    monkeypatch.setattr(me, "tiny_teacher", changed)
+    monkeypatch.setattr(me, "tiny_teacher", retrained(me.tiny_teacher))
     assert python_teacher_digest(SPEC) != first
 
 
@@ -109,6 +112,24 @@ def test_distill_with_a_python_teacher_end_to_end(world, tmp_path):
     cached = [*args, f"distill.target_cache={tmp_path / 'cache'}", "distill.cache_crops=2"]
     assert main(["distill", *cached, f"out_dir={tmp_path / 'cached'}"]) == 0
     assert (tmp_path / "cache" / "manifest.json").is_file()
+
+
+def test_a_changed_python_teacher_makes_its_target_cache_stale(world, tmp_path, capsys,
+                                                               monkeypatch):
+    """The cache keys a `python:` teacher by its weights, not only its spec string."""
+    import test_python_teacher as me
+
+    args = ["model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]", "data.resize=40",
+            "data.crop=32", "data.num_workers=0", "optim.batch_size=4", "optim.epochs=1",
+            f"data.videos={world.corpus_dir}", f'distill.teachers=[{{spec: "{SPEC}"}}]',
+            f"distill.target_cache={tmp_path / 'cache'}", "distill.cache_crops=1"]
+    assert main(["cache-targets", *args]) == 0
+    monkeypatch.setattr(me, "tiny_teacher", retrained(me.tiny_teacher))
+    capsys.readouterr()
+    assert main(["distill", *args, f"out_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stale" in err
+    assert not (tmp_path / "r" / "last.pt").exists()
 
 
 def test_a_bad_python_teacher_is_one_line_from_the_cli(world, tmp_path, capsys):

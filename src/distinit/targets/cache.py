@@ -37,6 +37,7 @@ from distinit.data.video import list_videos, read_all_frames
 from distinit.engine import dist
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
+from distinit.models.teachers import python_teacher_digest
 from distinit.targets.teachers import build_teachers
 
 WHAT = "teacher-target cache"
@@ -55,6 +56,8 @@ def _teacher_identity(t) -> dict:
             raise UserError(f"teacher weights not found: {f}; set distill.teachers[].weights "
                             "(or the ckpt:/torchscript: path) to a file on disk")
         digests.append(shards.file_digest(f))
+    if kind == "python":  # no file to hash: the function's weights and declared preprocessing
+        digests.append(python_teacher_digest(t.spec))
     return {"spec": t.spec if kind not in ("ckpt", "torchscript") else kind, "files": digests,
             "arch": t.arch, "input_size": t.input_size, "mean": list(t.mean), "std": list(t.std)}
 
