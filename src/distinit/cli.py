@@ -26,6 +26,7 @@ COMMANDS = {
     "fuse": ("distinit.jobs.evaluate", "Late fusion of fine-tuned runs (two-stream RGB + flow): video accuracy."),
     "extract-features": ("distinit.jobs.features", "Write pooled student features for every video in a folder."),
     "demo": ("distinit.experiments.demo", "Reproduce the paper's Table 1 on the synthetic world."),
+    "real-demo": ("distinit.experiments.real", "DistInit on real footage: EfficientNet-Lite0 (ImageNet) into a small R(2+1)D, held-out agreement vs majority."),
     "reproduce": ("distinit.experiments.reproduce", "One of the paper's ablations on the synthetic world, over seeds."),
     "bench": ("distinit.tools.bench", "Throughput and memory of each stage: data, student, teacher, live vs cached distill, naive baseline."),
     "figures": ("distinit.tools.figures", "Figures of demo runs: conv1 filters, t-SNE, entropy histogram, per-class gain, curves."),

