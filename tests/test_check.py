@@ -50,7 +50,7 @@ def test_check_videos_extension_filter_and_errors(tmp_path, make_video, make_bad
     make_bad_video("text").rename(tmp_path / "bad.avi")
     assert main([str(tmp_path), "--ext", "mp4", "--workers", "1"]) == 0  # bad.avi not looked at
     assert "checked 1 videos" in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # argparse rejects an unknown backend
+    with pytest.raises(UserError, match="invalid choice: 'nope'"):  # an unknown backend
         main([str(tmp_path), "--backend", "nope"])
 
 

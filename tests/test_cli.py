@@ -94,3 +94,37 @@ def test_linear_probe_trains_only_the_head(world, tmp_path, labeled):
             assert not torch.equal(v, end[k]), k  # the new head trained
         else:
             assert torch.equal(v, end[k]), k  # backbone and its BN statistics frozen
+
+
+@pytest.mark.parametrize("argv", [["cache-targets", "x.yaml", "--batch", "1e8"],
+                                  ["distill", "--no-such-flag"],
+                                  ["check-videos"],
+                                  ["flow", "a", "b", "--method", "magic"]])
+def test_a_bad_argument_is_one_line_naming_help(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"distinit {argv[0]}: error: "), err
+    assert f"distinit {argv[0]} --help" in err and "usage:" not in err
+
+
+def test_help_still_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cache-targets", "--help"])
+    assert exit_info.value.code == 0 and "--batch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("command", "said"), [("distill", "continue with --resume"),
+                                               ("check-videos", "files already written"),
+                                               ("demo", "run the same command again")])
+def test_ctrl_c_outside_training_says_what_the_command_can_continue_from(command, said, capsys,
+                                                                          monkeypatch):
+    import distinit.cli as cli
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    assert main([command]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and said in err
+    assert ("--resume" in err) == (command == "distill")

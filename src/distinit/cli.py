@@ -32,6 +32,14 @@ COMMANDS = {
     "figures": ("distinit.tools.figures", "Figures of demo runs: conv1 filters, t-SNE, entropy histogram, per-class gain, curves."),
 }
 
+# What an interrupted command can continue from, for those that can (the message after Ctrl-C).
+RESUMABLE = {
+    **dict.fromkeys(("pretrain", "distill", "finetune", "train-image"),
+                    "checkpoints already written are intact; continue with --resume"),
+    **dict.fromkeys(("chain", "demo", "reproduce"),
+                    "finished stages are kept; run the same command again to continue"),
+}
+
 
 def _usage() -> str:
     lines = ["usage: distinit COMMAND [ARGS]", "", "commands:"]
@@ -59,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
         return code
     except KeyboardInterrupt:  # outside a training loop (which stops at a step by itself)
-        print(f"distinit {name}: interrupted; checkpoints already written are intact (continue "
-              "a training run with --resume)", file=sys.stderr)
+        then = RESUMABLE.get(name, "files already written are intact")
+        print(f"distinit {name}: interrupted; {then}", file=sys.stderr)
         return 130
     except UserError as e:
         message = f"distinit {name}: error: {one_line(e)}"

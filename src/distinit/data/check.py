@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from distinit.arguments import Parser
 from distinit.data.video import (
     BACKENDS,
     DEFAULT_EXTENSIONS,
@@ -83,7 +83,7 @@ def _shown(path: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distinit check-videos",
         description="Probe and decode every video (first and last frame); list the bad ones. "
                     "Exits 1 if any video is bad.")

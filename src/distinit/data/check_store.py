@@ -12,7 +12,6 @@ hashes each shard once per process and file version (`verify_once`).
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -22,6 +21,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from distinit.arguments import Parser
 from distinit.engine import lock
 from distinit.errors import UserError
 
@@ -215,7 +215,7 @@ def stores_in(folder: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distinit check-store",
         description="Check every shard of a store against its recorded checksum.")
     parser.add_argument("folders", nargs="+", type=Path,

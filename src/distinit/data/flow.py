@@ -18,7 +18,6 @@ with one line saying how many videos are done (exit 143 or 130): run it again to
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -35,6 +34,7 @@ from types import ModuleType
 import numpy as np
 from tqdm import tqdm
 
+from distinit.arguments import Parser
 from distinit.data.flow_store import (
     DTYPES,
     claim_out_dir,
@@ -323,7 +323,7 @@ def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distinit flow",
         description="Dense optical flow of every video under SRC, one (T, H, W, 2) .npy per "
                     "video under OUT (see docs/FLOW.md). Resumes: existing outputs are skipped. "

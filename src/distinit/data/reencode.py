@@ -8,7 +8,6 @@ written under a hidden temporary name and renamed when complete. Audio is droppe
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from distinit.arguments import Parser
 from distinit.data.frame_folders import FPS_FILE
 from distinit.data.video import (
     DEFAULT_EXTENSIONS,
@@ -110,7 +110,7 @@ def _base_folder(source: Path, videos: list[Path]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distinit reencode",
         description="Re-encode videos with short keyframe intervals (or to JPEG frame folders), "
                     "mirroring the folder structure. Skips outputs that exist; exits 1 if any "

@@ -22,12 +22,12 @@ stage, after the file's. Every stage's config is checked before the first one tr
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import yaml
 
+from distinit.arguments import Parser
 from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments.runner import JOBS, Stage, run_stages
@@ -97,7 +97,7 @@ def run_chain(chain: dict, extra: list[str] = (), overwrite: bool = False) -> di
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="distinit chain", description=__doc__.splitlines()[0])
+    parser = Parser(prog="distinit chain", description=__doc__.splitlines()[0])
     parser.add_argument("chain", help="the chain's YAML file")
     parser.add_argument("args", nargs="*", help="key=value overrides for every stage")
     parser.add_argument("--overwrite", action="store_true",

@@ -21,13 +21,13 @@ in the world's paths, the seed and the run folders:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from distinit.arguments import Parser
 from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments import diagnostics, tables
@@ -249,7 +249,7 @@ def run_seeds(demo: DemoConfig, overwrite: bool = False) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="distinit demo", description=__doc__.splitlines()[0])
+    parser = Parser(prog="distinit demo", description=__doc__.splitlines()[0])
     parser.add_argument("args", nargs="*", help="[key=value ...], e.g. seed=1 'distill=[...]'")
     parser.add_argument("--overwrite", action="store_true",
                         help="train every stage again instead of continuing the runs in out_dir")

@@ -16,7 +16,6 @@ video's training segments (the video prior). Writes OUT/report.json, report.md a
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
@@ -32,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from distinit.arguments import Parser
 from distinit.build import clip_dataset, input_channels, make_student, resolve_normalization
 from distinit.config import Config, checked, config_from_args, load_config, to_dict
 from distinit.data.transforms import resize_short_side, to_float_clip
@@ -345,7 +345,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="distinit real-demo", description=__doc__.splitlines()[0])
+    parser = Parser(prog="distinit real-demo", description=__doc__.splitlines()[0])
     parser.add_argument("args", nargs="*", help="[key=value ...], e.g. seed=1 "
                                                 "'distill=[optim.epochs=4]'")
     demo = config_from_args(parser.parse_args(argv).args, RealDemo)

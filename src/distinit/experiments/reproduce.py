@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from distinit.arguments import Parser
 from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments import diagnostics, tables
@@ -180,7 +181,7 @@ def _table1(demo: DemoConfig, seeds: list[int], ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="distinit reproduce", description=__doc__.splitlines()[0])
+    parser = Parser(prog="distinit reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted([*EXPERIMENTS, "table1"]))
     parser.add_argument("args", nargs="*", help="demo settings, e.g. out_dir=runs/reproduce")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from distinit.arguments import Parser
 from distinit.engine import dist
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
@@ -126,7 +126,7 @@ def fuse(prediction_files: list[str | Path], weights: list[float] | None = None)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distinit fuse", description="Late fusion of fine-tuned runs (e.g. an RGB and a "
         "flow student): video top-1/top-5 of their weighted mean softmax on the test videos.")
     parser.add_argument("runs", nargs="+", help="run folders (or their predictions.pt), "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from distinit.arguments import Parser
 from distinit.build import (
     clip_dataset,
     init_student,
@@ -74,7 +74,7 @@ def extract_features(cfg, out_path: str | Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="distinit extract-features")
+    parser = Parser(prog="distinit extract-features")
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
     parser.add_argument("--out", required=True, help="output .npz file")
     ns = parser.parse_intermixed_args(argv)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from distinit.arguments import Parser
 from distinit.build import (
     STUDENT_HINT,
     clip_dataset,
@@ -244,7 +245,7 @@ def run_splits(cfg: Config, splits: list[int], job, **kwargs) -> dict:
 
 
 def parse(argv: list[str], prog: str, cls: type = Config) -> tuple[Config, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog=f"distinit {prog}")
+    parser = Parser(prog=f"distinit {prog}")
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
     if prog != "eval":
         parser.add_argument("--resume", action="store_true",

@@ -4,9 +4,9 @@ into clip stores (`distinit.data.clip_store`), ahead of the runs that read them 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from distinit.arguments import Parser
 from distinit.config import DataConfig, config_from_args
 from distinit.data import shards
 from distinit.data.clip_store import WHAT, build_clip_store
@@ -38,7 +38,7 @@ def _size(folder: Path) -> str:
 def main(argv: list[str]) -> int:
     """The stores of `data.videos` and of the labeled train and test split under
     `data.cache_dir`. Under `torchrun` each process writes its share of the shards."""
-    parser = argparse.ArgumentParser(prog="distinit store-clips")
+    parser = Parser(prog="distinit store-clips")
     parser.add_argument("args", nargs="*", help="CONFIG.yaml [key=value ...]")
     ns = parser.parse_intermixed_args(argv)
     cfg = config_from_args(ns.args, cls=any_config_class())

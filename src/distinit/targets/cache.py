@@ -22,7 +22,6 @@ teachers, another crop policy, frame step or corpus is refused, never silently u
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distinit.arguments import Parser
 from distinit.config import Config, config_from_args
 from distinit.data import shards
 from distinit.data.transforms import Box, apply_box, draw_box, resize_short_side, to_float_clip
@@ -240,7 +240,7 @@ def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = Non
 
 def main(argv: list[str]) -> int:
     """`distinit cache-targets CONFIG.yaml [key=value ...]`."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distinit cache-targets",
         description="Run the distill config's teachers once over its corpus and store their "
                     "logits for K crop boxes per video (distill.target_cache is the folder).")

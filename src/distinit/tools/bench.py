@@ -24,7 +24,6 @@ folder, and the teacher is an untrained ResNet-50 (throughput does not depend on
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from distinit.arguments import Parser
 from distinit.build import prepare_data, resolve_normalization
 from distinit.config import Config, load_config
 from distinit.data.video import list_videos, write_video
@@ -114,7 +114,7 @@ def flops_per_clip(method, cfg: Config, device: torch.device) -> float:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="distinit bench", description=__doc__.splitlines()[0])
+    parser = Parser(prog="distinit bench", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     parser.add_argument("--arch", default="", help="r3d_18 | r2plus1d_18 (default: preset's)")
     parser.add_argument("--clip-len", type=int, default=0)

@@ -7,7 +7,6 @@ entropies read the first run folder; per-class gains average over all; curves ov
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 import yaml
 
+from distinit.arguments import Parser
 from distinit.engine.checkpoint import backbone_state, load_checkpoint, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_kernel
@@ -337,7 +337,7 @@ def make_figures(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="distinit figures", description=__doc__.splitlines()[0])
+    parser = Parser(prog="distinit figures", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", help="`distinit demo` run folders, one per seed")
     parser.add_argument("--out", default="", help="output folder (default: FIRST_RUN_DIR/figures)")
     ns = parser.parse_args(argv)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
+from distinit.arguments import Parser
 from distinit.data.synth.generate import generate_world
 from distinit.data.synth.world import SIZES
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distinit synth",
         description="Write the synthetic world: object and scene stills, an unlabeled video "
                     "corpus and a labeled action set in HMDB-51 format. Deterministic for a "
