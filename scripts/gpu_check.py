@@ -863,16 +863,23 @@ def part_cli(ctx: dict) -> dict:
               f"run: `python -m distinit.cli {{distill|finetune}} {' '.join(small)} ...` "
               f"(precision and channels_last: auto)", ""]
     failures = []
+
+    def cli(label: str, args: list[str], log: str) -> str | None:
+        """One CLI call: its output, or None with the failure recorded in failures and lines."""
+        rc, text = run_cmd(ctx, args, log)
+        if rc:
+            failures.append(cli_failure(label, text))
+            lines.append(f"- {label}: exit code {rc}: {failures[-1]}")
+            return None
+        return text
+
     progress(ctx, lines)
     for name, cmd in runs.items():
         progress(ctx, lines)
         out_dir = distill_dir if name == "distill" else finetune_dir
         if ctx["dry_run"] and name == "finetune":  # CI's time: one run (resume: distill's)
             t = time.time()
-            rc, text = run_cmd(ctx, cmd, name)
-            if rc:
-                failures.append(cli_failure(name, text))
-                lines.append(f"- {name}: exit code {rc}: {failures[-1]}")
+            if cli(name, cmd, name) is None:
                 break
             last = load_checkpoint(out_dir / "last.pt")
             res = json.loads((out_dir / "results.json").read_text())
@@ -883,10 +890,7 @@ def part_cli(ctx: dict) -> dict:
                 failures.append(f"{name} ended at step {last['step']} of {last['total_steps']}")
             continue
         t = time.time()
-        rc, text = run_cmd(ctx, [*cmd, "stop_after=2"], f"{name}_stop")
-        if rc:
-            failures.append(cli_failure(f"{name} stop_after=2", text))
-            lines.append(f"- {name} stop_after=2: exit code {rc}: {failures[-1]}")
+        if cli(f"{name} stop_after=2", [*cmd, "stop_after=2"], f"{name}_stop") is None:
             break
         first = load_checkpoint(out_dir / "last.pt")
         lines.append(f"- {name} stop_after=2: exit 0 in {time.time() - t:.1f} s, checkpoint at "
@@ -895,10 +899,8 @@ def part_cli(ctx: dict) -> dict:
         if first["step"] != 2:
             failures.append(f"{name} stopped at step {first['step']}, not 2")
         t = time.time()
-        rc, text = run_cmd(ctx, [*cmd, "--resume"], f"{name}_resume")
-        if rc:
-            failures.append(cli_failure(f"{name} --resume", text))
-            lines.append(f"- {name} --resume: exit code {rc}: {failures[-1]}")
+        text = cli(f"{name} --resume", [*cmd, "--resume"], f"{name}_resume")
+        if text is None:
             break
         last = load_checkpoint(out_dir / "last.pt")
         resumed = f"resuming {out_dir / 'last.pt'} at step 2" in text
