@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from distinit.arguments import Parser
 from distinit.build import clip_dataset, input_channels, make_student, resolve_normalization
-from distinit.config import Config, checked, config_from_args, load_config, to_dict
+from distinit.config import Config, checked, config_from_args, load_config
 from distinit.data.transforms import resize_short_side, to_float_clip
 from distinit.data.video import list_videos, probe, read_all_frames, write_video
 from distinit.engine import run_dir
@@ -42,7 +42,7 @@ from distinit.errors import UserError
 from distinit.jobs.run import distill
 from distinit.methods.heads import MultiHeadStudent
 from distinit.optional import MissingDependency, require
-from distinit.targets.cache import TargetCache
+from distinit.targets.cache import TargetCache, fingerprint
 from distinit.targets.frames import unnormalize
 from distinit.targets.teachers import TeacherTargets, build_teachers, entropy, teacher_targets
 
@@ -126,7 +126,8 @@ def cut_segments(clips: list[Path], folder: Path, seconds: float, every: int) ->
 
 def run_config(demo: RealDemo, work: Path) -> Config:
     """The recipe, then the demo's paths and seed, then the user's overrides; the target cache
-    gets a folder per crop policy and teacher, so settings that share them share it."""
+    gets a folder per cache fingerprint (teacher, crop policy, segments), so runs that would
+    build the same cache share it."""
     recipe = Path(demo.recipe) if demo.recipe else RECIPE
     cfg = load_config(recipe, [f"out_dir={Path(demo.out_dir) / 'distill'}", f"seed={demo.seed}",
                                f"data.videos={work / 'train'}", f"threads={demo.threads}",
@@ -135,10 +136,8 @@ def run_config(demo: RealDemo, work: Path) -> Config:
         raise UserError("the demo holds out its own segments (holdout_every=): keep "
                         "distill.holdout=0")
     if not cfg.distill.target_cache:
-        dc, dcfg = cfg.data, cfg.distill
-        key = json.dumps([to_dict(dcfg)["teachers"], dc.resize, dc.crop, dc.scale, dc.flip,
-                          dcfg.cache_crops, dcfg.cache_frame_step, dcfg.cache_dtype,
-                          dcfg.cache_topk, dc.backend])
+        key = json.dumps(fingerprint(cfg, list_videos(work / "train", cfg.data.extensions)),
+                         sort_keys=True)
         folder = work / f"targets-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
         cfg = replace(cfg, distill=replace(cfg.distill, target_cache=str(folder)))
     return cfg
