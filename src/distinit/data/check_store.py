@@ -43,8 +43,9 @@ def store_id(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def file_checksum(path: str | Path, chunk: int = 1 << 23) -> str:
-    h = hashlib.new(CHECKSUM)
+def file_checksum(path: str | Path, algorithm: str = CHECKSUM, chunk: int = 1 << 23) -> str:
+    """The hex digest of a file's bytes, read in chunks into one buffer."""
+    h = hashlib.new(algorithm)
     buf = bytearray(chunk)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:

@@ -39,6 +39,7 @@ from distinit.data.check_store import (
     MANIFEST,
     SUM,
     check_shards,
+    file_checksum,
     remember,
     shard_name,
     store_id,
@@ -55,13 +56,10 @@ from distinit.errors import UserError
 _STALE = re.compile(r"\.(shard-\d+|manifest\.json)\..*\.tmp|\.tmp[A-Za-z0-9]{6}")
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha1 of a file's bytes (teacher weights: a changed file is a different teacher)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes (teacher weights: a changed file is a different teacher; sha1, as
+    the caches already built record it)."""
+    return file_checksum(path, "sha1")
 
 
 def corpus_digest(videos: Sequence[str | Path]) -> str:
