@@ -244,3 +244,33 @@ def test_results_onto_a_full_device_are_one_line_and_leave_no_half_file(labeled,
     assert not (out / "results.json").exists() and not (out / "results.json.tmp").is_symlink()
     assert main(["eval", *SMALL, *labeled, f"model.weights={tmp_path / 'f' / 'last.pt'}",
                  f"out_dir={out}"]) == 0  # run again once there is room: nothing to overwrite
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "folder", "fifo"])
+def test_a_lock_path_that_is_not_a_regular_file_is_refused_and_nothing_written_through_it(
+        labeled, tmp_path, capsys, kind):
+    out, target = tmp_path / "run", tmp_path / "precious.txt"
+    out.mkdir()
+    path = out / lock.LOCK_FILE
+    if kind == "symlink":  # a planted link: the run would truncate and overwrite its target
+        target.write_bytes(b"precious\x00bytes\n")
+        path.symlink_to(target)
+    elif kind == "dangling symlink":  # ... or create it
+        path.symlink_to(target)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)  # opening it would wait for a writer
+    assert main(["finetune", *SMALL, *labeled, f"out_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    what = {"symlink": f"a symbolic link (to {target})", "dangling symlink":
+            f"a symbolic link (to {target})", "folder": "a folder",
+            "fifo": "a named pipe (FIFO)"}[kind]
+    assert err == [f"distinit finetune: error: {path} is {what}, not a lock file, so distinit "
+                   "writes nothing through it: remove it and run the same command again"]
+    if kind == "symlink":
+        assert target.read_bytes() == b"precious\x00bytes\n"
+    else:
+        assert not target.exists()
+    assert sorted(p.name for p in out.iterdir()) == [lock.LOCK_FILE]  # nothing else written
+    assert not lock.held(out)

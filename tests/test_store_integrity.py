@@ -182,6 +182,66 @@ def test_a_store_without_checksums_is_read_with_one_warning_and_rebuilt_with_the
     assert _files(folder) == before
 
 
+MANIFESTS = {  # how a manifest is edited -> the problem its one line names
+    "num_shards -1": (lambda m: {**m, "num_shards": -1},
+                      "num_shards is -1, but its 5 videos in shards of 2 make 3"),
+    "num_shards 0": (lambda m: {**m, "num_shards": 0},
+                     "num_shards is 0, but its 5 videos in shards of 2 make 3"),
+    "too few": (lambda m: {**m, "num_shards": 2},
+                "num_shards is 2, but its 5 videos in shards of 2 make 3"),
+    "a list": (lambda m: list(m.items()), "a JSON list, not an object"),
+    "no num_shards": (lambda m: {k: v for k, v in m.items() if k != "num_shards"},
+                      "no num_shards"),
+}
+
+
+@pytest.mark.parametrize("edit", list(MANIFESTS))
+def test_a_manifest_that_miscounts_its_shards_is_refused_before_any_shard_is_trusted(
+        videos, tmp_path, capsys, new_process, edit):
+    cache_dir = tmp_path / "cache"
+    folder = build_clip_store(videos, cache_dir, 36, "pyav", shard_size=2)
+    _damage(folder / shards.shard_name(2), "flip")  # the last shard: uncounted by "too few"
+    file = folder / "manifest.json"
+    change, problem = MANIFESTS[edit]
+    file.write_text(json.dumps(change(json.loads(file.read_text()))))
+    before = _files(folder)
+    line = (f"{file} is damaged ({problem}): remove it and run `distinit store-clips "
+            "CONFIG.yaml` again to rebuild the store (shards whose checksum records match are "
+            "kept)")
+    capsys.readouterr()
+    assert cli.main(["check-store", str(folder)]) == 1
+    said = line if edit != "a list" else line.replace(  # a list names no command to run
+        "`distinit store-clips CONFIG.yaml`",
+        "the command that built it (distinit store-clips or cache-targets)")
+    assert capsys.readouterr().out == f"damaged: {said}\n"
+    with pytest.raises(UserError) as info:  # a reader (a dataset with data.cache=store)
+        StoredFrames(folder, videos)
+    assert str(info.value) == line
+    assert not shards.complete(folder)
+    # A run with data.cache=store: one line, nothing trained, the store as it was.
+    run = ["pretrain", "vspp", "configs/demo/vspp.yaml", "model.width=8", "optim.epochs=1",
+           "optim.batch_size=2", f"data.videos={videos[0].parent}", "data.cache=store",
+           f"data.cache_dir={cache_dir}", f"out_dir={tmp_path / 'run'}"]
+    assert cli.main(run) == 2
+    assert _error(capsys, "pretrain") == f"distinit pretrain: error: {line}"
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert _files(folder) == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["022", "002"])
+def test_store_files_follow_the_umask_as_any_file_does(videos, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in folder.iterdir()
+             if f.name != ".distinit.lock"}
+    assert len(modes) == 7  # the manifest, 3 shards and their 3 records
+    assert set(modes.values()) == {0o666 & ~umask}  # 0644 under umask 022: a shared cache_dir
+
+
 # ---- full and read-only disks -----------------------------------------------------------------
 
 def test_a_full_disk_is_one_line_no_temporary_file_and_the_written_shards_kept(

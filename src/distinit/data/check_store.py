@@ -28,6 +28,8 @@ from distinit.errors import UserError
 MANIFEST = "manifest.json"
 SUM = ".sum"  # the suffix of a shard's checksum record
 CHECKSUM = "sha256"  # benchmarks/verify_store.py: as fast as sha1 with SHA-NI, 2x blake2b
+# what to run when a store's own manifest cannot say which command built it
+AGAIN = "run the command that built it (distinit store-clips or cache-targets) again"
 _verified: dict[str, tuple] = {}  # shard path -> its version when this process checked it
 _warned: set[str] = set()  # stores without checksums this process warned about
 
@@ -41,6 +43,70 @@ def store_id(manifest: dict) -> str:
     shard made for one store (another shard size, say) is never read as another's."""
     key = {k: manifest.get(k) for k in ("what", "fingerprint", "videos", "shard_size")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_manifest(folder: Path, command: str = "") -> dict:
+    """The manifest of the store in `folder`, checked as a schema before any shard is trusted:
+    a field of the wrong type, or a `num_shards` other than the count its videos and shard size
+    make, would make a reader or checker skip shards (a damaged one included) or fail in a
+    traceback. A bad one is a `UserError` naming the file, the field and the command that
+    rebuilds the store (`command`, else the one the manifest names); a missing file is the
+    `FileNotFoundError` itself (callers say what that means for them)."""
+    file = folder / MANIFEST
+    try:
+        manifest = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # unreadable is not damaged: removing it would lose nothing wrong
+        raise UserError(f"cannot read {file}: {e.strerror or e}; make it readable") from None
+    except ValueError:  # UnicodeDecodeError included
+        raise _damaged(file, "not JSON", command, None) from None
+    problem = _schema_problem(manifest)
+    if problem:
+        raise _damaged(file, problem, command, manifest)
+    return manifest
+
+
+def _schema_problem(m: object) -> str:
+    """What is wrong with a parsed manifest ('' when nothing)."""
+    def integer(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if not isinstance(m, dict):
+        kind = {"str": "string", "int": "number", "float": "number", "bool": "boolean",
+                "NoneType": "null"}.get(type(m).__name__, type(m).__name__)
+        return f"a JSON {kind}, not an object"
+    missing = [k for k in ("what", "fingerprint", "videos", "shard_size", "num_shards")
+               if k not in m]
+    if missing:
+        return f"no {missing[0]}"
+    if not isinstance(m["what"], str):
+        return f"what is {m['what']!r}, not a name"
+    if not isinstance(m["fingerprint"], dict):
+        return f"fingerprint is {m['fingerprint']!r}, not an object"
+    if not isinstance(m["videos"], list) or not all(isinstance(v, str) for v in m["videos"]):
+        return "videos is not a list of paths"
+    if not m["videos"]:
+        return "videos is empty"
+    if not integer(m["shard_size"]) or m["shard_size"] < 1:
+        return f"shard_size is {m['shard_size']!r}, not a positive integer"
+    n, made = m["num_shards"], -(-len(m["videos"]) // m["shard_size"])
+    if not integer(n) or n != made:
+        return (f"num_shards is {n!r}, but its {len(m['videos'])} videos in shards of "
+                f"{m['shard_size']} make {made}")
+    if "checksum" in m and m["checksum"] != CHECKSUM:
+        return f"checksum is {m['checksum']!r}, not {CHECKSUM!r}"
+    if not isinstance(m.get("command", ""), str):
+        return f"command is {m['command']!r}, not a command"
+    return ""
+
+
+def _damaged(file: Path, problem: str, command: str, manifest: object) -> UserError:
+    if not command and isinstance(manifest, dict) and isinstance(manifest.get("command"), str):
+        command = manifest["command"]
+    again = f"run `{command}` again" if command else AGAIN
+    return UserError(f"{file} is damaged ({problem}): remove it and {again} to rebuild the "
+                     "store (shards whose checksum records match are kept)")
 
 
 def file_checksum(path: str | Path, algorithm: str = CHECKSUM, chunk: int = 1 << 23) -> str:
@@ -103,12 +169,12 @@ def complete(folder: str | Path) -> bool:
     its checksum record (none is hashed)."""
     folder = Path(folder)
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        if "checksum" not in manifest:  # written before the records: the files only
-            return all((folder / shard_name(i)).is_file() for i in range(manifest["num_shards"]))
-        return written(folder, manifest) == manifest["num_shards"]
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = read_manifest(folder)
+    except (OSError, UserError):
         return False
+    if "checksum" not in manifest:  # written before the records: the files only
+        return all((folder / shard_name(i)).is_file() for i in range(manifest["num_shards"]))
+    return written(folder, manifest) == manifest["num_shards"]
 
 
 def _stat(path: Path) -> tuple:  # a file's version: rewriting or copying it changes it
@@ -150,7 +216,9 @@ def verify_once(folder: Path, manifest: dict, again: str) -> None:
 def busy(folder: Path) -> bool:
     """Whether a live process holds the folder's lock (`engine.lock`): a builder at work."""
     try:
-        fd = os.open(folder / lock.LOCK_FILE, os.O_RDONLY)
+        # never through a symlink, nor waiting on a FIFO (`engine.lock` refuses both)
+        fd = os.open(folder / lock.LOCK_FILE,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -169,17 +237,15 @@ def _size(n: int) -> str:
 def check_store(folder: Path) -> tuple[bool, str]:
     """(whether the store in `folder` is whole, a line saying so or what is wrong)."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        what, n = manifest["what"], int(manifest["num_shards"])
+        manifest = read_manifest(folder)
     except FileNotFoundError:
         found = len(list(folder.glob("shard-*.safetensors")))
-        return False, (f"damaged: {folder} has {found} shards but no {MANIFEST}; run the command "
-                       "that built it again to rebuild it (shards whose records match are kept)")
-    except (OSError, ValueError, KeyError, TypeError):
-        return False, (f"damaged: {folder / MANIFEST} is damaged; remove it and run the command "
-                       "that built it again (shards whose records match are kept)")
-    again = f"run `{manifest['command']}` again" if manifest.get("command") else (
-        "run the command that built it again")
+        return False, (f"damaged: {folder} has {found} shards but no {MANIFEST}; {AGAIN} to "
+                       "rebuild it (shards whose records match are kept)")
+    except UserError as e:
+        return False, f"damaged: {e}"
+    what, n = manifest["what"], manifest["num_shards"]
+    again = f"run `{manifest['command']}` again" if manifest.get("command") else AGAIN
     if busy(folder):
         return False, (f"busy: the {what} at {folder} is being written by "
                        f"{lock.describe(lock.holder(folder))}; check it once that finishes")

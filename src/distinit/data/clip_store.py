@@ -13,7 +13,6 @@ a list (the corpus minus the videos DistInit holds out) reads the store of the w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from distinit.data import shards
 from distinit.data.transforms import resize_short_side
 from distinit.data.video import VideoDecodeError, check_decode_device, read_all_frames
 from distinit.engine import dist
+from distinit.errors import UserError
 
 WHAT = "clip store"
 COMMAND = "distinit store-clips CONFIG.yaml"
@@ -87,10 +87,10 @@ def find_clip_store(cache_dir: str | Path, videos: Sequence[str | Path], resize:
     wanted = {str(Path(v).resolve()) for v in videos}
     for folder in [exact, *others]:
         try:
-            manifest = json.loads((folder / shards.MANIFEST).read_text())
-        except (OSError, ValueError):
-            continue
-        made = manifest.get("fingerprint", {})
+            manifest = shards.read_manifest(folder)
+        except (OSError, UserError):
+            continue  # none, or bad: building the exact one then refuses it in one line
+        made = manifest["fingerprint"]
         if (manifest.get("what") != WHAT or made.get("resize") != resize
                 or made.get("backend") != backend):
             continue

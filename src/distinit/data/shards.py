@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from distinit.data.check_store import (
     SUM,
     check_shards,
     file_checksum,
+    read_manifest,
     remember,
     shard_name,
     store_id,
@@ -52,7 +53,7 @@ from distinit.engine import dist, lock
 from distinit.engine.interrupt import Interrupted, StopRequest, signal_name
 from distinit.errors import UserError
 
-# what a killed builder leaves: our mkstemp names, and safetensors' own (older builds used it)
+# what a killed builder leaves: our temporary names, and safetensors' own (older builds used it)
 _STALE = re.compile(r"\.(shard-\d+|manifest\.json)\..*\.tmp|\.tmp[A-Za-z0-9]{6}")
 
 
@@ -107,6 +108,8 @@ def build(out_dir: str | Path, what: str, fingerprint: dict, videos: Sequence[st
     (`command`: what to run). The folder is locked: held by another process, `wait` waits,
     else `lock.FolderInUse` names the holder and says `elsewhere` (what to do instead)."""
     out = Path(out_dir)
+    if not videos:  # a store of nothing would have no shard to check (`read_manifest` refuses it)
+        raise UserError(f"no videos to write a {what} of at {out}")
     rank, world = dist.rank_world()
     manifest = _layout(what, fingerprint, [str(v) for v in videos], shard_size, command)
     failure, locked, upgrade = None, False, False
@@ -202,7 +205,7 @@ def _write_shard(file: Path, arrays: dict[str, np.ndarray], sid: str) -> None:
 def _atomic_write(file: Path, data: bytes) -> None:
     """Write `file` whole or not at all: a temporary file, flushed to disk, renamed over it;
     on any error (a full disk: OSError ENOSPC) the temporary file is removed, the old one kept."""
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(file)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -215,6 +218,19 @@ def _atomic_write(file: Path, data: bytes) -> None:
         raise
 
 
+def _create_temporary(file: Path) -> tuple[int, str]:
+    """A new file beside `file` (a name `_STALE` knows), opened for writing. Not mkstemp: its
+    0600 would block the others of a shared cache_dir; 0666 lets the umask (and a default ACL)
+    decide, as for any file `open()` creates. O_EXCL: never an existing file or a symlink."""
+    for _ in range(100):
+        tmp = str(file.parent / f".{file.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(file))
+
+
 def _claim(out: Path, manifest: dict, command: str) -> tuple[dict, bool]:
     """The manifest of the store in `out` (written now when there is none, or an old one without
     checksums: then True); refuses a folder holding another store. Holds the folder's lock, so it
@@ -223,26 +239,16 @@ def _claim(out: Path, manifest: dict, command: str) -> tuple[dict, bool]:
     refuse = f"; remove it or write to another folder ({command})"
     upgrade = False
     if file.is_file():
-        try:
-            old = json.loads(file.read_text())
-            if not isinstance(old, dict):
-                raise ValueError
-        except (OSError, ValueError):
-            raise UserError(f"{file} is damaged: remove it and run `{command}` again (shards "
-                            "made for the same settings are kept)") from None
-        if old.get("what") != what:
-            raise UserError(f"{out} holds a {old.get('what', 'different store')}, not a "
-                            f"{what}{refuse}")
-        if old.get("fingerprint") != manifest["fingerprint"] or old.get("videos") != manifest["videos"]:
-            differ = _describe_difference(old.get("fingerprint", {}), manifest["fingerprint"])
-            if old.get("videos") != manifest["videos"]:
+        old = read_manifest(out, command)
+        if old["what"] != what:
+            raise UserError(f"{out} holds a {old['what']}, not a {what}{refuse}")
+        if old["fingerprint"] != manifest["fingerprint"] or old["videos"] != manifest["videos"]:
+            differ = _describe_difference(old["fingerprint"], manifest["fingerprint"])
+            if old["videos"] != manifest["videos"]:
                 differ = "the video list" if differ == "unknown" else f"{differ}, the video list"
             raise UserError(f"{out} holds a {what} made for something else (differs in: "
                             f"{differ}){refuse}")
-        size = old.get("shard_size")
-        if not isinstance(size, int) or size < 1:
-            raise UserError(f"{file} is damaged (shard_size {size!r}): remove it and run "
-                            f"`{command}` again")
+        size = old["shard_size"]
         if size != manifest["shard_size"]:
             print(f"{what} at {out}: finishing it with its own shard size {size} (the config's "
                   f"{manifest['shard_size']} applies to a new store)", flush=True)
@@ -296,12 +302,9 @@ class Store:
                                 f"which video is unknown; {self._again} to rebuild it (shards "
                                 "whose checksum records match are kept)")
             raise UserError(f"no {what} at {self.folder} (no {MANIFEST}){hint}")
-        try:
-            self.manifest = json.loads(file.read_text())
-        except (OSError, ValueError):
-            raise UserError(f"{file} is damaged{hint}") from None
-        if self.manifest.get("what") != what:
-            raise UserError(f"{self.folder} holds a {self.manifest.get('what')}, not a {what}")
+        self.manifest = read_manifest(self.folder, command)  # before any shard is trusted
+        if self.manifest["what"] != what:
+            raise UserError(f"{self.folder} holds a {self.manifest['what']}, not a {what}")
         if expect is not None and self.manifest["fingerprint"] != expect:
             differ = _describe_difference(self.manifest["fingerprint"], expect)
             raise UserError(f"the {what} at {self.folder} was made for other settings (differs "

@@ -2,9 +2,11 @@
 
 The lock is an `fcntl.flock` on the file `.distinit.lock` in the folder. The operating system
 releases it when the process that holds it exits, however it exits (kill -9 included), so a
-crash never strands a folder; the file itself stays, and says who held it last. A second process
-gets one line naming the holder (pid, host, command, since when). Under torchrun rank 0 holds the
-lock for the whole job: the other ranks write nothing a second job could collide with.
+crash never strands a folder; the file itself stays, and says who held it last. It is never
+opened through a symlink, and a lock path that is not a regular file is refused, so a planted
+link cannot make a run overwrite another file. A second process gets one line naming the holder
+(pid, host, command, since when). Under torchrun rank 0 holds the lock for the whole job: the
+other ranks write nothing a second job could collide with.
 
 The lock is re-entrant within a process (`hold` nested on one folder, e.g. a job that locks its
 run folder and the training loop inside it), because two `flock`s on the same file from two
@@ -18,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -54,12 +57,40 @@ def describe(info: dict) -> str:
     return f"pid {info.get('pid')} on {info.get('host')} (`{command}`, since {since})"
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _not_a_lock(path: Path, what: str) -> UserError:
+    return UserError(f"{path} is {what}, not a lock file, so distinit writes nothing through "
+                     "it: remove it and run the same command again")
+
+
 def _open(folder: Path, unwritable: str) -> int:
+    """The lock file's descriptor. Never through a symlink (whatever it points to would be
+    truncated and overwritten with the holder's record) nor onto a folder, a FIFO or a device:
+    such a path is refused in one line. O_NONBLOCK: opening a FIFO must not wait for a peer (on
+    the regular file kept it changes nothing, flock included)."""
+    path = folder / LOCK_FILE
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     0o644)
     except OSError as e:
+        if e.errno == errno.ELOOP and path.is_symlink():
+            raise _not_a_lock(path, f"a symbolic link (to {os.readlink(path)})") from None
+        if e.errno == errno.EISDIR:
+            raise _not_a_lock(path, "a folder") from None
         raise UserError(unwritable.format(folder=folder, reason=e.strerror or e)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_a_lock(path, _kind(mode))
+    return fd
 
 
 def acquire(folder: str | Path, what: str, elsewhere: str, wait: bool = False,
