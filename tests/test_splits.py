@@ -7,6 +7,8 @@ import pytest
 from distinit.data.splits import (
     LabeledSplit,
     SplitError,
+    absent_note,
+    dataset_classes,
     load_csv,
     load_hmdb51,
     load_labeled,
@@ -216,3 +218,103 @@ def test_videos_whose_names_are_not_utf8_are_found(ucf, hmdb, tmp_path):
     (tmp_path / "s.csv").write_bytes(codecs.BOM_UTF8 + b"path,label\nv/caf\xe9.avi,run\n")
     split = load_csv(tmp_path / "s.csv")
     assert split.samples == [(tmp_path / "v" / name, 0)] and split.videos[0].is_file()
+
+
+# ---- one class list per dataset (issue 26) ------------------------------------------------------
+
+@pytest.fixture
+def csv_set(tmp_path):
+    """A CSV dataset of three classes whose test.csv lacks the middle one (`run`)."""
+    folder = tmp_path / "csvset"
+    touch(folder, "j1.mp4", "r1.mp4", "s1.mp4", "j2.mp4", "s2.mp4")
+    (folder / "train.csv").write_text("path,label\nj1.mp4,jump\nr1.mp4,run\ns1.mp4,swim\n")
+    (folder / "test.csv").write_text("path,label\nj2.mp4,jump\ns2.mp4,swim\n")
+    return folder
+
+
+def test_csv_test_subset_lacking_a_class_keeps_the_training_labels(csv_set):
+    train = load_labeled("csv", None, csv_set, subset="train")
+    test = load_labeled("csv", None, csv_set, subset="test")
+    assert train.classes == test.classes == ["jump", "run", "swim"]
+    # swim is label 2 in both subsets; read alone, test.csv would have made it 1.
+    assert test.samples == [(csv_set / "j2.mp4", 0), (csv_set / "s2.mp4", 2)]
+    assert load_csv(csv_set / "test.csv").labels == [0, 1]  # the file alone: the old shift
+    assert train.absent == [] and test.absent == ["run"]
+    assert absent_note(test, "test") == ("note: 1 of 3 classes have no test videos (run); their "
+                                         "per-class accuracy is reported as null")
+
+
+def test_csv_integer_labels_index_the_training_classes(csv_set):
+    (csv_set / "train.csv").write_text("j1.mp4,0\nr1.mp4,1\ns1.mp4,2\n")
+    (csv_set / "test.csv").write_text("s2.mp4,2\n")
+    test = load_labeled("csv", None, csv_set, subset="test")
+    assert test.classes == ["0", "1", "2"] and test.labels == [2]
+    (csv_set / "test.csv").write_text("s2.mp4,3\n")
+    with pytest.raises(SplitError, match=r"test.csv:1: .*label 3 is out of range 0..2 of the "
+                                         r"classes of the training subset .*train.csv"):
+        load_labeled("csv", None, csv_set, subset="test")
+
+
+def test_csv_labels_txt_or_classind_beside_the_splits_is_the_class_list(csv_set):
+    # A class with no training video is kept in its place (the list, not train.csv, decides).
+    (csv_set / "classInd.txt").write_text("1 swim\r\n2 jump\r\n3 run\r\n4 dive\r\n")
+    classes = dataset_classes("csv", csv_set)
+    assert classes.names == ["swim", "jump", "run", "dive"]
+    assert load_labeled("csv", None, csv_set, subset="test").labels == [1, 0]
+    (csv_set / "labels.txt").write_text("# label order\ndive\njump\n\nrun\nswim\n")  # wins
+    assert dataset_classes("csv", csv_set).names == ["dive", "jump", "run", "swim"]
+    train = load_labeled("csv", None, csv_set, subset="train")
+    assert train.labels == [1, 2, 3] and train.absent == ["dive"]
+    # One CSV file given as the split: the list beside it still decides.
+    assert load_labeled("csv", None, csv_set / "test.csv").labels == [1, 3]
+    (csv_set / "labels.txt").write_text("dive\njump\nswim\n")
+    with pytest.raises(SplitError, match=r"train.csv:3: .*unknown class 'run': not one of the 3 "
+                                         r"classes of .*labels.txt"):
+        load_labeled("csv", None, csv_set, subset="train")
+    (csv_set / "labels.txt").write_text("dive\njump\ndive\n")
+    with pytest.raises(SplitError, match=r"labels.txt:3: .*duplicate class"):
+        dataset_classes("csv", csv_set)
+
+
+def test_csv_test_video_of_an_unknown_class_names_file_line_and_class(csv_set):
+    (csv_set / "test.csv").write_text("path,label\nj2.mp4,jump\ns2.mp4,skate\n")
+    with pytest.raises(SplitError) as info:
+        load_labeled("csv", None, csv_set, subset="test")
+    message = str(info.value)
+    assert f"{csv_set / 'test.csv'}:3: in 's2.mp4,skate': unknown class 'skate'" in message
+    assert f"the training subset {csv_set / 'train.csv'} (jump, run, swim)" in message
+    assert "\n" not in message
+
+
+def test_csv_class_list_needs_train_csv_or_labels_txt(csv_set):
+    (csv_set / "train.csv").unlink()
+    with pytest.raises(SplitError, match=r"train.csv not found: a CSV dataset's classes are those "
+                                         r"of its training subset"):
+        load_labeled("csv", None, csv_set, subset="test")
+    (csv_set / "labels.txt").write_text("jump\nrun\nswim\n")
+    assert load_labeled("csv", None, csv_set, subset="test").labels == [0, 2]
+
+
+def test_ucf101_and_hmdb51_read_both_subsets_against_one_list(ucf, hmdb):
+    videos, splits = ucf
+    (splits / "classInd.txt").write_text("1 ApplyEyeMakeup\r\n2 Archery\r\n3 Bowling\r\n")
+    (splits / "testlist01.txt").write_text("archery/v_b2.avi\r\n")
+    test = load_labeled("ucf101", videos, splits, 1, "test")
+    assert test.labels == [1] and test.absent == ["ApplyEyeMakeup", "Bowling"]
+    videos, splits = hmdb
+    (splits / "brush_hair_test_split1.txt").write_text("a.avi 1 \nc.avi 0 \n")  # no test video
+    test = load_labeled("hmdb51", videos, splits, 1, "test")
+    assert test.classes == ["brush_hair", "cartwheel"] and test.labels == [1]
+    assert test.absent == ["brush_hair"]
+
+
+def test_hmdb51_empty_class_file_is_one_error(hmdb):
+    videos, splits = hmdb
+    file = splits / "brush_hair_test_split1.txt"
+    for text in ("", "\n \n"):
+        file.write_text(text)
+        for subset in ("train", "test"):
+            with pytest.raises(SplitError) as info:
+                load_hmdb51(videos, splits, 1, subset)
+            assert str(info.value) == (f"{file}: empty split file (an official one lists every "
+                                       "video of its class); extract the split archive again")

@@ -296,3 +296,35 @@ def test_no_videos_message_names_the_option_to_set(tmp_path):
         list_videos(tmp_path)
     with pytest.raises(UserError, match=r"no videos .* with --ext$"):
         list_videos(tmp_path, extensions_option="--ext")
+
+
+def test_list_videos_follows_symlinked_folders(tmp_path):
+    # Corpora are often assembled from links to folders on other disks.
+    elsewhere = tmp_path / "disk2" / "kinetics_part2"
+    for name in ["a.mp4", "deep/b.mp4"]:
+        (elsewhere / name).parent.mkdir(parents=True, exist_ok=True)
+        (elsewhere / name).touch()
+    root = tmp_path / "corpus"
+    (root / "local").mkdir(parents=True)
+    (root / "local" / "c.mp4").touch()
+    (root / "part2").symlink_to(elsewhere, target_is_directory=True)
+    (root / "part2_again").symlink_to(elsewhere, target_is_directory=True)  # listed once
+    assert list_videos(root) == [root / "local/c.mp4", root / "part2/a.mp4",
+                                 root / "part2/deep/b.mp4"]
+
+
+def test_list_videos_ends_a_symlink_loop_and_lists_each_video_once(tmp_path):
+    root = tmp_path / "corpus"
+    for name in ["x.mp4", "sub/y.mp4"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).touch()
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a loop to the parent
+    (root / "sub" / "self").symlink_to(root / "sub", target_is_directory=True)
+    # A link's real folder, met first in the walk, keeps its real path ("a_link" < "z").
+    (root / "z").mkdir()
+    (root / "z" / "w.mp4").touch()
+    (root / "a_link").symlink_to(root / "z", target_is_directory=True)
+    expected = [root / "sub/y.mp4", root / "x.mp4", root / "z/w.mp4"]
+    assert list_videos(root) == expected
+    assert list_videos(root / "sub") == [root / "sub/up/x.mp4", root / "sub/up/z/w.mp4",
+                                         root / "sub/y.mp4"]

@@ -16,10 +16,11 @@ from distinit.data.color import ColorAugment
 from distinit.data.datasets import VideoClipDataset
 from distinit.data.frames import frame_source
 from distinit.data.sampling import ClipSpec
-from distinit.data.splits import load_labeled
+from distinit.data.splits import LabeledSplit, absent_note, load_labeled
 from distinit.data.transforms import ClipTransform, Step
 from distinit.data.video import list_videos
 from distinit.data.views import RGB, FlowSource, View
+from distinit.engine import dist
 from distinit.engine.checkpoint import (
     backbone_state,
     load_checkpoint,
@@ -121,8 +122,12 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
                             targets=targets, seed=seed)
 
 
-def labeled_split(dc: DataConfig, subset: str):
-    return load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
+def labeled_split(dc: DataConfig, subset: str) -> LabeledSplit:
+    """A subset of the labeled dataset; classes it lacks are fine, and said once (rank 0)."""
+    split = load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
+    if split.absent and dist.rank_world()[0] == 0:
+        print(absent_note(split, subset), flush=True)
+    return split
 
 
 # What a student weights file that does not fit is checked against (`checkpoint.load_weights`).

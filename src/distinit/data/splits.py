@@ -2,6 +2,10 @@
 
 Every loader checks each line and each video path, and reports the first problem as one
 `SplitError` of the form `FILE:LINE: what is wrong in 'text'; what to do`.
+
+A dataset has one class list, fixed before any subset is read (`dataset_classes`), and both
+subsets are read against it: a label is an index into that list whichever classes a subset
+happens to hold, so a class missing from the test subset cannot shift the labels after it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,29 @@ class LabeledSplit:
     @property
     def labels(self) -> list[int]:
         return [label for _, label in self.samples]
+
+    @property
+    def absent(self) -> list[str]:
+        """Classes with no video in this subset (fine, but their accuracy is undefined)."""
+        have = set(self.labels)
+        return [name for label, name in enumerate(self.classes) if label not in have]
+
+
+def absent_note(split: LabeledSplit, subset: str) -> str:
+    """The line a run prints when classes of the dataset have no video in `subset`."""
+    names = split.absent
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    then = ("their per-class accuracy is reported as null" if subset == "test" else
+            "the model sees no example of them")
+    return (f"note: {len(names)} of {len(split.classes)} classes have no {subset} videos "
+            f"({shown}); {then}")
+
+
+class Classes(NamedTuple):
+    """A dataset's class list; `source` says where it came from, for messages."""
+
+    names: list[str]
+    source: str
 
 
 class _Row(NamedTuple):
@@ -111,15 +138,8 @@ def _finish(rows: list[_Row], classes: list[str], source: str, root_hint: str) -
     return LabeledSplit([(row.video, row.label) for row in rows], classes)
 
 
-def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subset: str) -> LabeledSplit:
-    """UCF-101 official splits: classInd.txt, trainlist0N.txt (`Class/v.avi id`), testlist0N.txt.
-
-    Labels are classInd indices minus one; test labels come from each video's folder name.
-    """
-    _check_subset(subset)
-    _check_split_number(split)
-    video_root, split_dir = Path(video_root), Path(split_dir)
-    class_file = split_dir / "classInd.txt"
+def _read_class_ind(class_file: Path) -> Classes:
+    """UCF's classInd.txt: lines `<index> <ClassName>`, indices 1..N."""
     index_to_name: dict[int, str] = {}
     for lineno, line in _read_lines(class_file):
         fields = _fields(class_file, lineno, line, 2, "'<index> <ClassName>'")
@@ -134,9 +154,86 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
             f"{class_file}: class indices must be 1..{len(index_to_name)} without gaps, "
             f"got {sorted(index_to_name)[:10]}...; renumber the classes"
         )
-    classes = [index_to_name[i] for i in range(1, len(index_to_name) + 1)]
+    return Classes([index_to_name[i] for i in range(1, len(index_to_name) + 1)], str(class_file))
+
+
+def _read_labels_txt(path: Path) -> Classes:
+    """A labels.txt: one class name a line, in label order (blank lines and # comments skipped)."""
+    names: list[str] = []
+    for lineno, line in _read_lines(path):
+        if line.startswith("#"):
+            continue
+        if line in names:
+            raise SplitError(f"{_where(path, lineno, line)}: duplicate class; delete the line")
+        names.append(line)
+    if not names:
+        raise SplitError(f"{path}: no classes listed; put one class name a line, in label order")
+    return Classes(names, str(path))
+
+
+def _hmdb_suffix(split: int) -> str:
+    return f"_test_split{split}.txt"
+
+
+def _hmdb_classes(split_dir: Path, split: int) -> Classes:
+    # One file per class and split, named for the class: its lines name both subsets' videos.
+    suffix = _hmdb_suffix(split)
+    if not split_dir.is_dir():
+        raise SplitError(f"split folder not found: {split_dir}; pass the folder holding *{suffix}")
+    files = sorted(p.name for p in split_dir.iterdir() if p.name.endswith(suffix))
+    if not files:
+        raise SplitError(f"{split_dir}: no files named <class>{suffix}; check the folder and split number")
+    return Classes([name[: -len(suffix)] for name in files], f"{split_dir}/*{suffix}")
+
+
+def _csv_classes(csv_or_dir: Path) -> Classes:
+    # A list beside the split files wins; without one the training subset's classes are the list.
+    folder = csv_or_dir if csv_or_dir.is_dir() else csv_or_dir.parent
+    if (folder / "labels.txt").is_file():
+        return _read_labels_txt(folder / "labels.txt")
+    if (folder / "classInd.txt").is_file():
+        return _read_class_ind(folder / "classInd.txt")
+    train = folder / "train.csv" if csv_or_dir.is_dir() else csv_or_dir
+    if not train.is_file():
+        raise SplitError(
+            f"{train} not found: a CSV dataset's classes are those of its training subset "
+            f"(train.csv), or the names listed one a line in {folder / 'labels.txt'}; add one"
+        )
+    return Classes(_csv_class_names(_parse_csv(train, None)), f"the training subset {train}")
+
+
+def dataset_classes(format: str, split_dir_or_csv: str | Path, split: int = 1) -> Classes:
+    """The one class list of a labeled dataset, fixed before any subset is read.
+
+    ucf101: classInd.txt. hmdb51: the names of the `<class>_test_split<N>.txt` files, sorted.
+    csv: `labels.txt` (one class a line) or `classInd.txt` beside the split files, else the
+    classes of the training subset (`train.csv`, or the one CSV file given).
+    """
+    path = Path(split_dir_or_csv)
+    if format == "ucf101":
+        return _read_class_ind(path / "classInd.txt")
+    if format == "hmdb51":
+        _check_split_number(split)
+        return _hmdb_classes(path, split)
+    if format == "csv":
+        return _csv_classes(path)
+    raise SplitError(f"unknown split format {format!r}; use one of {', '.join(FORMATS)}")
+
+
+def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subset: str,
+                classes: Classes | None = None) -> LabeledSplit:
+    """UCF-101 official splits: classInd.txt, trainlist0N.txt (`Class/v.avi id`), testlist0N.txt.
+
+    Labels are classInd indices minus one; test labels come from each video's folder name.
+    """
+    _check_subset(subset)
+    _check_split_number(split)
+    video_root, split_dir = Path(video_root), Path(split_dir)
+    if classes is None:
+        classes = dataset_classes("ucf101", split_dir, split)
+    names = classes.names
     # UCF folder names differ in case from classInd for one class in some copies.
-    by_name = {name.lower(): label for label, name in enumerate(classes)}
+    by_name = {name.lower(): label for label, name in enumerate(names)}
 
     list_file = split_dir / f"{subset}list{split:02d}.txt"
     rows: list[_Row] = []
@@ -147,10 +244,10 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
         relpath = fields[0]
         if subset == "train":
             index = _parse_int(fields[1], list_file, lineno, line, "class index")
-            if index not in index_to_name:
+            if not 1 <= index <= len(names):
                 raise SplitError(
                     f"{_where(list_file, lineno, line)}: class index {index} is out of range "
-                    f"1..{len(classes)} of {class_file}; fix the index"
+                    f"1..{len(names)} of {classes.source}; fix the index"
                 )
             label = index - 1
         else:
@@ -158,15 +255,16 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
             if "/" not in relpath.replace("\\", "/") or folder.lower() not in by_name:
                 raise SplitError(
                     f"{_where(list_file, lineno, line)}: unknown class {folder!r} (the folder of "
-                    f"the video); it must be a class name from {class_file}"
+                    f"the video); it must be a class name from {classes.source}"
                 )
             label = by_name[folder.lower()]
         rows.append(_Row(video_root / relpath, label, list_file, lineno, line))
-    return _finish(rows, classes, str(list_file),
+    return _finish(rows, names, str(list_file),
                    f"check that video_root ({video_root}) holds <Class>/<video>")
 
 
-def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subset: str) -> LabeledSplit:
+def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subset: str,
+                classes: Classes | None = None) -> LabeledSplit:
     """HMDB-51 official splits: `<class>_test_split<N>.txt`, lines `<video> <id>`.
 
     id 1 = train, 2 = test, 0 = unused. Videos live at video_root/<class>/<video>; labels
@@ -175,17 +273,19 @@ def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subse
     _check_subset(subset)
     _check_split_number(split)
     video_root, split_dir = Path(video_root), Path(split_dir)
-    suffix = f"_test_split{split}.txt"
-    if not split_dir.is_dir():
-        raise SplitError(f"split folder not found: {split_dir}; pass the folder holding *{suffix}")
-    files = sorted(p for p in split_dir.iterdir() if p.name.endswith(suffix))
-    if not files:
-        raise SplitError(f"{split_dir}: no files named <class>{suffix}; check the folder and split number")
-    classes = [p.name[: -len(suffix)] for p in files]
+    if classes is None:
+        classes = dataset_classes("hmdb51", split_dir, split)
     wanted = 1 if subset == "train" else 2
     rows: list[_Row] = []
-    for label, (name, split_file) in enumerate(zip(classes, files)):
-        for lineno, line in _read_lines(split_file):
+    for label, name in enumerate(classes.names):
+        split_file = split_dir / f"{name}{_hmdb_suffix(split)}"
+        lines = _read_lines(split_file)
+        if not lines:
+            # Every official file lists all videos of its class; an empty one is a download
+            # or extraction cut short, and would score its class 0% without a word.
+            raise SplitError(f"{split_file}: empty split file (an official one lists every video "
+                             f"of its class); extract the split archive again")
+        for lineno, line in lines:
             fields = _fields(split_file, lineno, line, 2, "'<video> <0|1|2>'")
             use = _parse_int(fields[1], split_file, lineno, line, "subset id")
             if use not in (0, 1, 2):
@@ -195,19 +295,12 @@ def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subse
                 )
             if use == wanted:
                 rows.append(_Row(video_root / name / fields[0], label, split_file, lineno, line))
-    return _finish(rows, classes, f"{split_dir}/*{suffix}",
+    return _finish(rows, classes.names, classes.source,
                    f"check that video_root ({video_root}) holds <class>/<video>")
 
 
-def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
-             classes: Sequence[str] | None = None) -> LabeledSplit:
-    """A `path,label` CSV; an optional header row starts with `path` (or `video`, `file`).
-
-    Relative paths are under `video_root`, else under the CSV's folder. A label is a class
-    name or a 0-based index. Without `classes`, all-integer labels name classes "0".."max"
-    and otherwise the sorted distinct names are the classes.
-    """
-    csv_path = Path(csv_path)
+def _parse_csv(csv_path: Path, video_root: str | Path | None) -> list[tuple[Path, str, int, str]]:
+    """(video, label text, line number, line) of each sample line of a `path,label` CSV."""
     if not csv_path.is_file():
         raise SplitError(f"CSV split file not found: {csv_path}; check the path")
     root = Path(video_root) if video_root is not None else csv_path.parent
@@ -227,44 +320,68 @@ def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
         parsed.append((root / row[0].strip(), row[1].strip(), lineno, line))
     if not parsed:
         raise SplitError(f"{csv_path}: no videos listed; add lines 'path,label'")
+    return parsed
 
-    def is_int(s: str) -> bool:
-        return s.lstrip("-").isdigit()
 
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _csv_class_names(parsed: list[tuple[Path, str, int, str]]) -> list[str]:
+    # All-integer labels are indices: classes "0".."max". Otherwise the sorted distinct names.
+    labels = [label for _, label, _, _ in parsed]
+    if all(_is_int(label) for label in labels):
+        return [str(i) for i in range(max(max(int(label) for label in labels), 0) + 1)]
+    return sorted(set(labels))
+
+
+def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
+             classes: Classes | Sequence[str] | None = None) -> LabeledSplit:
+    """A `path,label` CSV; an optional header row starts with `path` (or `video`, `file`).
+
+    Relative paths are under `video_root`, else under the CSV's folder. A label is a class
+    name or a 0-based index into `classes`. Without `classes`, the file's own: all-integer
+    labels name classes "0".."max", otherwise the sorted distinct names are the classes.
+    """
+    csv_path = Path(csv_path)
+    parsed = _parse_csv(csv_path, video_root)
     if classes is None:
-        if all(is_int(label) for _, label, _, _ in parsed):
-            top = max(int(label) for _, label, _, _ in parsed)
-            classes = [str(i) for i in range(max(top, 0) + 1)]
-        else:
-            classes = sorted({label for _, label, _, _ in parsed})
-    classes = list(classes)
-    by_name = {name: i for i, name in enumerate(classes)}
+        classes = Classes(_csv_class_names(parsed), str(csv_path))
+    elif not isinstance(classes, Classes):
+        classes = Classes(list(classes), "the given classes")
+    names = classes.names
+    by_name = {name: i for i, name in enumerate(names)}
     rows: list[_Row] = []
     for path, label_text, lineno, line in parsed:
         if label_text in by_name:
             label = by_name[label_text]
-        elif is_int(label_text):
+        elif _is_int(label_text):
             label = int(label_text)
-            if not 0 <= label < len(classes):
+            if not 0 <= label < len(names):
                 raise SplitError(
                     f"{_where(csv_path, lineno, line)}: label {label} is out of range "
-                    f"0..{len(classes) - 1}; fix the label"
+                    f"0..{len(names) - 1} of the classes of {classes.source}; fix the label"
                 )
         else:
             raise SplitError(
-                f"{_where(csv_path, lineno, line)}: unknown class {label_text!r}; use one of "
-                f"{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''} or a 0-based index"
+                f"{_where(csv_path, lineno, line)}: unknown class {label_text!r}: not one of the "
+                f"{len(names)} classes of {classes.source} ({', '.join(names[:20])}"
+                f"{', ...' if len(names) > 20 else ''}); fix the label, or list every class in "
+                f"a labels.txt beside the split files"
             )
         rows.append(_Row(path, label, csv_path, lineno, line))
-    return _finish(rows, classes, str(csv_path), f"paths are relative to {root}; fix the path or video_root")
+    root = Path(video_root) if video_root is not None else csv_path.parent
+    return _finish(rows, names, str(csv_path), f"paths are relative to {root}; fix the path or video_root")
 
 
 def _load_csv_split(video_root: str | Path | None, csv_or_dir: str | Path, split: int,
-                    subset: str) -> LabeledSplit:
+                    subset: str, classes: Classes | None = None) -> LabeledSplit:
     # A folder holds one CSV per subset (train.csv, test.csv); a file is used as given.
     _check_subset(subset)
     path = Path(csv_or_dir)
-    return load_csv(path / f"{subset}.csv" if path.is_dir() else path, video_root)
+    if classes is None:
+        classes = dataset_classes("csv", path, split)
+    return load_csv(path / f"{subset}.csv" if path.is_dir() else path, video_root, classes)
 
 
 FORMATS: dict[str, Callable[..., LabeledSplit]] = {
@@ -276,7 +393,8 @@ FORMATS: dict[str, Callable[..., LabeledSplit]] = {
 
 def load_labeled(format: str, video_root: str | Path | None, split_dir_or_csv: str | Path,
                  split: int = 1, subset: str = "train") -> LabeledSplit:
-    """Load a labeled split by format name ("ucf101", "hmdb51" or "csv").
+    """Load a labeled split by format name ("ucf101", "hmdb51" or "csv"), its labels indexing
+    the dataset's one class list (`dataset_classes`), whichever subset is read.
 
     For "csv", `split_dir_or_csv` is a CSV file, or a folder holding `<subset>.csv`; `split`
     is ignored.
@@ -285,4 +403,6 @@ def load_labeled(format: str, video_root: str | Path | None, split_dir_or_csv: s
         raise SplitError(f"unknown split format {format!r}; use one of {', '.join(FORMATS)}")
     if format != "csv" and video_root is None:
         raise SplitError(f"the {format} format needs a video root folder")
-    return FORMATS[format](video_root, split_dir_or_csv, split, subset)
+    _check_subset(subset)
+    classes = dataset_classes(format, split_dir_or_csv, split)
+    return FORMATS[format](video_root, split_dir_or_csv, split, subset, classes)

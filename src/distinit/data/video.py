@@ -181,10 +181,7 @@ def list_videos(root_or_list: str | Path, extensions: Sequence[str] = DEFAULT_EX
             return [root]
         return _list_from_file(root, extensions_option)
     videos = []
-    for folder, dirs, files in os.walk(root):
-        # Hidden names are skipped: reencode writes its unfinished outputs under them.
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files = [f for f in files if not f.startswith(".")]
+    for folder, dirs, files in _walk(root):
         if _is_frame_folder(dirs, files, suffixes):
             videos.append(Path(folder))
         else:
@@ -194,6 +191,39 @@ def list_videos(root_or_list: str | Path, extensions: Sequence[str] = DEFAULT_EX
                         f"{root}; check the path or set the extensions to look for with "
                         f"{extensions_option}")
     return sorted(videos)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk` of `root` that also enters symlinked folders, each real folder once.
+
+    Corpora are often assembled from symlinks to folders on other disks, so they are followed;
+    a folder already walked (a link to a parent, a second link to one target) is skipped by its
+    (st_dev, st_ino), so a loop ends. The real tree is walked before any link, and names in
+    sorted order, so a folder reached both ways keeps its real path, on every run.
+    """
+    seen: set[tuple[int, int]] = set()
+    tops = [root]  # the root, then the symlinked folders found, in the order found
+    for top in tops:
+        if _identity(top) in seen:
+            continue
+        for folder, dirs, files in os.walk(top):  # never follows links itself
+            seen.add(_identity(folder))
+            # Hidden names are skipped: reencode writes its unfinished outputs under them.
+            names = sorted(d for d in dirs if not d.startswith("."))
+            links = [d for d in names if os.path.islink(os.path.join(folder, d))]
+            tops += [Path(folder) / d for d in links]
+            # Under a link, a real folder may be one walked already (the link's parent).
+            dirs[:] = [d for d in names if d not in links
+                       and _identity(os.path.join(folder, d)) not in seen]
+            yield folder, names, [f for f in files if not f.startswith(".")]
+
+
+def _identity(folder: str | Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)  # follows a link: its target's identity
+    except OSError:  # unreadable: os.walk passes over it, as it always has
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _list_from_file(list_file: Path, extensions_option: str) -> list[Path]:

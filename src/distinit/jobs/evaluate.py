@@ -85,9 +85,12 @@ def evaluate(net: nn.Module, dataset: Dataset, num_videos: int, num_classes: int
     y = labels[seen]
     hits = (prob_sum[seen].argmax(-1) == y).double()
     per_class = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, y, hits)
-    per_class /= torch.bincount(y, minlength=num_classes).clamp_min(1)
+    per_class_n = torch.bincount(y, minlength=num_classes)
+    per_class /= per_class_n.clamp_min(1)
     result = {
-        "per_class_top1": [round(100.0 * v, 2) for v in per_class.tolist()],
+        # None (null in results.json) for a class with no scored test video: absent, not 0%.
+        "per_class_top1": [round(100.0 * v, 2) if n else None
+                           for v, n in zip(per_class.tolist(), per_class_n.tolist(), strict=True)],
         "clip_acc": 100.0 * clip_stats[0].item() / max(1.0, clip_stats[1].item()),
         **video_scores(prob_sum, labels),  # top1, top5, videos
         "clips": int(clip_stats[1].item()),

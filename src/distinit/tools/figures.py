@@ -245,7 +245,7 @@ def per_class_gain(runs: list[Path], out: Path) -> tuple[Path, str]:
         used += 1
         base = dict(zip(infl["classes"], infl["per_class_top1"]))
         for name, acc in zip(dist["classes"], dist["per_class_top1"]):
-            if name in base:
+            if acc is not None and base.get(name) is not None:  # None: no test video
                 gains.setdefault(name, []).append(acc - base[name])
     if not gains:
         raise Missing("no finetune_res3d_distinit and finetune_res3d_inflated results.json with "
