@@ -56,6 +56,15 @@ CASES = [
                                          "data.images={world.objects_train}",
                                          "data.images_test={world.scenes_test}",
                                          "out_dir={tmp}/i"], "need the same class folders"),
+    ("broken YAML", ["finetune", "{tmp}/broken.yaml", *FINETUNE[1:]],
+     "broken.yaml is not valid YAML at line 3, column 1: expected ',' or ']'"),
+    ("YAML in UTF-16 without a byte-order mark", ["finetune", "{tmp}/utf16.yaml", *FINETUNE[1:]],
+     "utf16.yaml is not valid YAML: unacceptable character #x0000"),
+    ("a section given a number", ["finetune", "{tmp}/optim3.yaml", *FINETUNE[1:]],
+     "optim3.yaml: optim must be a section of keys (e.g. optimizer, lr, momentum), got 3"),
+    ("features to a name numpy would change", ["extract-features", *SMALL,
+                                               "data.videos={world.corpus_dir}", "--out",
+                                               "{tmp}/feats.pt"], "give a name ending in .npz"),
     ("demo recipe folder without recipes", ["demo", "size=tiny", "out_dir={tmp}/demo",
                                             "world_dir={world.root}", "recipes={tmp}/empty"],
      "recipe"),
@@ -79,6 +88,9 @@ def prepared(world, tmp_path_factory):
     assert main(["finetune", *SMALL, *labeled, f"out_dir={tmp / 'ft8'}"]) == 0
     (tmp / "ft8.pt").write_bytes((tmp / "ft8" / "last.pt").read_bytes())
     (tmp / "a_file").write_text("")
+    (tmp / "broken.yaml").write_text("optim:\n  lr: [0.1\n")
+    (tmp / "utf16.yaml").write_bytes("optim:\n  lr: 0.1\n".encode("utf-16-le"))
+    (tmp / "optim3.yaml").write_text("optim: 3\n")  # blamed on the file, not on optim.lr=...
     (tmp / "empty").mkdir()
     (tmp / "list.bin").write_bytes(b"\x00\x01\x02binary")
     (tmp / "list.txt").write_bytes(b"caf\xe9.mp4\n")
@@ -104,3 +116,60 @@ def test_bad_input_is_one_line(name, argv, fragment, prepared, world, teacher_fi
     lines = [line for line in err.splitlines() if not line.startswith("warning: skipping video")]
     assert len(lines) == 1 and fragment in lines[0], err
     assert "Traceback" not in err
+
+
+class _RunsCode:
+    """A pickle that calls a function when unpickled: here one that writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("how", ["model.weights", "eval", "extract-features", "--resume"])
+def test_a_checkpoint_that_runs_code_is_refused_and_no_code_runs(how, prepared, world, tmp_path,
+                                                                 capsys):
+    import torch
+
+    tmp, labeled, _ = prepared
+    marker = tmp_path / "code-ran"
+    good = torch.load(tmp / "ft8.pt", weights_only=True)
+    evil = tmp_path / "run" / "last.pt"
+    evil.parent.mkdir()
+    torch.save({**good, "extra": _RunsCode(marker)}, evil)
+    before = evil.read_bytes()
+    argv = {"model.weights": ["finetune", *SMALL, *labeled, "model.init=checkpoint",
+                              f"model.weights={evil}", f"out_dir={tmp_path / 'f'}"],
+            "eval": ["eval", *SMALL, *labeled, f"model.weights={evil}",
+                     f"out_dir={tmp_path / 'e'}"],
+            "extract-features": ["extract-features", *SMALL, f"data.videos={world.corpus_dir}",
+                                 f"model.weights={evil}", "--out", str(tmp_path / "f.npz")],
+            "--resume": ["finetune", *SMALL, *labeled, f"out_dir={evil.parent}", "--resume"]}[how]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()] and "Traceback" not in err
+    assert f"refusing to load {evil}: it holds " in err and "pathlib." in err
+    assert "can run code from the file" in err and ".safetensors" in err
+    assert not marker.exists()
+    assert evil.read_bytes() == before
+
+
+def test_an_exported_safetensors_evaluates_like_its_checkpoint(prepared, tmp_path, capsys):
+    import json
+
+    tmp, labeled, _ = prepared
+    out = tmp_path / "ft8.safetensors"
+    assert main(["export", str(tmp / "ft8.pt"), str(out)]) == 0
+    results = []
+    for i, weights in enumerate([tmp / "ft8.pt", out]):
+        assert main(["eval", *SMALL, *labeled, f"model.weights={weights}",
+                     f"out_dir={tmp_path / str(i)}"]) == 0
+        results.append(json.loads((tmp_path / str(i) / "results.json").read_text()))
+    assert results[0] == results[1] and results[0]["videos"] == 8
+    capsys.readouterr()
+    assert main(["export", str(tmp / "ft8.pt"), str(tmp_path / "x.pt")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err

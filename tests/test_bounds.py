@@ -54,7 +54,8 @@ def test_whole_numbers_in_exponent_notation_are_ints(tmp_path):
     with pytest.raises(ConfigError, match="data.clip_len must be <= 4096, got 100000000"):
         load_config(f)
     for bad, said in [("data.crop=1.5", "data.crop: expected int, got 1.5"),
-                      ("seed=1e30", "seed: expected int, got '1e30'"),
+                      ("seed=1e30", f"seed must be <= 4294967295, got {10**30}: numpy's seeds"),
+                      ("seed=1e500", "seed: expected int, got '1e500'"),
                       ("seed=.nan", "seed: expected int, got nan")]:
         with pytest.raises(ConfigError, match=said):
             load_config(None, [bad])
@@ -64,3 +65,66 @@ def test_the_limits_themselves_are_accepted():
     cfg = load_config(None, ["data.clip_len=4096", "data.num_test_clips=1000",
                              "distill.cache_crops=1000", "optim.batch_size=4096"])
     assert (cfg.data.clip_len, cfg.optim.batch_size) == (4096, 4096)
+
+
+@pytest.mark.parametrize("override, said", [
+    ("optim.epoch_size=1e20", f"optim.epoch_size must be <= 1000000000000, got {10**20}: clips per"),
+    ("seed=1e23", f"seed must be <= 4294967295, got {10**23}: numpy's seeds are 32-bit"),
+    ("optim.epochs=1e308", "optim.epochs must be <= 1000000.0, got 1e+308: a schedule this long"),
+    ("optim.lr=1e308", "optim.lr must be <= 10, got 1e+308: SGD and AdamW diverge"),
+    ("model.width=1e8", "model.width must be <= 1024, got 100000000: channels of the first"),
+    ("model.layers=[1,1,1e9,1]", "model.layers[2] must be <= 64, got 1000000000"),
+    ("data.crop=1e6", "data.crop must be <= 4096, got 1000000: clips are held in memory"),
+    ("optim.accum_steps=1e9", "optim.accum_steps must be <= 4096"),
+    ("data.split=1e9", "data.split must be <= 100"),
+    ("log_every=1e12", "log_every must be <= 2147483647"),  # every whole number has a bound
+])
+def test_every_size_is_bounded_with_the_bound_in_the_message(override, said, labeled, tmp_path,
+                                                              capsys):
+    capsys.readouterr()
+    assert main(["finetune", *SMALL, *labeled, f"out_dir={tmp_path / 'f'}", override]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"distinit finetune: error: {said}"), err
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("method, key", [("modist", "queue"), ("auxskd", "queue"),
+                                         ("rspnet", "queue"), ("modist", "dim")])
+def test_method_sizes_are_bounded(method, key):
+    from distinit.methods import config_class
+
+    with pytest.raises(ConfigError, match=f"{method}.{key} must be <= "):
+        load_config(None, [f"{method}.{key}=1e12"], cls=config_class(method))
+
+
+def test_a_huge_epoch_is_sampled_step_by_step_and_as_before():
+    """The sampler holds one pass at a time, never the epoch's index list, and gives the order
+    it gave when it built that list."""
+    import tracemalloc
+
+    import torch
+
+    from distinit.engine.sampler import StreamSampler
+
+    def whole_epoch(s: StreamSampler) -> list[int]:  # the sampler before: the list at once
+        epoch, first = divmod(s.start_step, s.steps_per_epoch)
+        lo = epoch * s.epoch_len + first * s.global_batch
+        hi = epoch * s.epoch_len + s.steps_per_epoch * s.global_batch
+        items = torch.cat([s._pass(p) for p in range(lo // s.size, (hi - 1) // s.size + 1)])
+        items = items[lo - lo // s.size * s.size:][:hi - lo]
+        steps = items.view(-1, s.accum_steps, s.world, s.batch_size)
+        return steps[:, :, s.rank].flatten().tolist()
+
+    for kw in [dict(size=10, batch_size=3, epoch_size=25), dict(size=7, batch_size=2, world=2,
+               rank=1, accum_steps=2, epoch_size=40), dict(size=13, batch_size=4)]:
+        for step in (0, 1, 5):
+            s = StreamSampler(seed=3, **kw)
+            s.set_step(step)
+            assert list(s) == whole_epoch(s)
+    s = StreamSampler(1000, 8, seed=0, epoch_size=10**12)
+    s.set_step(10**9)
+    tracemalloc.start()
+    first = [next(iter(s)) for _ in range(3)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(set(first)) == 1 and peak < 2**20

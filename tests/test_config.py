@@ -133,3 +133,11 @@ def test_rules_reach_other_config_classes():  # e.g. the demo's own config
     assert load_config(None, ["epochs=2e0"], cls=Stage).epochs == 2.0
     with pytest.raises(ConfigError, match="epochs must be > 0"):
         load_config(None, ["epochs=0"], cls=Stage)
+
+
+def test_yaml_with_a_byte_order_mark_is_read_in_any_unicode_encoding(tmp_path):
+    for encoding in ("utf-8-sig", "utf-16", "utf-16-be"):
+        f = tmp_path / f"{encoding}.yaml"
+        mark = "\ufeff" if encoding == "utf-16-be" else ""  # the others write their own
+        f.write_bytes((mark + "optim:\n  lr: 0.5\n").encode(encoding))
+        assert load_config(f).optim.lr == 0.5

@@ -98,3 +98,26 @@ def test_kill_9_of_the_parent_takes_the_stages_along(tmp_path):
     while _stage_pids(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _stage_pids(tmp_path) == []
+
+
+def test_a_stage_killed_by_a_signal_says_which_and_what_it_usually_means(tmp_path):
+    """The kernel's out-of-memory killer sends SIGKILL: the stage's log then ends on a progress
+    line, which used to be reported as if it were the error."""
+    import types
+
+    import pytest
+
+    from distinit.errors import UserError
+    from distinit.experiments import parallel
+
+    log = tmp_path / "distill.log"
+    log.write_text("[distill] step 3/10 epoch 0 loss 2.3026 41.0 samples/s\n")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with pytest.raises(UserError) as info:
+        parallel._collect(proc, types.SimpleNamespace(name="distill"), log, tmp_path, {})
+    said = str(info.value)
+    assert said.startswith("stage distill was killed by SIGKILL (signal 9), most often the "
+                           "kernel's out-of-memory killer") and str(log) in said
+    assert "step 3/10" not in said and not isinstance(info.value, parallel.Interrupted)

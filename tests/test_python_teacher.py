@@ -153,3 +153,24 @@ def test_lite0_is_efficientnet_lite0_on_imagenet():
     assert teacher.classes[0] == "tench" and teacher.classes[-1] == "toilet tissue"
     assert torch.allclose(teacher.mean.flatten(), torch.tensor([127 / 255] * 3))
     assert torch.allclose(teacher.std.flatten(), torch.tensor([128 / 255] * 3))
+
+
+@pytest.mark.parametrize("body, said", [
+    ("raise RuntimeError('no GPU found')", "importing module '{m}' raised RuntimeError: no GPU "
+                                          "found (at "),
+    ("import sys\nsys.exit(3)", "module '{m}' called sys.exit(3) as it was imported"),
+    ("def f():\n    raise SystemExit(0)", "f() called sys.exit(0); it must return the network"),
+])
+def test_a_python_teacher_module_that_raises_or_exits_is_one_line(body, said, world, tmp_path,
+                                                                  monkeypatch, capsys):
+    """A module's script code runs when it is imported: an exception or a sys.exit there must
+    be one line, never a traceback or a run that ends without a word."""
+    name = f"teacher_mod_{abs(hash(body))}"
+    (tmp_path / f"{name}.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capsys.readouterr()
+    code = main(["distill", f"data.videos={world.corpus_dir}", f"out_dir={tmp_path / 'r'}",
+                 f"distill.teachers=[{{spec: 'python:{name}:f'}}]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines() == [err] and said.format(m=name) in err, err
+    assert "Traceback" not in err and not (tmp_path / "r" / "last.pt").exists()

@@ -59,8 +59,28 @@ def test_reencode_odd_sizes_and_other_codecs(tmp_path, make_video):
     assert output_size(240, 320, 128) == (128, 170)
     assert output_size(37, 51, None) == (36, 50)  # 4:2:0 needs even sizes
     assert output_size(37, 51, None, even=False) == (37, 51)
-    src = make_video(name="v", container="mp4", num_frames=10, height=48, width=64)
+    src = make_video(name="v", container="mp4", num_frames=10, height=48, width=64,
+                     folder=tmp_path / "src")
     assert main([str(src.parent), str(tmp_path / "out"), "--codec", "mjpeg", "--short-side", "30",
                  "--workers", "1"]) == 0
     info = probe(tmp_path / "out" / "v.avi")
     assert (info.num_frames, info.height, info.width) == (10, 30, 40)
+
+
+def test_reencoding_a_folder_into_itself_is_refused_and_touches_nothing(tmp_path, make_video,
+                                                                        capsys):
+    """Into itself every output "already exists" (0 written, N already done); into a subfolder
+    the next listing of the source would take the outputs for videos of the data set."""
+    from distinit.cli import main as cli
+
+    src = tmp_path / "src"
+    make_video(name="a", num_frames=8, folder=src)
+    before = sorted(p.name for p in src.rglob("*"))
+    for out in (src, src / "gop16"):
+        capsys.readouterr()
+        assert cli(["reencode", str(src), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"distinit reencode: error: {out} is the source folder {src} "
+                                    "or inside it; write the re-encoded videos to a folder "
+                                    "outside it"]
+    assert sorted(p.name for p in src.rglob("*")) == before

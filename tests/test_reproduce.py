@@ -75,9 +75,27 @@ def test_unknown_experiment_names_the_valid_ones(capsys):
     assert len(err.splitlines()) == 1
 
 
-def test_flow_experiment_trains_flow_students_and_fuses_two_streams(tmp_path):
+def test_seeds_given_twice_or_not_whole_are_one_line(tmp_path, capsys):
+    for seeds, said in [("0,0", "seeds lists 0 more than once: [0, 0]"),
+                        ("0,x", "seeds[1]: expected int, got 'x'"),
+                        ("-1", "seeds[0] must be >= 0, got -1")]:
+        capsys.readouterr()
+        assert main(["reproduce", "loss", f"out_dir={tmp_path / 'r'}", "--seeds", seeds]) == 2
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"distinit reproduce: error: {said}; each must appear once"
+                                    if "twice" in said or "more than once" in said else
+                                    err.strip()] and said in err, err
+    assert not (tmp_path / "r").exists()
+    assert main(["demo", f"out_dir={tmp_path / 'd'}", "seeds=[1,2,1]"]) == 2
+    assert "seeds lists 1 more than once" in capsys.readouterr().err
+
+
+def test_flow_experiment_trains_flow_students_and_fuses_two_streams(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the doc goes beside the runs, not under the working folder
     assert main(["reproduce", "flow", f"out_dir={tmp_path / 'r'}", *TINY,
-                 "inflation_source=[model.width=8]", "--seeds", "0", "--doc", ""]) == 0
+                 "inflation_source=[model.width=8]", "--seeds", "0"]) == 0
+    assert "<!-- reproduce:flow -->" in (tmp_path / "r" / "REPRODUCTION.md").read_text()
+    assert not (tmp_path / "docs").exists()
     summary = json.loads((tmp_path / "r" / "flow" / "summary.json").read_text())
     labels = [r["variant"] for r in summary["rows"]]
     assert labels == ["flow, scratch", "flow, mean-inflated", "flow, DistInit", "RGB, DistInit",

@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 
+from distinit.engine.interrupt import Interrupted
 from distinit.errors import UserError, one_line
 
 # Subcommands are imported lazily so `distinit check-videos` does not pay for model imports.
@@ -24,6 +25,7 @@ COMMANDS = {
     "finetune": ("distinit.jobs.run", "Fine-tune (or linear-probe) a student on a labeled split."),
     "eval": ("distinit.jobs.run", "Evaluate a fine-tuned student: clip and video accuracy."),
     "fuse": ("distinit.jobs.evaluate", "Late fusion of fine-tuned runs (two-stream RGB + flow): video accuracy."),
+    "export": ("distinit.jobs.export", "Write a run's weights as .safetensors (loads without unpickling; model.weights=FILE)."),
     "extract-features": ("distinit.jobs.features", "Write pooled student features for every video in a folder."),
     "demo": ("distinit.experiments.demo", "Reproduce the paper's Table 1 on the synthetic world."),
     "real-demo": ("distinit.experiments.real", "DistInit on real footage: EfficientNet-Lite0 (ImageNet) into a small R(2+1)D, held-out agreement vs majority."),
@@ -38,6 +40,8 @@ RESUMABLE = {
                     "checkpoints already written are intact; continue with --resume"),
     **dict.fromkeys(("chain", "demo", "reproduce"),
                     "finished stages are kept; run the same command again to continue"),
+    "real-demo": "segments, teacher targets and the last checkpoint are kept; run the same "
+                 "command again to continue",
 }
 
 
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except UserError as e:
         message = f"distinit {name}: error: {one_line(e)}"
+        if isinstance(e, Interrupted) and name in RESUMABLE:  # stopped on a signal
+            message = f"{message}; {RESUMABLE[name]}"
         # A file name that is not UTF-8 must not turn the message into a UnicodeEncodeError.
         encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
         print(message.encode(encoding, "backslashreplace").decode(encoding), file=sys.stderr)

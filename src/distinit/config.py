@@ -32,9 +32,17 @@ class ConfigError(UserError):
 # Rules a field may carry in its metadata: bounds apply to a number, or to each item of a list.
 BOUNDS = {"min": (operator.ge, ">="), "gt": (operator.gt, ">"),
           "max": (operator.le, "<="), "lt": (operator.lt, "<")}
-RULES = {*BOUNDS, "choices", "sizes", "why"}  # strings; list lengths; the reason for a max
+# strings; list lengths; the reason for a max; a list whose items must differ
+RULES = {*BOUNDS, "choices", "sizes", "why", "distinct"}
 # Sizes that are allocated whole: 1e8 must be one line as the config loads, not a MemoryError.
 MAX_CLIP_LEN, MAX_TEST_CLIPS, MAX_CACHE_CROPS, MAX_BATCH = 4096, 1000, 1000, 4096
+MAX_PIXELS, MAX_WIDTH, MAX_QUEUE = 4096, 1024, 2**20
+QUEUE_WHY = ("the queue keeps this many embeddings in memory, and every step compares each clip "
+             "with all of them (MoCo's is 65536)")
+# Any other whole number a user sets: far above every meaningful value, and small enough that
+# nothing derived from it (seed x 100003 + pass, steps x batch) overflows a 64-bit integer.
+MAX_INT = 2**31 - 1
+MAX_SEED, SEED_WHY = 2**32 - 1, "numpy's seeds are 32-bit"
 
 
 def checked(default: Any, **rules: Any) -> Any:
@@ -60,13 +68,15 @@ class DataConfig:
     format: str = checked("hmdb51", choices=("hmdb51", "ucf101", "csv"))
     video_root: str = ""
     split_dir: str = ""  # folder of official split files, or the CSV file for format=csv
-    split: int = checked(1, min=1)
+    split: int = checked(1, min=1, max=100)
     clip_len: int = checked(8, min=1, max=MAX_CLIP_LEN, why=(
         "a clip is held in memory whole, padded with its last frame on shorter videos "
         f"({MAX_CLIP_LEN} frames are 2.7 minutes at 25 fps)"))
-    stride: int = checked(1, min=1)
-    resize: int = checked(128, min=0)  # short side before cropping; 0 keeps the decoded size
-    crop: int = checked(112, min=1)
+    stride: int = checked(1, min=1, max=MAX_CLIP_LEN, why=(
+        "frames between a clip's frames; a clip spans clip_len x stride frames"))
+    # Short side before cropping; 0 keeps the decoded size.
+    resize: int = checked(128, min=0, max=MAX_PIXELS, why="frames are held in memory at this size")
+    crop: int = checked(112, min=1, max=MAX_PIXELS, why="clips are held in memory at this size")
     flip: bool = True
     # Scale jitter in training: random windows of [min, max] of the frame's area, resized to
     # data.crop (RandomResizedCrop); empty = plain random crops of data.crop.
@@ -109,16 +119,20 @@ class DataConfig:
     # (`distinit store-clips`, or built when a run starts); a clip reads only its frames.
     cache: str = checked("none", choices=("none", "memory", "disk", "store"))
     cache_dir: str = ""
-    num_workers: int = checked(4, min=0)
+    num_workers: int = checked(4, min=0, max=256, why="each worker is a process")
 
 
 @dataclass
 class ModelConfig:
     arch: str = "r2plus1d_18"  # a registered student or package.module:function
-    width: int = checked(64, min=1)
-    layers: list[int] = checked([], min=1)  # blocks per stage; empty = the arch's own
-    stem_stride: int = checked(2, min=1)
-    stem_kernel: list[int] = checked([], sizes=(0, 2), min=1)  # (temporal, spatial); empty: own
+    width: int = checked(64, min=1, max=MAX_WIDTH, why=(
+        "channels of the first stage; the last has 8 times as many (the paper's 64 gives 512), "
+        "and the weights grow with the square"))
+    # Blocks per stage; empty = the arch's own.
+    layers: list[int] = checked([], min=1, max=64, why="ResNet-200 has 36 blocks in a stage")
+    stem_stride: int = checked(2, min=1, max=64)
+    # (temporal, spatial); empty: the arch's own.
+    stem_kernel: list[int] = checked([], sizes=(0, 2), min=1, max=64)
     init: str = checked("scratch", choices=("scratch", "checkpoint", "inflate"))
     weights: str = ""  # checkpoint (init=checkpoint) or 2D image checkpoint (init=inflate)
     linear_probe: bool = False  # fine-tune only the new head on a frozen backbone
@@ -130,7 +144,7 @@ class TeacherConfig:
     weights: str = ""
     arch: str = ""  # architecture for ckpt:PATH
     weight: float = checked(1.0, min=0)  # this teacher's loss weight (Eq. 3)
-    input_size: int = checked(0, min=0)  # 0 = the teacher's own
+    input_size: int = checked(0, min=0, max=MAX_PIXELS, why="the teacher's input size in pixels")  # 0: its own
     mean: list[float] = checked([], sizes=(0, 3))  # empty = the teacher's own
     std: list[float] = checked([], sizes=(0, 3), gt=0)
 
@@ -140,7 +154,7 @@ class DistillConfig:
     teachers: list[TeacherConfig] = field(default_factory=list)
     # Which frames of the clip the teachers see: one centre frame, one random, or num_frames random.
     frames: str = checked("random", choices=("center", "random", "multi"))
-    num_frames: int = checked(4, min=1)  # frames averaged when frames=multi
+    num_frames: int = checked(4, min=1, max=MAX_CLIP_LEN)  # frames averaged when frames=multi
     temperature: float = checked(1.0, gt=0)
     # Multiply the soft-target loss by temperature^2 (Hinton et al. 2015), so that tau > 1 does
     # not also cut the gradient (and so the learning rate) tau^2-fold; no effect at tau = 1.
@@ -163,26 +177,29 @@ class DistillConfig:
     cache_frame_step: int = checked(1, min=1)  # store every Nth frame (nearest one is used)
     # float16: every logit; topk: the top cache_topk logits and the log-mass of the rest.
     cache_dtype: str = checked("float16", choices=("float16", "topk"))
-    cache_topk: int = checked(10, min=1)
-    cache_shard_size: int = checked(64, min=1)  # videos per shard file
+    cache_topk: int = checked(10, min=1, max=100_000)
+    cache_shard_size: int = checked(64, min=1, max=100_000)  # videos per shard file
 
 
 @dataclass
 class OptimConfig:
     optimizer: str = checked("sgd", choices=("sgd", "adamw"))
-    lr: float = checked(0.01, gt=0)
+    lr: float = checked(0.01, gt=0, max=10, why=(
+        "SGD and AdamW diverge long before; the paper's are 0.01 and 0.002"))
     momentum: float = checked(0.9, min=0, lt=1)
     weight_decay: float = checked(1e-4, min=0)
     schedule: str = checked("step", choices=("step", "cosine"))
-    warmup_epochs: float = checked(0.0, min=0)
-    step_epochs: float = checked(10.0, gt=0)  # step schedule: lr times gamma every step_epochs
+    warmup_epochs: float = checked(0.0, min=0, max=1e6)
+    step_epochs: float = checked(10.0, gt=0, max=1e6)  # step schedule: lr times gamma every step_epochs
     gamma: float = checked(0.1, gt=0, max=1)
-    epochs: float = checked(45.0, gt=0)
+    epochs: float = checked(45.0, gt=0, max=1e6, why=(
+        "a schedule this long would never end (the paper's is 45)"))
     # Clips per epoch, drawn across passes over the data; 0 = one pass.
-    epoch_size: int = checked(0, min=0)
+    epoch_size: int = checked(0, min=0, max=10**12, why=(
+        "clips per epoch (the paper's is 1e6; Kinetics-400 has 2.4e5 videos)"))
     batch_size: int = checked(32, min=1, max=MAX_BATCH, why=(  # per process
         f"per process; the activations of more than {MAX_BATCH} clips fit no accelerator"))
-    accum_steps: int = checked(1, min=1)
+    accum_steps: int = checked(1, min=1, max=MAX_BATCH)
     clip_grad: float = checked(0.0, min=0)  # max gradient norm; 0 = off
     head_lr_mult: float = checked(1.0, gt=0)  # fine-tuning: lr multiplier for the new head
 
@@ -190,12 +207,12 @@ class OptimConfig:
 @dataclass
 class Config:
     out_dir: str = "runs/default"
-    seed: int = 0
+    seed: int = checked(0, min=0, max=MAX_SEED, why=SEED_WHY)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = checked("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 where supported
     # The channels_last_3d memory format.
     channels_last: str = checked("auto", choices=("auto", "on", "off"))
-    threads: int = checked(0, min=0)  # torch intra-op threads; 0 = torch's default
+    threads: int = checked(0, min=0, max=1024)  # torch intra-op threads; 0 = torch's default
     log_every: int = checked(20, min=1)
     ckpt_every: int = checked(500, min=1)  # steps between checkpoints (and one at the end)
     # Stop after this many steps (schedule unchanged); 0 = run to the end.
@@ -237,7 +254,8 @@ def _whole(value: Any) -> Any:
     """A whole number written as a float or as text (8.0, 1e8) as an int; anything else as is."""
     if isinstance(value, float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
         number = decimal.Decimal(value.strip() if isinstance(value, str) else value)  # exact
-        if number.is_finite() and number == number.to_integral_value() and number.adjusted() < 19:
+        # Up to 1e400, so that 1e20 meets its field's bound rather than a type error.
+        if number.is_finite() and number == number.to_integral_value() and number.adjusted() < 400:
             return int(number)
     return value
 
@@ -285,8 +303,14 @@ def _check(value: Any, rules: typing.Mapping[str, Any], key: str) -> None:
     if "sizes" in rules and len(value) not in rules["sizes"]:
         sizes = " or ".join(str(n) for n in rules["sizes"])
         raise ConfigError(f"{key} must have {sizes} values, got {len(value)}: {value!r}")
+    if rules.get("distinct") and len(set(value)) < len(value):
+        twice = sorted({v for v in value if value.count(v) > 1})
+        raise ConfigError(f"{key} lists {', '.join(map(str, twice))} more than once: {value!r}; "
+                          "each must appear once")
     items = enumerate(value) if isinstance(value, list) else [(None, value)]
     for i, v in items:
+        if type(v) is int and "max" not in rules and "lt" not in rules:
+            rules = {**rules, "max": MAX_INT}  # every whole number has a bound
         for rule, (ok, op) in BOUNDS.items():
             if rule in rules and not ok(v, rules[rule]):
                 where = key if i is None else f"{key}[{i}]"
@@ -354,10 +378,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
         _merge(tree, loaded, path, cls)
@@ -377,11 +398,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
     return _from_dict(cls, tree)
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's contents; a file that is not YAML is one line with where and why."""
+    try:
+        # Bytes, so that PyYAML finds a UTF-16 file's byte-order mark itself.
+        return yaml.safe_load(path.read_bytes())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {what} (save it as UTF-8 text, "
+                          "indent with spaces)") from None
+
+
 def _merge(tree: dict, new: dict, source: Path, cls: type, prefix: str = "") -> None:
     for k, v in new.items():
         if k not in tree:
             raise ConfigError(f"{source}: unknown config key {prefix}{k}; "
                               f"valid keys: {', '.join(_valid_keys(cls))}")
+        if isinstance(tree[k], dict) and not isinstance(v, dict):  # blamed on no later override
+            raise ConfigError(f"{source}: {prefix}{k} must be a section of keys (e.g. "
+                              f"{', '.join(list(tree[k])[:3])}), got {v!r}")
         if isinstance(tree[k], dict) and isinstance(v, dict):
             _merge(tree[k], v, source, cls, f"{prefix}{k}.")
         elif k == "teachers" and isinstance(v, list):

@@ -137,6 +137,11 @@ def main(argv: list[str]) -> int:
     source, out_dir = Path(args.source), Path(args.out_dir)
     videos = list_videos(source, [e for e in args.ext.split(",") if e], extensions_option="--ext")
     base = _base_folder(source, videos)
+    if out_dir.resolve() == base.resolve() or base.resolve() in out_dir.resolve().parents:
+        # Outputs there would be taken for its inputs (already done), or be read as videos of
+        # the source by the next command that lists it.
+        raise UserError(f"{out_dir} is the source folder {base} or inside it; write the "
+                        "re-encoded videos to a folder outside it")
     jobs = {v: output_path(v, base, out_dir, args.codec, args.frames) for v in videos}
     seen: dict[Path, Path] = {}
     for src, dst in jobs.items():

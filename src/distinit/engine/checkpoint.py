@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -73,7 +74,7 @@ def write_failure(error: BaseException, folder: Path) -> str:
     return f"the write stopped short ({free} on that disk: it is most likely full)"
 
 
-def _read(path: Path, weights_only: bool) -> dict:
+def _read(path: Path, weights_only: bool, mmap: bool = False) -> dict:
     """What a file holds: the object `torch.save` wrote, or for a .safetensors file
     {"model": its tensors, "metadata": its header metadata}. Raises what the readers raise."""
     if path.suffix == ".safetensors":
@@ -83,19 +84,57 @@ def _read(path: Path, weights_only: bool) -> dict:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         return {"model": load_file(str(path)), "metadata": metadata}
-    return torch.load(path, map_location="cpu", weights_only=weights_only)
+    return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint of ours (or any torch.save'd dict, or a .safetensors file's tensors under
-    "model"), unpickled in full: our checkpoints hold configs and RNG states."""
+# What checkpoints written before RNG states were plain tensors hold besides tensors and plain
+# containers: numpy's RNG state, an ndarray. Rebuilding an ndarray calls no user code.
+_OLD_NUMPY = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """A checkpoint of ours (or any torch.save'd dict of tensors and plain containers, or a
+    .safetensors file's tensors under "model" and its header under "metadata").
+
+    Read with `weights_only=True`: nothing in the file is called, so a checkpoint from a shared
+    folder or a stranger cannot run code. A file that needs more than that is refused."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return _read(path, weights_only=False)
+        with torch.serialization.safe_globals(_OLD_NUMPY):
+            obj = _read(path, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        what = _unsafe_globals(path) or "Python objects"
+        raise UserError(f"refusing to load {path}: it holds {what}, which only a full unpickling "
+                        "could rebuild, and that can run code from the file. If you trust it, "
+                        "save its tensors alone (torch.save(model.state_dict(), PATH)) or as "
+                        ".safetensors, and pass that") from None
     except Exception as e:  # a truncated or foreign file: say which, not a pickle trace
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+        raise UserError(f"cannot read checkpoint {path}: {first_line(e)}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict; save a state "
+                        "dict (torch.save(model.state_dict(), PATH))")
+    if path.suffix == ".safetensors":  # `distinit export` keeps the run's config and job here
+        for key in ("config", "job"):
+            with contextlib.suppress(KeyError, json.JSONDecodeError):
+                obj[key] = json.loads(obj["metadata"][key])
+    return obj
+
+
+def _unsafe_globals(path: Path) -> str:
+    """The classes and functions a pickle names that `weights_only` refuses, read from the
+    pickle's opcodes without unpickling anything."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:
+        return ""
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def strip_prefixes(state_dict: dict) -> dict[str, torch.Tensor]:
@@ -190,7 +229,10 @@ def seed_all(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    """Every generator's state as tensors and plain containers, which `weights_only` reads."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
              "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -199,7 +241,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    if isinstance(keys, torch.Tensor):  # older checkpoints hold the ndarray itself
+        keys = keys.numpy()
+    np.random.set_state((name, keys.astype(np.uint32), *rest))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

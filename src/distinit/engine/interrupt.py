@@ -18,7 +18,29 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def signal_name(signum: int) -> str:
-    return signal.Signals(signum).name
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+# What a signal that killed a process usually means, for the line that reports it.
+MEANING = {
+    signal.SIGKILL: "most often the kernel's out-of-memory killer (`dmesg` says so) or a "
+                    "scheduler's hard kill: lower optim.batch_size or data.num_workers, or run "
+                    "fewer stages side by side (jobs=)",
+    signal.SIGSEGV: "a crash in native code (a decoder or a torch kernel)",
+    signal.SIGBUS: "often a full /dev/shm (DataLoader workers share batches there): lower "
+                   "data.num_workers or enlarge /dev/shm",
+    signal.SIGABRT: "an abort in native code",
+    signal.SIGTERM: "a scheduler's or a user's stop request",
+}
+
+
+def killed_by(signum: int) -> str:
+    """`SIGKILL (signal 9): most often ...`: a signal that killed a process, in words."""
+    meaning = MEANING.get(signum)
+    return f"{signal_name(signum)} (signal {signum})" + (f", {meaning}" if meaning else "")
 
 
 class Interrupted(UserError):

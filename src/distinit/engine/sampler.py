@@ -42,24 +42,29 @@ class StreamSampler(Sampler[int]):
         """Iterate from optimizer step `step` to the end of its epoch."""
         self.start_step = step
 
-    def _stream(self, start: int, stop: int) -> torch.Tensor:
-        """Stream items at positions [start, stop)."""
-        parts = []
-        for p in range(start // self.size, (stop - 1) // self.size + 1):
-            g = torch.Generator().manual_seed(self.seed * 100_003 + p)
-            perm = torch.randperm(self.size, generator=g) + p * self.size
-            lo, hi = max(start - p * self.size, 0), min(stop - p * self.size, self.size)
-            parts.append(perm[lo:hi])
-        return torch.cat(parts)
+    def _pass(self, p: int) -> torch.Tensor:
+        """Pass `p` of the stream: a permutation fixed by (seed, pass), as stream items."""
+        g = torch.Generator().manual_seed(self.seed * 100_003 + p)
+        return torch.randperm(self.size, generator=g) + p * self.size
 
     def __iter__(self) -> Iterator[int]:
+        # Step by step, holding one pass at a time: an epoch of 1e12 clips costs no more memory
+        # than one of 1e3 (the whole epoch's index list would not fit).
         epoch, first = divmod(self.start_step, self.steps_per_epoch)
         base = epoch * self.epoch_len
-        items = self._stream(base + first * self.global_batch,
-                             base + self.steps_per_epoch * self.global_batch)
-        b = self.batch_size
-        steps = items.view(-1, self.accum_steps, self.world, b)  # (steps, accum, world, b)
-        return iter(steps[:, :, self.rank].flatten().tolist())
+        b, chunk = self.batch_size, self.world * self.batch_size
+        held, perm = -1, torch.empty(0, dtype=torch.long)
+        for step in range(first, self.steps_per_epoch):
+            start = base + step * self.global_batch
+            parts = []
+            for p in range(start // self.size, (start + self.global_batch - 1) // self.size + 1):
+                if p != held:
+                    held, perm = p, self._pass(p)
+                lo = max(start - p * self.size, 0)
+                hi = min(start + self.global_batch - p * self.size, self.size)
+                parts.append(perm[lo:hi])
+            items = torch.cat(parts).view(self.accum_steps, chunk)  # (accum, world * b)
+            yield from items[:, self.rank * b:(self.rank + 1) * b].flatten().tolist()
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step % self.steps_per_epoch) * \

@@ -252,9 +252,10 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                     bar.close()
                     log.close()
                     name = signal_name(int(flags[1]))
+                    # What to do next depends on the command (`--resume`, or the same
+                                    # command again for a chain): `distinit.cli` adds it.
                     raise Interrupted(f"stopped by {name} at step {step}/{stop_at}; checkpoint "
-                                      f"written to {ckpt_path}. Continue with --resume",
-                                      int(flags[1]))
+                                      f"written to {ckpt_path}", int(flags[1]))
                 if step % steps_per_epoch == 0:
                     break
             del batches  # the workers, idle, wait for the next epoch

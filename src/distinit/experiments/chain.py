@@ -25,9 +25,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from distinit.arguments import Parser
+from distinit.config import read_yaml
 from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments.runner import JOBS, Stage, run_stages
@@ -40,12 +39,9 @@ TOP_KEYS = {"out_dir", "all", "stages"}
 def read_chain(path: str | Path) -> dict:
     """The chain file, checked: a one-line error for anything it cannot run."""
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise UserError(f"cannot read the chain file {path} ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not path.is_file():
+        raise UserError(f"chain file not found: {path}")
+    tree = read_yaml(path) or {}
     if not isinstance(tree, dict) or set(tree) - TOP_KEYS:
         raise UserError(f"{path}: a chain has the keys {', '.join(sorted(TOP_KEYS))}; got "
                         f"{', '.join(sorted(set(tree) - TOP_KEYS)) if isinstance(tree, dict) else type(tree).__name__}")

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from distinit.config import load_config
+from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 from distinit.methods import config_class
 from distinit.methods.pretext import task_heads
@@ -55,7 +54,7 @@ def _head_classes(run: Path) -> list[int]:
     path = run / "last.pt"
     if not path.is_file():
         return []
-    model = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["model"]
+    model = load_checkpoint(path, mmap=True)["model"]
     classes: list[int] = []
     while f"heads.{len(classes)}.weight" in model:
         classes.append(model[f"heads.{len(classes)}.weight"].shape[0])

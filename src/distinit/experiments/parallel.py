@@ -26,7 +26,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from distinit.engine.children import die_with
-from distinit.engine.interrupt import Interrupted, StopRequest, signal_name
+from distinit.engine.interrupt import Interrupted, StopRequest, killed_by, signal_name
 from distinit.errors import UserError
 from distinit.experiments.runner import NO_TRAINING, Done, Stage, check_stages, run_stage
 
@@ -77,8 +77,7 @@ def run_graph(stages: list[Stage], out: Path, overwrite: bool = False,
             if stop.signum:
                 names = _stop_all(running, stop.signum)
                 raise Interrupted(f"stopped by {signal_name(stop.signum)}: the running stages "
-                                  f"({names}) wrote their checkpoints; run the same command "
-                                  "again to continue", stop.signum)
+                                  f"({names}) wrote their checkpoints", stop.signum)
             for name, (proc, s, t, logfile) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -131,6 +130,9 @@ def _collect(proc: subprocess.Popen, s: Stage, logfile: Path, out: Path, running
     if proc.returncode == 0 and result.is_file():
         return Done(**json.loads(result.read_text()))
     _stop_all(running, signal.SIGTERM)  # the others stop at a step, with their checkpoints
+    if proc.returncode < 0:  # killed by a signal: its log ends mid-run, on a progress line
+        raise UserError(f"stage {s.name} was killed by {killed_by(-proc.returncode)} (its log: "
+                        f"{logfile}); its last checkpoint is kept")
     lines = [ln for ln in logfile.read_text(errors="replace").splitlines() if ln.strip()]
     last = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
     error = Interrupted if proc.returncode in (130, 143) else UserError

@@ -7,8 +7,8 @@ model, costs twice as much per clip and would not fit 3 seeds in 15 minutes on 2
 2D weights, changing only what the experiment is about; then it fine-tunes each student on split
 1 with the demo's schedule. The world, its flow, the teachers (trained once, seed 0) and the
 decoded-video cache are shared by every variant and seed. It prints a table with mean +- std over
-seeds, says which of the papers' claims hold, and writes its section of docs/REPRODUCTION.md (or
---doc) with the command and the wall time.
+seeds, says which of the papers' claims hold, and writes its section of OUT_DIR/REPRODUCTION.md
+(or --doc FILE; the project's page is docs/REPRODUCTION.md) with the command and the wall time.
 """
 
 from __future__ import annotations
@@ -173,10 +173,9 @@ def _table1(demo: DemoConfig, seeds: list[int], ns: argparse.Namespace) -> int:
     text = (f"    {command}\n\n{(time.perf_counter() - start) / 60:.1f} min for the whole "
             f"command; per seed {per_seed} min (wall).\n\n"
             + (Path(table.out_dir) / "summary.md").read_text())
-    doc = "docs/RESULTS.md" if ns.doc is None else ns.doc
-    if doc:
-        tables.write_section(Path(doc), "table1", text)
-        print(f"wrote the table1 section of {doc}")
+    if ns.doc:
+        tables.write_section(Path(ns.doc), "table1", text)
+        print(f"wrote the table1 section of {ns.doc}")
     return 0
 
 
@@ -186,8 +185,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("args", nargs="*", help="demo settings, e.g. out_dir=runs/reproduce")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--doc", default=None, help="Markdown page to update (default "
-                        "docs/RESULTS.md for table1, docs/REPRODUCTION.md for the others; '' "
-                        "for none)")
+                        "OUT_DIR/RESULTS.md for table1, OUT_DIR/REPRODUCTION.md for the others; "
+                        "the project's own are docs/RESULTS.md and docs/REPRODUCTION.md; '' for "
+                        "none)")
     parser.add_argument("--student", choices=sorted(STUDENTS), default="res3d",
                         help="the distilled student (default res3d; the paper's ablations use "
                              "r2plus1d, twice the cost)")
@@ -196,11 +196,16 @@ def main(argv: list[str]) -> int:
                              "not run are left out)")
     parser.add_argument("--overwrite", action="store_true", help="train every run again")
     ns = parser.parse_intermixed_args(argv)
-    demo = parse_demo(["out_dir=runs/reproduce", *ns.args])
-    seeds = [int(s) for s in ns.seeds.split(",") if s]
+    # --seeds is checked as the demo's seeds= is: whole numbers in range, none twice.
+    demo = parse_demo(["out_dir=runs/reproduce", *ns.args, f"seeds=[{ns.seeds}]"])
+    seeds, demo = demo.seeds, replace(demo, seeds=[])
+    if not seeds:
+        raise UserError("--seeds lists no seed; give e.g. --seeds 0,1,2")
+    if ns.doc is None:  # beside the runs, not under whatever folder the command ran from
+        ns.doc = str(Path(demo.out_dir) / ("RESULTS.md" if ns.name == "table1" else
+                                           "REPRODUCTION.md"))
     if ns.name == "table1":
         return _table1(demo, seeds, ns)
-    ns.doc = "docs/REPRODUCTION.md" if ns.doc is None else ns.doc
     with run_dir.hold(demo.out_dir, "experiment"):
         table = run_experiment(ns.name, demo, seeds, ns.overwrite, ns.student, ns.only)
     command = "distinit reproduce " + " ".join([ns.name, *ns.args, f"--seeds {ns.seeds}",

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from distinit.build import clip_dataset, holdout_split
-from distinit.config import Config, config_from_args, to_dict
+from distinit.config import MAX_SEED, SEED_WHY, Config, checked, config_from_args, to_dict
 from distinit.data.synth import World, generate_world
 from distinit.errors import UserError
 from distinit.experiments.runner import Stage, stage_config
@@ -28,14 +28,15 @@ ARCH = {"Res3D": "r3d_18", "R(2+1)D": "r2plus1d_18"}
 @dataclass
 class DemoConfig:
     out_dir: str = "runs/demo"
-    seed: int = 0  # training seed (every network, data order)
-    seeds: list[int] = field(default_factory=list)  # several seeds: OUT_DIR/seedN + mean and std
-    world_seed: int = 0
+    seed: int = checked(0, min=0, max=MAX_SEED, why=SEED_WHY)  # every network, data order
+    # Several seeds: OUT_DIR/seedN + mean and std.
+    seeds: list[int] = checked([], min=0, max=MAX_SEED, why=SEED_WHY, distinct=True)
+    world_seed: int = checked(0, min=0, max=MAX_SEED, why=SEED_WHY)
     size: str = "small"
     world_dir: str = ""  # default: OUT_DIR/../world-<size>-<world_seed>, shared between seeds
     rows: list[str] = field(default_factory=list)  # the demo's Table 1 rows (default: all)
-    threads: int = 0  # torch threads of each stage (0: torch's default; 1 when jobs > 1)
-    jobs: int = 0  # stages side by side, each a one-thread process (0: one per core; 1: in turn)
+    threads: int = checked(0, min=0, max=1024)  # each stage's (0: torch's default; 1 if jobs > 1)
+    jobs: int = checked(0, min=0, max=256)  # stages side by side, each a one-thread process (0: one per core; 1: in turn)
     precision: str = "auto"
     channels_last: str = "auto"
     recipes: str = ""  # folder of the stage recipes (NAME.yaml); empty = configs/demo

@@ -50,6 +50,10 @@ def extract_features(cfg, out_path: str | Path) -> Path:
     `features` (N, D) float32 and `paths` (N,)."""
     if not cfg.data.videos:
         raise UserError("extract-features needs data.videos: a folder of videos or a list file")
+    out_path = Path(out_path)
+    if out_path.suffix != ".npz":  # np.savez would append .npz to any other name
+        raise UserError(f"--out {out_path}: the features are a NumPy archive; give a name ending "
+                        "in .npz")
     videos = list_videos(cfg.data.videos, cfg.data.extensions)
     cfg = resolve_normalization(cfg, cfg.model.weights)
     seed_all(cfg.seed)
@@ -65,7 +69,6 @@ def extract_features(cfg, out_path: str | Path) -> Path:
                                     num_workers=cfg.data.num_workers, runtime=rt)
     features = feats.numpy()
     paths = np.array([str(p) for p, k in zip(videos, keep.tolist(), strict=True) if k])
-    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out_path, features=features, paths=paths)
     print(f"wrote {len(paths)} x {features.shape[1]} features to {out_path}"

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distinit.build import clip_dataset, corpus_encoder, init_student, make_student
-from distinit.config import Config, checked
+from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, checked
 from distinit.data.views import View
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
@@ -62,16 +62,16 @@ from distinit.models.students import forward_features
 
 @dataclass
 class AuxSKDConfig:
-    dim: int = checked(128, min=1)
-    queue: int = checked(15360, min=1)
+    dim: int = checked(128, min=1, max=8192)
+    queue: int = checked(15360, min=1, max=MAX_QUEUE, why=QUEUE_WHY)
     momentum: float = checked(0.999, min=0, lt=1)  # the teacher's; the schedule's start
     momentum_schedule: str = checked("constant", choices=MOMENTUM_SCHEDULES)
     t_student: float = checked(0.1, gt=0)
     t_teacher: float = checked(0.02, gt=0)
     views: str = checked("vspp", choices=("vspp", "rate"))  # how the two clips are cut
-    max_segment: int = checked(4, min=1)  # views=vspp: segments of a clip
-    max_speed: int = checked(4, min=2)  # views=vspp: the altered segment plays at 1..max_speed
-    rate: int = checked(2, min=1)  # views=rate: the teacher's playback rate (the student's: 1)
+    max_segment: int = checked(4, min=1, max=64)  # views=vspp: segments of a clip
+    max_speed: int = checked(4, min=2, max=64)  # views=vspp: the altered segment plays at 1..max_speed
+    rate: int = checked(2, min=1, max=64)  # views=rate: the teacher's playback rate (the student's: 1)
     predictor: bool = True  # the student's predictor MLP (the official code's `predict_q_c`)
     teacher: str = ""  # a checkpoint whose backbone is a frozen teacher; "": momentum copy
     key_chunks: int = checked(2, min=1)  # see `momentum.encode_keys`

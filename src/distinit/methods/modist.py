@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distinit.build import clip_dataset, init_student, make_student
-from distinit.config import Config, DistillConfig, checked
+from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, DistillConfig, checked
 from distinit.data.video import list_videos
 from distinit.data.views import View
 from distinit.engine.method import Method, Pretraining
@@ -39,8 +39,8 @@ from distinit.targets.teachers import TeacherTargets, build_teachers
 
 @dataclass
 class ModistConfig:
-    dim: int = checked(128, min=1)  # projection size
-    queue: int = checked(16384, min=1)  # negatives per pathway
+    dim: int = checked(128, min=1, max=8192)  # projection size
+    queue: int = checked(16384, min=1, max=MAX_QUEUE, why=QUEUE_WHY)  # negatives per pathway
     momentum: float = checked(0.999, min=0, lt=1)  # key encoders' EMA; the schedule's start
     # constant, or cosine from `momentum` to 1 (MSCL: mmaction/models/recognizers/moco.py:413-414)
     momentum_schedule: str = checked("constant", choices=MOMENTUM_SCHEDULES)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distinit.build import clip_dataset, corpus_encoder
-from distinit.config import Config, checked
+from distinit.config import MAX_CLIP_LEN, Config, checked
 from distinit.data.views import View
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
@@ -31,12 +31,12 @@ from distinit.models.students import feature_dim, forward_features
 
 @dataclass
 class PretextConfig:
-    max_segment: int = checked(4, min=1)  # vspp: segments of a clip
-    max_speed: int = checked(4, min=2)  # vspp: the altered segment plays at 1..max_speed
-    max_pace: int = checked(4, min=2)  # pace: the clip plays at 1..max_pace
-    n_clips: int = checked(3, min=2)  # vcop: clips to order
-    interval: int = checked(8, min=0)  # vcop: frames between consecutive clips
-    hidden: int = checked(512, min=1)  # vcop: width of the pairwise layer
+    max_segment: int = checked(4, min=1, max=64)  # vspp: segments of a clip
+    max_speed: int = checked(4, min=2, max=64)  # vspp: the altered segment plays at 1..max_speed
+    max_pace: int = checked(4, min=2, max=64)  # pace: the clip plays at 1..max_pace
+    n_clips: int = checked(3, min=2, max=64)  # vcop: clips to order
+    interval: int = checked(8, min=0, max=MAX_CLIP_LEN)  # vcop: frames between consecutive clips
+    hidden: int = checked(512, min=1, max=65536)  # vcop: width of the pairwise layer
     dropout: float = checked(0.5, min=0, lt=1)  # vcop: before the order classifier
 
 

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distinit.build import clip_dataset, corpus_encoder
-from distinit.config import Config, checked
+from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, checked
 from distinit.data.views import View
 from distinit.engine.method import Method, Pretraining
 from distinit.losses.contrastive import info_nce
@@ -62,11 +62,11 @@ from distinit.models.students import feature_dim, forward_features
 
 @dataclass
 class RSPNetConfig:  # defaults: config/pretrain/moco-train-base.jsonnet:27-36, pretrain.py:49-53
-    dim: int = checked(128, min=1)  # moco.dim
-    queue: int = checked(16384, min=1)  # moco.k
+    dim: int = checked(128, min=1, max=8192)  # moco.dim
+    queue: int = checked(16384, min=1, max=MAX_QUEUE, why=QUEUE_WHY)  # moco.k
     momentum: float = checked(0.999, min=0, lt=1)  # moco.m
     temperature: float = checked(0.07, gt=0)  # moco.t, for both tasks
-    speed: int = checked(2, min=2)  # moco.diff_speed: the fast clip plays every speed-th frame
+    speed: int = checked(2, min=2, max=64)  # moco.diff_speed: the fast clip plays every speed-th frame
     margin: float = checked(2.0, min=0)  # RSP's margin on similarity / temperature
     weight_avid: float = checked(1.0, min=0)  # loss_lambda.A
     weight_rsp: float = checked(1.0, min=0)  # loss_lambda.M

@@ -306,10 +306,26 @@ def import_callable(spec: str, what: str = "student", error: type[UserError] = U
     except ImportError as e:
         raise error(f"{what} {spec!r}: cannot import module {module_name!r} ({e}); "
                     "put its folder on PYTHONPATH or install its package") from None
+    except SystemExit as e:  # its own script code, run on import: would end the run silently
+        raise error(f"{what} {spec!r}: module {module_name!r} called sys.exit({e.code!r}) as it "
+                    "was imported; guard its script code with `if __name__ == \"__main__\":`"
+                    ) from None
+    except Exception as e:
+        raise error(f"{what} {spec!r}: importing module {module_name!r} raised "
+                    f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                    f"{_where(e)}; fix the module") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise error(f"{what} {spec!r}: module {module_name!r} has no {noun} {attr!r}")
     return fn
+
+
+def _where(error: BaseException) -> str:
+    """` (at FILE:LINE)`: the innermost frame of `error`'s traceback."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
 
 
 def build_student(name: str, num_classes: int = 400, **kwargs) -> nn.Module:

@@ -327,6 +327,9 @@ def python_model(spec: str) -> nn.Module:
         model = fn()
     except UserError:
         raise  # e.g. a missing package, said with its pip command
+    except SystemExit as e:
+        raise TeacherError(f"teacher {spec}: {attr}() called sys.exit({e.code!r}); it must "
+                           "return the network") from None
     except Exception as e:
         raise TeacherError(f"teacher {spec}: {attr}() failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
