@@ -59,7 +59,7 @@ def fingerprint(root: Path, made_at: str = "") -> dict[str, str]:
         rel = STORE_KEY.sub("/#/", "/" + str(p.relative_to(root)))[1:]
         if p.suffix == ".pt" and p.is_file():
             h = hashlib.sha1()
-            _digest_tensors(torch.load(p, map_location="cpu", weights_only=False), h)
+            _digest_tensors(torch.load(p, map_location="cpu", weights_only=True), h)
             out[rel] = h.hexdigest()[:16]
         elif p.name in JSONS or p.suffix == ".safetensors":
             if p.suffix == ".safetensors":  # the tensors; the header names local paths

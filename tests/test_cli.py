@@ -88,7 +88,7 @@ def test_linear_probe_trains_only_the_head(world, tmp_path, labeled):
     assert main(["finetune", *SMALL, *labeled, "model.linear_probe=true",
                  "model.init=checkpoint", f"model.weights={tmp_path / 'start.pt'}",
                  "optim.lr=0.1", f"out_dir={tmp_path / 'probe'}"]) == 0
-    end = torch.load(tmp_path / "probe" / "last.pt", weights_only=False)["model"]
+    end = torch.load(tmp_path / "probe" / "last.pt", weights_only=True)["model"]
     for k, v in start.items():
         if k.startswith("fc."):
             assert not torch.equal(v, end[k]), k  # the new head trained
@@ -128,3 +128,26 @@ def test_ctrl_c_outside_training_says_what_the_command_can_continue_from(command
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and said in err
     assert ("--resume" in err) == (command == "distill")
+
+
+@pytest.mark.parametrize("command", ["distill", "finetune", "demo", "reproduce", "chain",
+                                     "real-demo"])
+def test_a_run_stopped_by_a_signal_says_what_this_command_accepts(command, capsys, monkeypatch):
+    """The training loop's stop line is the same for every command that runs it (a demo with
+    jobs=1 runs its stages in process); only `distinit.cli` knows which command that was, so it
+    adds what to do next: `--resume`, or the same command again for those refusing `--resume`."""
+    import types
+
+    import distinit.cli as cli
+    from distinit.engine.interrupt import Interrupted
+
+    def stopped(argv):
+        raise Interrupted("stopped by SIGTERM at step 3/10; checkpoint written to run/last.pt", 15)
+
+    monkeypatch.setattr(cli.importlib, "import_module",
+                        lambda name: types.SimpleNamespace(main=stopped))
+    assert main([command]) == 143
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"distinit {command}: error: stopped by SIGTERM at step 3/10; "
+                                f"checkpoint written to run/last.pt; {cli.RESUMABLE[command]}"]
+    assert ("--resume" in err) == (command in ("distill", "finetune"))

@@ -68,7 +68,7 @@ def test_pretrain_configs_run(name, world, tmp_path):
     assert cfg.data.clip_len == 16 and cfg.optim.optimizer == "sgd"  # the paper's recipe
     assert cfg.optim.weight_decay == 0.005 and cfg.optim.step_epochs == 6
     pretrain(cfg, method)
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2
 
 
 @pytest.mark.parametrize("name", DISTILL)

@@ -35,8 +35,8 @@ def test_demo_writes_the_table(tmp_path, capsys):
     assert "| Model | Initialization | Per clip | Top 1 | Top 5 | kNN-1 | kNN-20 |" in out
     assert "held-out corpus clips" in out
     # The teacher and the inflation source are two different networks (the paper's setup).
-    teacher = torch.load(tmp_path / "run" / "teacher" / "teacher.pt", weights_only=False)
-    source = torch.load(tmp_path / "run" / "inflation_source" / "teacher.pt", weights_only=False)
+    teacher = torch.load(tmp_path / "run" / "teacher" / "teacher.pt", weights_only=True)
+    source = torch.load(tmp_path / "run" / "inflation_source" / "teacher.pt", weights_only=True)
     assert (teacher["arch"], source["arch"]) == ("resnet50", "resnet18")
     # The demo draws the paper's figures from its own runs.
     figures = tmp_path / "run" / "figures"

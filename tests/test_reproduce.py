@@ -108,7 +108,7 @@ def test_flow_experiment_trains_flow_students_and_fuses_two_streams(tmp_path, mo
     assert len(flow_runs) == 4  # three fine-tunes and one distillation
     inflated = [p for p in flow_runs if "init: inflate" in (p / "config.yaml").read_text()]
     assert len(inflated) == 1
-    stem = torch.load(inflated[0] / "last.pt", weights_only=False)["model"]["stem.0.weight"]
+    stem = torch.load(inflated[0] / "last.pt", weights_only=True)["model"]["stem.0.weight"]
     assert stem.shape[1] == 2
     assert 0 <= summary["rows"][-1]["top1"][0] <= 100
 

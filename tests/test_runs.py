@@ -189,7 +189,7 @@ def test_demo_teacher_is_the_same_for_the_same_seed(world, tmp_path):
     for name in ("a", "b"):
         torch.rand(3 if name == "a" else 5)
         done = run_stage(image_stage(demo, world, tmp_path / name, "teacher"))
-        nets.append(torch.load(done.weights, weights_only=False)["model"])
+        nets.append(torch.load(done.weights, weights_only=True)["model"])
     assert _same(*nets)
 
 

@@ -90,7 +90,7 @@ def test_a_stale_cache_is_refused(cache_args, tmp_path, capsys, change):
 def test_changed_teacher_weights_make_the_cache_stale(cache_args, teacher_file, tmp_path, capsys):
     assert main(["cache-targets", *cache_args]) == 0
     other = tmp_path / "teacher2.pt"
-    ckpt = torch.load(teacher_file, weights_only=False)
+    ckpt = torch.load(teacher_file, weights_only=True)
     state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt["model"]
     for v in state.values():
         if v.is_floating_point():
