@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "src" / "distinit"
 # Lowest first. A module belongs to the first layer one of whose prefixes it starts with.
 LAYERS = [
-    ("foundation", ("distinit.errors", "distinit.arguments", "distinit.optional", "distinit.config")),
+    ("foundation", ("distinit.errors", "distinit.arguments", "distinit.optional", "distinit.config",
+                    "distinit.config_rules")),
     ("engine", ("distinit.engine",)),
     ("data, models, losses", ("distinit.data", "distinit.models", "distinit.losses")),
     ("teacher targets", ("distinit.targets",)),

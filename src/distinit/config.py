@@ -7,10 +7,7 @@ An unknown key, a value of the wrong type or a value outside its field's rules (
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import math
-import operator
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,41 +16,24 @@ from typing import Any
 
 import yaml
 
-from distinit.errors import UserError
+from distinit.config_rules import (
+    NUMBER,
+    ConfigError,
+    check_rules,
+    checked,
+    whole,
+)
 
 KINETICS_MEAN = [0.43216, 0.394666, 0.37645]  # torchvision's video models' normalisation
 KINETICS_STD = [0.22803, 0.22145, 0.216989]
 
 
-class ConfigError(UserError):
-    pass
-
-
-# Rules a field may carry in its metadata: bounds apply to a number, or to each item of a list.
-BOUNDS = {"min": (operator.ge, ">="), "gt": (operator.gt, ">"),
-          "max": (operator.le, "<="), "lt": (operator.lt, "<")}
-# strings; list lengths; the reason for a max; a list whose items must differ
-RULES = {*BOUNDS, "choices", "sizes", "why", "distinct"}
 # Sizes that are allocated whole: 1e8 must be one line as the config loads, not a MemoryError.
 MAX_CLIP_LEN, MAX_TEST_CLIPS, MAX_CACHE_CROPS, MAX_BATCH = 4096, 1000, 1000, 4096
 MAX_PIXELS, MAX_WIDTH, MAX_QUEUE = 4096, 1024, 2**20
 QUEUE_WHY = ("the queue keeps this many embeddings in memory, and every step compares each clip "
              "with all of them (MoCo's is 65536)")
-# Any other whole number a user sets: far above every meaningful value, and small enough that
-# nothing derived from it (seed x 100003 + pass, steps x batch) overflows a 64-bit integer.
-MAX_INT = 2**31 - 1
 MAX_SEED, SEED_WHY = 2**32 - 1, "numpy's seeds are 32-bit"
-
-
-def checked(default: Any, **rules: Any) -> Any:
-    """A dataclass field whose values loading checks against `rules`, e.g.
-    `checked(8, min=1)`, `checked(0.01, gt=0)`, `checked("sgd", choices=("sgd", "adamw"))`."""
-    unknown = set(rules) - RULES
-    if unknown:
-        raise TypeError(f"unknown field rules {sorted(unknown)}; valid: {sorted(RULES)}")
-    if isinstance(default, list):  # each instance gets its own copy
-        return field(default_factory=lambda: list(default), metadata=rules)
-    return field(default=default, metadata=rules)
 
 
 @dataclass
@@ -246,20 +226,6 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-# A number written as text: YAML 1.1 reads 1e-4 and 5e-3 (no dot, or no exponent sign) as strings.
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _whole(value: Any) -> Any:
-    """A whole number written as a float or as text (8.0, 1e8) as an int; anything else as is."""
-    if isinstance(value, float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
-        number = decimal.Decimal(value.strip() if isinstance(value, str) else value)  # exact
-        # Up to 1e400, so that 1e20 meets its field's bound rather than a type error.
-        if number.is_finite() and number == number.to_integral_value() and number.adjusted() < 400:
-            return int(number)
-    return value
-
-
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`; ints and numbers written as text (1e-4) are
     accepted where floats are expected, as long as they are finite; whole ones (1e8) as ints."""
@@ -280,10 +246,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported annotation {tp}")  # keep the schema simple: no Optionals
-    if tp is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+    if tp is float and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
         value = float(value)
     if tp is int:
-        value = _whole(value)
+        value = whole(value)
     ok = (
         (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -296,28 +262,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return float(value) if tp is float else value
 
 
-def _check(value: Any, rules: typing.Mapping[str, Any], key: str) -> None:
-    """Enforce a field's `checked` rules on its coerced value."""
-    if "choices" in rules and value not in rules["choices"]:
-        raise ConfigError(f"{key} must be one of {', '.join(rules['choices'])}; got {value!r}")
-    if "sizes" in rules and len(value) not in rules["sizes"]:
-        sizes = " or ".join(str(n) for n in rules["sizes"])
-        raise ConfigError(f"{key} must have {sizes} values, got {len(value)}: {value!r}")
-    if rules.get("distinct") and len(set(value)) < len(value):
-        twice = sorted({v for v in value if value.count(v) > 1})
-        raise ConfigError(f"{key} lists {', '.join(map(str, twice))} more than once: {value!r}; "
-                          "each must appear once")
-    items = enumerate(value) if isinstance(value, list) else [(None, value)]
-    for i, v in items:
-        if type(v) is int and "max" not in rules and "lt" not in rules:
-            rules = {**rules, "max": MAX_INT}  # every whole number has a bound
-        for rule, (ok, op) in BOUNDS.items():
-            if rule in rules and not ok(v, rules[rule]):
-                where = key if i is None else f"{key}[{i}]"
-                why = f": {rules['why']}" if rule == "max" and "why" in rules else ""
-                raise ConfigError(f"{where} must be {op} {rules[rule]}, got {v!r}{why}")
-
-
 def _from_dict(cls: type, values: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -328,7 +272,7 @@ def _from_dict(cls: type, values: dict, prefix: str = "") -> Any:
     coerced = {}
     for k, v in values.items():
         coerced[k] = _coerce(v, hints[k], f"{prefix}{k}")
-        _check(coerced[k], fields[k].metadata, f"{prefix}{k}")
+        check_rules(coerced[k], fields[k].metadata, f"{prefix}{k}")
     return cls(**coerced)
 
 

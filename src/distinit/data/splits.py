@@ -10,24 +10,23 @@ happens to hold, so a class missing from the test subset cannot shift the labels
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from distinit.errors import UserError
-
-SUBSETS = ("train", "test")
-# First fields that mark the first CSV row as a header rather than a sample.
-CSV_HEADER_NAMES = {"path", "video", "file", "filename", "video_path"}
-
-
-class SplitError(UserError):
-    """A split file (or the videos it names) is missing or malformed."""
+from distinit.data.split_lines import (
+    Row,
+    SplitError,
+    check_split_number,
+    check_subset,
+    is_int,
+    line_fields,
+    parse_csv,
+    parse_int,
+    read_lines,
+    where,
+)
 
 
 @dataclass
@@ -69,61 +68,7 @@ class Classes(NamedTuple):
     source: str
 
 
-class _Row(NamedTuple):
-    video: Path
-    label: int
-    file: Path  # the split file and line the sample came from, for error messages
-    lineno: int
-    line: str
-
-
-def _where(path: Path, lineno: int, text: str) -> str:
-    return f"{path}:{lineno}: in {text.strip()!r}"
-
-
-def _fields(path: Path, lineno: int, line: str, count: int, layout: str) -> list[str]:
-    """The whitespace-separated fields of a split-file line, or an error naming file and line."""
-    fields = line.split()
-    if len(fields) != count:
-        raise SplitError(f"{_where(path, lineno, line)}: expected {count} field{'s' * (count > 1)} {layout}, "
-                         f"got {len(fields)}; fix or delete the line")
-    return fields
-
-
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines with their 1-based numbers (official UCF files use CRLF endings)."""
-    if not path.is_file():
-        raise SplitError(f"split file not found: {path}; check the split folder and split number")
-    text = _read_names(path)
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-def _read_names(path: Path) -> str:
-    """The text of a split file, decoded as the OS decodes file names: a video name that is
-    not valid UTF-8 keeps its bytes, so the video is found (with errors="replace" it was not)."""
-    return os.fsdecode(path.read_bytes().removeprefix(codecs.BOM_UTF8))  # Excel writes a BOM
-
-
-def _parse_int(text: str, path: Path, lineno: int, line: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise SplitError(
-            f"{_where(path, lineno, line)}: {what} {text!r} is not an integer; fix or delete the line"
-        ) from None
-
-
-def _check_subset(subset: str) -> None:
-    if subset not in SUBSETS:
-        raise SplitError(f"unknown subset {subset!r}; use one of {', '.join(SUBSETS)}")
-
-
-def _check_split_number(split: int) -> None:
-    if not isinstance(split, int) or split < 1:
-        raise SplitError(f"split must be a positive integer (1, 2 or 3 for the official splits), got {split!r}")
-
-
-def _finish(rows: list[_Row], classes: list[str], source: str, root_hint: str) -> LabeledSplit:
+def _finish(rows: list[Row], classes: list[str], source: str, root_hint: str) -> LabeledSplit:
     """Check that the split is not empty and that every video exists (one stat each)."""
     if not rows:
         raise SplitError(f"{source}: no videos listed for this subset; check the split files and the subset")
@@ -132,7 +77,7 @@ def _finish(rows: list[_Row], classes: list[str], source: str, root_hint: str) -
         first = missing[0]
         more = f" ({len(missing) - 1} more videos are missing)" if len(missing) > 1 else ""
         raise SplitError(
-            f"{_where(first.file, first.lineno, first.line)}: video not found: {first.video}{more}; "
+            f"{where(first.file, first.lineno, first.line)}: video not found: {first.video}{more}; "
             f"{root_hint}"
         )
     return LabeledSplit([(row.video, row.label) for row in rows], classes)
@@ -141,11 +86,11 @@ def _finish(rows: list[_Row], classes: list[str], source: str, root_hint: str) -
 def _read_class_ind(class_file: Path) -> Classes:
     """UCF's classInd.txt: lines `<index> <ClassName>`, indices 1..N."""
     index_to_name: dict[int, str] = {}
-    for lineno, line in _read_lines(class_file):
-        fields = _fields(class_file, lineno, line, 2, "'<index> <ClassName>'")
-        index = _parse_int(fields[0], class_file, lineno, line, "class index")
+    for lineno, line in read_lines(class_file):
+        fields = line_fields(class_file, lineno, line, 2, "'<index> <ClassName>'")
+        index = parse_int(fields[0], class_file, lineno, line, "class index")
         if index in index_to_name or fields[1] in index_to_name.values():
-            raise SplitError(f"{_where(class_file, lineno, line)}: duplicate class; delete the line")
+            raise SplitError(f"{where(class_file, lineno, line)}: duplicate class; delete the line")
         index_to_name[index] = fields[1]
     if not index_to_name:
         raise SplitError(f"{class_file}: no classes listed; it needs lines '<index> <ClassName>'")
@@ -160,11 +105,11 @@ def _read_class_ind(class_file: Path) -> Classes:
 def _read_labels_txt(path: Path) -> Classes:
     """A labels.txt: one class name a line, in label order (blank lines and # comments skipped)."""
     names: list[str] = []
-    for lineno, line in _read_lines(path):
+    for lineno, line in read_lines(path):
         if line.startswith("#"):
             continue
         if line in names:
-            raise SplitError(f"{_where(path, lineno, line)}: duplicate class; delete the line")
+            raise SplitError(f"{where(path, lineno, line)}: duplicate class; delete the line")
         names.append(line)
     if not names:
         raise SplitError(f"{path}: no classes listed; put one class name a line, in label order")
@@ -199,7 +144,7 @@ def _csv_classes(csv_or_dir: Path) -> Classes:
             f"{train} not found: a CSV dataset's classes are those of its training subset "
             f"(train.csv), or the names listed one a line in {folder / 'labels.txt'}; add one"
         )
-    return Classes(_csv_class_names(_parse_csv(train, None)), f"the training subset {train}")
+    return Classes(_csv_class_names(parse_csv(train, None)), f"the training subset {train}")
 
 
 def dataset_classes(format: str, split_dir_or_csv: str | Path, split: int = 1) -> Classes:
@@ -213,7 +158,7 @@ def dataset_classes(format: str, split_dir_or_csv: str | Path, split: int = 1) -
     if format == "ucf101":
         return _read_class_ind(path / "classInd.txt")
     if format == "hmdb51":
-        _check_split_number(split)
+        check_split_number(split)
         return _hmdb_classes(path, split)
     if format == "csv":
         return _csv_classes(path)
@@ -226,8 +171,8 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
 
     Labels are classInd indices minus one; test labels come from each video's folder name.
     """
-    _check_subset(subset)
-    _check_split_number(split)
+    check_subset(subset)
+    check_split_number(split)
     video_root, split_dir = Path(video_root), Path(split_dir)
     if classes is None:
         classes = dataset_classes("ucf101", split_dir, split)
@@ -236,17 +181,17 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
     by_name = {name.lower(): label for label, name in enumerate(names)}
 
     list_file = split_dir / f"{subset}list{split:02d}.txt"
-    rows: list[_Row] = []
-    for lineno, line in _read_lines(list_file):
-        fields = (_fields(list_file, lineno, line, 2, "'<Class>/<video> <index>'")
+    rows: list[Row] = []
+    for lineno, line in read_lines(list_file):
+        fields = (line_fields(list_file, lineno, line, 2, "'<Class>/<video> <index>'")
                   if subset == "train" else
-                  _fields(list_file, lineno, line, 1, "'<Class>/<video>'"))
+                  line_fields(list_file, lineno, line, 1, "'<Class>/<video>'"))
         relpath = fields[0]
         if subset == "train":
-            index = _parse_int(fields[1], list_file, lineno, line, "class index")
+            index = parse_int(fields[1], list_file, lineno, line, "class index")
             if not 1 <= index <= len(names):
                 raise SplitError(
-                    f"{_where(list_file, lineno, line)}: class index {index} is out of range "
+                    f"{where(list_file, lineno, line)}: class index {index} is out of range "
                     f"1..{len(names)} of {classes.source}; fix the index"
                 )
             label = index - 1
@@ -254,11 +199,11 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
             folder = relpath.replace("\\", "/").split("/")[0]
             if "/" not in relpath.replace("\\", "/") or folder.lower() not in by_name:
                 raise SplitError(
-                    f"{_where(list_file, lineno, line)}: unknown class {folder!r} (the folder of "
+                    f"{where(list_file, lineno, line)}: unknown class {folder!r} (the folder of "
                     f"the video); it must be a class name from {classes.source}"
                 )
             label = by_name[folder.lower()]
-        rows.append(_Row(video_root / relpath, label, list_file, lineno, line))
+        rows.append(Row(video_root / relpath, label, list_file, lineno, line))
     return _finish(rows, names, str(list_file),
                    f"check that video_root ({video_root}) holds <Class>/<video>")
 
@@ -270,67 +215,39 @@ def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subse
     id 1 = train, 2 = test, 0 = unused. Videos live at video_root/<class>/<video>; labels
     index the class names sorted alphabetically.
     """
-    _check_subset(subset)
-    _check_split_number(split)
+    check_subset(subset)
+    check_split_number(split)
     video_root, split_dir = Path(video_root), Path(split_dir)
     if classes is None:
         classes = dataset_classes("hmdb51", split_dir, split)
     wanted = 1 if subset == "train" else 2
-    rows: list[_Row] = []
+    rows: list[Row] = []
     for label, name in enumerate(classes.names):
         split_file = split_dir / f"{name}{_hmdb_suffix(split)}"
-        lines = _read_lines(split_file)
+        lines = read_lines(split_file)
         if not lines:
             # Every official file lists all videos of its class; an empty one is a download
             # or extraction cut short, and would score its class 0% without a word.
             raise SplitError(f"{split_file}: empty split file (an official one lists every video "
                              f"of its class); extract the split archive again")
         for lineno, line in lines:
-            fields = _fields(split_file, lineno, line, 2, "'<video> <0|1|2>'")
-            use = _parse_int(fields[1], split_file, lineno, line, "subset id")
+            fields = line_fields(split_file, lineno, line, 2, "'<video> <0|1|2>'")
+            use = parse_int(fields[1], split_file, lineno, line, "subset id")
             if use not in (0, 1, 2):
                 raise SplitError(
-                    f"{_where(split_file, lineno, line)}: subset id {use} must be 0 (unused), "
+                    f"{where(split_file, lineno, line)}: subset id {use} must be 0 (unused), "
                     f"1 (train) or 2 (test); fix the id"
                 )
             if use == wanted:
-                rows.append(_Row(video_root / name / fields[0], label, split_file, lineno, line))
+                rows.append(Row(video_root / name / fields[0], label, split_file, lineno, line))
     return _finish(rows, classes.names, classes.source,
                    f"check that video_root ({video_root}) holds <class>/<video>")
-
-
-def _parse_csv(csv_path: Path, video_root: str | Path | None) -> list[tuple[Path, str, int, str]]:
-    """(video, label text, line number, line) of each sample line of a `path,label` CSV."""
-    if not csv_path.is_file():
-        raise SplitError(f"CSV split file not found: {csv_path}; check the path")
-    root = Path(video_root) if video_root is not None else csv_path.parent
-    rows_read = csv.reader(io.StringIO(_read_names(csv_path), newline=""))
-    raw = [(n, row) for n, row in enumerate(rows_read, 1)
-           if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
-    if raw and raw[0][1][0].strip().lower() in CSV_HEADER_NAMES:
-        raw = raw[1:]
-    parsed: list[tuple[Path, str, int, str]] = []
-    for lineno, row in raw:
-        line = ",".join(row)
-        if len(row) != 2:
-            raise SplitError(
-                f"{_where(csv_path, lineno, line)}: expected 2 fields 'path,label', got {len(row)}; "
-                f"fix or delete the line (quote paths that contain commas)"
-            )
-        parsed.append((root / row[0].strip(), row[1].strip(), lineno, line))
-    if not parsed:
-        raise SplitError(f"{csv_path}: no videos listed; add lines 'path,label'")
-    return parsed
-
-
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
 
 
 def _csv_class_names(parsed: list[tuple[Path, str, int, str]]) -> list[str]:
     # All-integer labels are indices: classes "0".."max". Otherwise the sorted distinct names.
     labels = [label for _, label, _, _ in parsed]
-    if all(_is_int(label) for label in labels):
+    if all(is_int(label) for label in labels):
         return [str(i) for i in range(max(max(int(label) for label in labels), 0) + 1)]
     return sorted(set(labels))
 
@@ -344,32 +261,32 @@ def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
     labels name classes "0".."max", otherwise the sorted distinct names are the classes.
     """
     csv_path = Path(csv_path)
-    parsed = _parse_csv(csv_path, video_root)
+    parsed = parse_csv(csv_path, video_root)
     if classes is None:
         classes = Classes(_csv_class_names(parsed), str(csv_path))
     elif not isinstance(classes, Classes):
         classes = Classes(list(classes), "the given classes")
     names = classes.names
     by_name = {name: i for i, name in enumerate(names)}
-    rows: list[_Row] = []
+    rows: list[Row] = []
     for path, label_text, lineno, line in parsed:
         if label_text in by_name:
             label = by_name[label_text]
-        elif _is_int(label_text):
+        elif is_int(label_text):
             label = int(label_text)
             if not 0 <= label < len(names):
                 raise SplitError(
-                    f"{_where(csv_path, lineno, line)}: label {label} is out of range "
+                    f"{where(csv_path, lineno, line)}: label {label} is out of range "
                     f"0..{len(names) - 1} of the classes of {classes.source}; fix the label"
                 )
         else:
             raise SplitError(
-                f"{_where(csv_path, lineno, line)}: unknown class {label_text!r}: not one of the "
+                f"{where(csv_path, lineno, line)}: unknown class {label_text!r}: not one of the "
                 f"{len(names)} classes of {classes.source} ({', '.join(names[:20])}"
                 f"{', ...' if len(names) > 20 else ''}); fix the label, or list every class in "
                 f"a labels.txt beside the split files"
             )
-        rows.append(_Row(path, label, csv_path, lineno, line))
+        rows.append(Row(path, label, csv_path, lineno, line))
     root = Path(video_root) if video_root is not None else csv_path.parent
     return _finish(rows, names, str(csv_path), f"paths are relative to {root}; fix the path or video_root")
 
@@ -377,7 +294,7 @@ def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
 def _load_csv_split(video_root: str | Path | None, csv_or_dir: str | Path, split: int,
                     subset: str, classes: Classes | None = None) -> LabeledSplit:
     # A folder holds one CSV per subset (train.csv, test.csv); a file is used as given.
-    _check_subset(subset)
+    check_subset(subset)
     path = Path(csv_or_dir)
     if classes is None:
         classes = dataset_classes("csv", path, split)
@@ -403,6 +320,6 @@ def load_labeled(format: str, video_root: str | Path | None, split_dir_or_csv: s
         raise SplitError(f"unknown split format {format!r}; use one of {', '.join(FORMATS)}")
     if format != "csv" and video_root is None:
         raise SplitError(f"the {format} format needs a video root folder")
-    _check_subset(subset)
+    check_subset(subset)
     classes = dataset_classes(format, split_dir_or_csv, split)
     return FORMATS[format](video_root, split_dir_or_csv, split, subset, classes)
