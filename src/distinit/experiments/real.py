@@ -7,9 +7,10 @@ on; its neighbours are, and all segments come from the same three videos (docs/R
 
 The student, a small R(2+1)D, distills EfficientNet-Lite0 (ImageNet-1k) on the training segments
 through the `distill` job (`configs/real/distill.yaml`, targets from the teacher-target cache),
-one epoch per call. After each epoch its top class on the centre clip of every held-out segment
-is compared with the teacher's clip-level top class on the same clip (its logits averaged over
-every frame), beside two baselines: always answering the teacher's most frequent held-out class
+one epoch per call (`real_epochs`: a stopped demo run again continues from its checkpoint).
+After each epoch its top class on the centre clip of every held-out segment is compared with
+the teacher's clip-level top class on the same clip (its logits averaged over every frame),
+beside two baselines: always answering the teacher's most frequent held-out class
 (the majority rate), and answering, for each video, the teacher's most frequent class on that
 video's training segments (the video prior). Writes OUT/report.json, report.md and frames.png.
 """
@@ -33,13 +34,14 @@ from torch.utils.data import DataLoader
 
 from distinit.arguments import Parser
 from distinit.build import clip_dataset, input_channels, make_student, resolve_normalization
-from distinit.config import Config, checked, config_from_args, load_config
+from distinit.config import Config, checked, config_from_args
 from distinit.data.transforms import resize_short_side, to_float_clip
 from distinit.data.video import list_videos, probe, read_all_frames, write_video
 from distinit.engine import run_dir
 from distinit.engine.checkpoint import load_checkpoint, model_state
 from distinit.errors import UserError
-from distinit.jobs.run import distill
+from distinit.experiments.real_epochs import Curve, epoch_ends, train_epochs
+from distinit.experiments.runner import Stage, stage_config
 from distinit.methods.heads import MultiHeadStudent
 from distinit.optional import MissingDependency, require
 from distinit.targets.cache import TargetCache, fingerprint
@@ -51,6 +53,12 @@ RECIPE = Path(__file__).resolve().parents[3] / "configs" / "real" / "distill.yam
 # footage, so it is left out.
 FOOTAGE = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
 SHORT_SIDE = 256  # segments are written at most this high (wide): room for 224-px crops
+# One encoder thread. Left to itself x264 runs a thread count that follows the cores the process
+# may use (FFmpeg's colour conversion too) and encodes the same frames differently with another
+# count: a process on one core and one on two wrote segments up to 41 pixel levels apart (47 in
+# issue 26), so other targets and another student. Cutting the 48 segments takes as long on one
+# thread (8-13 s on 2 cores: decoding the clips dominates).
+ENCODER = {"crf": "18", "threads": "1"}
 
 
 @dataclass
@@ -98,7 +106,8 @@ def cut_segments(clips: list[Path], folder: Path, seconds: float, every: int) ->
     when i % every == every // 2, else to folder/train. Kept when `segments.json` says they were
     cut alike; else cut again (and the teacher caches made from them removed)."""
     settings = {"clips": [f"{c.name}:{c.stat().st_size}" for c in clips], "seconds": seconds,
-                "every": every, "short_side": SHORT_SIDE, "resize": "pillow-bilinear"}
+                "every": every, "short_side": SHORT_SIDE, "resize": "pillow-bilinear",
+                "encoder": {"codec": "libx264", **ENCODER}}
     manifest = folder / "segments.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("settings") == settings:
         return json.loads(manifest.read_text())
@@ -116,7 +125,7 @@ def cut_segments(clips: list[Path], folder: Path, seconds: float, every: int) ->
             sub = folder / ("heldout" if i % every == every // 2 else "train")
             sub.mkdir(parents=True, exist_ok=True)
             write_video(sub / f"{clip.stem}-{i:03d}.mp4", frames[i * length:(i + 1) * length],
-                        fps=info.fps, options={"crf": "18"})
+                        fps=info.fps, options=ENCODER)
         per_clip[clip.stem] = {"fps": round(info.fps, 3), "frames_per_segment": length,
                                "segments": n, "heldout": len(range(every // 2, n, every))}
     out = {"settings": settings, "clips": per_clip}
@@ -124,14 +133,17 @@ def cut_segments(clips: list[Path], folder: Path, seconds: float, every: int) ->
     return out
 
 
-def run_config(demo: RealDemo, work: Path) -> Config:
-    """The recipe, then the demo's paths and seed, then the user's overrides; the target cache
-    gets a folder per cache fingerprint (teacher, crop policy, segments), so runs that would
-    build the same cache share it."""
+def distill_stage(demo: RealDemo, work: Path) -> Stage:
+    """The distill job as an experiment stage in OUT/distill (`runner.Stage`): the recipe, then
+    the demo's paths and seed, then the user's overrides; the target cache gets a folder per
+    cache fingerprint (teacher, crop policy, segments), so runs that would build the same cache
+    share it."""
     recipe = Path(demo.recipe) if demo.recipe else RECIPE
-    cfg = load_config(recipe, [f"out_dir={Path(demo.out_dir) / 'distill'}", f"seed={demo.seed}",
-                               f"data.videos={work / 'train'}", f"threads={demo.threads}",
-                               f"data.cache_dir={work / 'frames'}", *demo.distill])
+    stage = Stage("distill", "distinit", recipe,
+                  (f"seed={demo.seed}", f"data.videos={work / 'train'}", f"threads={demo.threads}",
+                   f"data.cache_dir={work / 'frames'}", *demo.distill),
+                  out=Path(demo.out_dir) / "distill")
+    cfg = stage_config(stage)
     if cfg.distill.holdout:
         raise UserError("the demo holds out its own segments (holdout_every=): keep "
                         "distill.holdout=0")
@@ -139,19 +151,13 @@ def run_config(demo: RealDemo, work: Path) -> Config:
         key = json.dumps(fingerprint(cfg, list_videos(work / "train", cfg.data.extensions)),
                          sort_keys=True)
         folder = work / f"targets-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-        cfg = replace(cfg, distill=replace(cfg.distill, target_cache=str(folder)))
-    return cfg
+        stage = replace(stage, overrides=(*stage.overrides, f"distill.target_cache={folder}"))
+    return stage
 
 
-def epoch_ends(cfg: Config, num_videos: int) -> list[int]:
-    """The optimizer step at the end of every epoch (one process), the last the run's end."""
-    o = cfg.optim
-    per_epoch = (o.epoch_size or num_videos) // (o.batch_size * o.accum_steps)
-    if per_epoch == 0:
-        raise UserError(f"an epoch of {o.epoch_size or num_videos} clips is less than one step of "
-                        f"{o.batch_size * o.accum_steps}: raise optim.epoch_size")
-    total = max(1, round(o.epochs * per_epoch))
-    return sorted({min(total, e * per_epoch) for e in range(1, math.ceil(total / per_epoch) + 1)})
+def run_config(demo: RealDemo, work: Path) -> Config:
+    """The config the demo's distill job runs with."""
+    return stage_config(distill_stage(demo, work))
 
 
 class HeldOut:
@@ -259,24 +265,27 @@ def figure(held: HeldOut, predictions: torch.Tensor, classes: list[str], cfg: Co
     return path
 
 
-def run_real(demo: RealDemo) -> dict:
-    """The demo (see the module docstring); the caller's torch thread count is restored."""
+def run_real(demo: RealDemo, overwrite: bool = False) -> dict:
+    """The demo (see the module docstring); the caller's torch thread count is restored.
+    A run stopped before (a signal, a crash) continues from its checkpoint; `overwrite`
+    trains it again from the start."""
     before = torch.get_num_threads()
     try:
         if demo.threads:
             torch.set_num_threads(demo.threads)
-        return _run(demo)
+        return _run(demo, overwrite)
     finally:
         torch.set_num_threads(before)
 
 
-def _run(demo: RealDemo) -> dict:
+def _run(demo: RealDemo, overwrite: bool) -> dict:
     wall = time.perf_counter()
     out = Path(demo.out_dir)
     work = Path(demo.work_dir) if demo.work_dir else out / "work"
     work.mkdir(parents=True, exist_ok=True)
     segments = cut_segments(footage(), work, demo.segment, demo.holdout_every)
-    cfg = resolve_normalization(run_config(demo, work))  # what the job trains with
+    stage = distill_stage(demo, work)
+    cfg = resolve_normalization(stage_config(stage))  # what the job trains with
     train = list_videos(work / "train", cfg.data.extensions)
     heldout = list_videos(work / "heldout", cfg.data.extensions)
     print(f"{len(train)} training and {len(heldout)} held-out segments of {demo.segment} s",
@@ -289,24 +298,16 @@ def _run(demo: RealDemo) -> dict:
     held = HeldOut(cfg, heldout, teacher)
     counts = Counter(held.teacher.tolist())
     majority_class, majority_n = counts.most_common(1)[0]
-    curve = []
-    for k, end in enumerate(epoch_ends(cfg, len(train))):
-        # One call per epoch, resumed exactly from the last (a fresh run each time the demo runs).
-        logs = distill(replace(cfg, stop_after=end), resume=k > 0, overwrite=k == 0)
-        if k == 0:
-            prior = video_prior(cfg, train, held)  # the cache now exists
-        predictions = held.student(cfg, Path(cfg.out_dir) / "last.pt")
-        curve.append({"epoch": k + 1, "step": end, "train_loss": round(logs.get("loss", math.nan), 4),
-                      "agreement": round(held.agreement(predictions), 2),
-                      "student_classes": len(set(predictions.tolist()))})  # 1: the prior only
-        print(f"epoch {k + 1}: held-out agreement {curve[-1]['agreement']:.1f}% (majority rate "
-              f"{100 * majority_n / len(heldout):.1f}%)", flush=True)
+    print(f"majority rate {100 * majority_n / len(heldout):.1f}%", flush=True)
+    curve = Curve(out / "curve.json", Path(cfg.out_dir), segments["settings"], overwrite)
+    predictions = train_epochs(stage, cfg, epoch_ends(cfg, len(train)), held, curve, overwrite)
+    prior = video_prior(cfg, train, held)
     classes = teacher.classes or [str(i) for i in range(held.num_classes)]
     report = {
         "teacher": cfg.distill.teachers[0].spec, "seed": demo.seed,
         "footage": segments["clips"], "train_segments": len(train),
-        "heldout_segments": len(heldout), "top5": shown_top5, "curve": curve,
-        "agreement": curve[-1]["agreement"],
+        "heldout_segments": len(heldout), "top5": shown_top5, "curve": curve.epochs,
+        "agreement": curve.epochs[-1]["agreement"],
         "majority_rate": round(100.0 * majority_n / len(heldout), 2),
         "majority_class": classes[majority_class], "video_prior_rate": round(prior, 2),
         "heldout_teacher_classes": len(counts),
@@ -347,7 +348,11 @@ def main(argv: list[str]) -> int:
     parser = Parser(prog="distinit real-demo", description=__doc__.splitlines()[0])
     parser.add_argument("args", nargs="*", help="[key=value ...], e.g. seed=1 "
                                                 "'distill=[optim.epochs=4]'")
-    demo = config_from_args(parser.parse_args(argv).args, RealDemo)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train the student again from step 0 (a stopped run otherwise "
+                             "continues from its checkpoint)")
+    ns = parser.parse_intermixed_args(argv)
+    demo = config_from_args(ns.args, RealDemo)
     with run_dir.hold(demo.out_dir, "real-demo"):
-        run_real(demo)
+        run_real(demo, ns.overwrite)
     return 0

@@ -72,14 +72,29 @@ def fingerprint(cfg: Config, videos: Sequence[str | Path]) -> dict:
             "backend": dc.backend, "corpus": shards.corpus_digest(videos)}
 
 
+def _corpus_key(video: Path, corpus: str) -> str:
+    """`video`'s path relative to the corpus folder (a list file's folder); its name when it
+    lies elsewhere."""
+    root = Path(corpus) if corpus else video.parent
+    root = root if root.is_dir() else root.parent
+    try:
+        return video.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return video.name
+
+
 def video_boxes(video: Path, height: int, width: int, cfg: Config) -> list[Box]:
     """The K boxes of one video: draws of the training crop policy from a generator seeded by the
-    video's path, so every build (and every rank) draws the same. One box when the policy has
-    no randomness on these frames (the crop is the whole frame, no flip, no scale jitter)."""
+    video's path within the corpus (`data.videos`, or a list file's folder), so every build (and
+    every rank) draws the same. One box when the policy has no randomness on these frames (the
+    crop is the whole frame, no flip, no scale jitter)."""
     dc = cfg.data
     if not dc.scale and not dc.flip and (height, width) == (dc.crop, dc.crop):
         return [Box(0, 0, dc.crop, dc.crop, False)]
-    seed = int.from_bytes(hashlib.sha1(str(video.resolve()).encode()).digest()[:7], "little")
+    # Not the absolute path: the same corpus in another folder (a fresh work_dir of real-demo)
+    # must draw the same boxes, so give the same targets.
+    seed = int.from_bytes(hashlib.sha1(_corpus_key(video, dc.videos).encode()).digest()[:7],
+                          "little")
     g = torch.Generator().manual_seed(seed)
     return [draw_box(height, width, dc.crop, dc.scale, dc.flip, generator=g)
             for _ in range(cfg.distill.cache_crops)]
