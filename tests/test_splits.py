@@ -318,3 +318,23 @@ def test_hmdb51_empty_class_file_is_one_error(hmdb):
                 load_hmdb51(videos, splits, 1, subset)
             assert str(info.value) == (f"{file}: empty split file (an official one lists every "
                                        "video of its class); extract the split archive again")
+
+
+HMDB51_CLASSES = ["brush_hair", "cartwheel", "catch", "chew", "clap", "climb", "climb_stairs", "dive", "draw_sword", "dribble", "drink", "eat", "fall_floor", "fencing", "flic_flac", "golf", "handstand", "hit", "hug", "jump", "kick", "kick_ball", "kiss", "laugh", "pick", "pour", "pullup", "punch", "push", "pushup", "ride_bike", "ride_horse", "run", "shake_hands", "shoot_ball", "shoot_bow", "shoot_gun", "sit", "situp", "smile", "smoke", "somersault", "stand", "swing_baseball", "sword", "sword_exercise", "talk", "throw", "turn", "walk", "wave"]
+
+
+def test_hmdb51_labels_follow_the_alphabetical_class_order(tmp_path):
+    """Label i is the i-th class name in alphabetical order, as other tools' HMDB-51 heads have
+    it; sorting the split files' names instead put climb_stairs before climb, kick_ball before
+    kick and sword_exercise before sword."""
+    videos, splits = tmp_path / "videos", tmp_path / "splits"
+    splits.mkdir()
+    for name in HMDB51_CLASSES:
+        (splits / f"{name}_test_split1.txt").write_bytes(
+            f"{name}_a.avi 1 \r\n{name}_b.avi 2 \r\n".encode())  # the official CRLF lines
+        touch(videos, f"{name}/{name}_a.avi", f"{name}/{name}_b.avi")
+    test = load_hmdb51(videos, splits, 1, "test")
+    assert len(HMDB51_CLASSES) == 51 and test.classes == sorted(HMDB51_CLASSES)
+    assert [test.classes.index(n) for n in ("climb", "climb_stairs", "kick", "kick_ball", "sword",
+                                            "sword_exercise")] == [5, 6, 20, 21, 44, 45]
+    assert all(test.classes[label] == video.parent.name for video, label in test.samples)

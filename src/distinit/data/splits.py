@@ -125,10 +125,13 @@ def _hmdb_classes(split_dir: Path, split: int) -> Classes:
     suffix = _hmdb_suffix(split)
     if not split_dir.is_dir():
         raise SplitError(f"split folder not found: {split_dir}; pass the folder holding *{suffix}")
-    files = sorted(p.name for p in split_dir.iterdir() if p.name.endswith(suffix))
+    files = [p.name for p in split_dir.iterdir() if p.name.endswith(suffix)]
     if not files:
         raise SplitError(f"{split_dir}: no files named <class>{suffix}; check the folder and split number")
-    return Classes([name[: -len(suffix)] for name in files], f"{split_dir}/*{suffix}")
+    # The class names sorted, not the file names: "climb_stairs_test..." sorts before
+    # "climb_test...", which put climb_stairs before climb (and kick_ball, sword_exercise before
+    # kick, sword) against the alphabetical order other tools' HMDB-51 heads use.
+    return Classes(sorted(name[: -len(suffix)] for name in files), f"{split_dir}/*{suffix}")
 
 
 def _csv_classes(csv_or_dir: Path) -> Classes:
