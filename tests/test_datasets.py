@@ -271,3 +271,26 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty" / "cat" / "x.png").write_bytes(b"not a png")
     with pytest.raises(ImageReadError, match=r"cannot read image .*x.png"):
         ImageFolderDataset(tmp_path / "empty", cache=True)
+
+
+def test_three_crop_test_views_each_clip_through_left_centre_and_right(textured):
+    """3 crops x K clips: item k of a video is clip k // 3 through crop k % 3; the centre crop is
+    bitwise the 1-crop test's item, and the side crops are the frame's two ends."""
+    transform = ClipTransform(train=False, resize=None, crop=24, mean=(0, 0, 0), std=(1, 1, 1))
+    one = VideoClipDataset(textured, clips=ClipSpec(4, mode="test", num_clips=2),
+                           transform=transform)
+    three = VideoClipDataset(textured, clips=ClipSpec(4, mode="test", num_clips=2, crops=3),
+                             transform=transform)
+    raw = VideoClipDataset(textured, clips=ClipSpec(4, mode="test", num_clips=2))  # 32 x 40
+    assert len(three) == 3 * len(one) == 4 * 2 * 3
+    for video in range(4):
+        for clip in range(2):
+            whole = raw[video * 2 + clip]["video"]  # (3, 4, 32, 40) in [0, 1]
+            left, centre, right = (three[video * 6 + clip * 3 + k] for k in range(3))
+            assert {d["video_idx"] for d in (left, centre, right)} == {video}
+            assert torch.equal(centre["video"], one[video * 2 + clip]["video"])
+            assert torch.equal(left["video"], whole[..., 4:28, 0:24])
+            assert torch.equal(centre["video"], whole[..., 4:28, 8:32])
+            assert torch.equal(right["video"], whole[..., 4:28, 16:40])
+    with pytest.raises(ValueError, match="crops must be 1 in train mode"):
+        ClipSpec(4, crops=3)

@@ -4,11 +4,11 @@ import torch
 
 from distinit.data.transforms import (
     Box,
-    CenterCrop,
     ClipSizeError,
     ClipTransform,
     Compose,
     Draws,
+    EvalCrop,
     Normalize,
     RandomCrop,
     ResizeShortSide,
@@ -183,7 +183,7 @@ def test_a_transform_is_a_chain_of_steps_and_a_new_step_is_one_small_class():
     cut = standard(frames, generator=torch.Generator().manual_seed(0), box=box)
     expect = horizontal_flip(resize_short_side(to_float_clip(frames), 20)[..., 2:18, 3:19])
     assert torch.allclose(cut, expect)
-    assert isinstance(CenterCrop(16)(torch.zeros(3, 2, 20, 30), Draws()), torch.Tensor)
+    assert isinstance(EvalCrop(16)(torch.zeros(3, 2, 20, 30), Draws()), torch.Tensor)
 
 
 def uniform_flow(dx: float, dy: float, T=2, H=24, W=32) -> torch.Tensor:
@@ -235,3 +235,16 @@ def test_flow_vectors_in_drawn_crops_and_evaluation():
     ev = ClipTransform(train=False, resize=12, crop=12, mean=(0, 0), std=(1, 1), flow=True)
     dx, dy = vectors(ev(flow))  # 24x32 -> 12x16: half in both axes
     assert torch.allclose(dx, torch.tensor(1.5)) and torch.allclose(dy, torch.tensor(-1.0))
+
+
+def test_spatial_crops_run_along_the_long_side_and_the_middle_one_is_the_centre():
+    from distinit.data.transforms import spatial_crop
+
+    wide = torch.arange(20 * 30, dtype=torch.float32).view(1, 1, 20, 30)
+    tall = wide.transpose(-1, -2).contiguous()  # 30 x 20
+    assert torch.equal(spatial_crop(wide, 16, 1, 3), center_crop(wide, 16))
+    assert torch.equal(spatial_crop(wide, 16, 0, 1), center_crop(wide, 16))
+    assert torch.equal(spatial_crop(wide, 16, 0, 3), wide[..., 2:18, 0:16])
+    assert torch.equal(spatial_crop(wide, 16, 2, 3), wide[..., 2:18, 14:30])
+    assert torch.equal(spatial_crop(tall, 16, 0, 3), tall[..., 0:16, 2:18])
+    assert torch.equal(spatial_crop(tall, 16, 2, 3), tall[..., 14:30, 2:18])

@@ -116,7 +116,8 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
     frames = frame_source(None if dc.cache == "none" else dc.cache, folder,
                           [Path(v) for v in videos], dc.backend, dc.decode_device)
     clips = ClipSpec(dc.clip_len, dc.stride, "train" if train_mode else "test",
-                     1 if train_mode else dc.num_test_clips)
+                     1 if train_mode else dc.num_test_clips,
+                     crops=1 if train_mode else dc.test_crops)
     return VideoClipDataset(videos, labels, clips=clips, frames=frames, transform=transform,
                             views=views, flow=flow, flow_transform=flow_transform,
                             targets=targets, seed=seed)

@@ -77,6 +77,11 @@ class DataConfig:
     num_test_clips: int = checked(10, min=1, max=MAX_TEST_CLIPS, why=(
         "every test video is evaluated on all of them, and more than a video has starts "
         "repeat the same frames (the paper uses 10)"))
+    # Spatial crops per test clip: 1, the centre (torchvision's reference, and every number in
+    # this project's docs; the DistInit paper takes its evaluation from R(2+1)D [44] and states
+    # 10 clips, not their crops); 3, both ends and the centre of the long side (SlowFast's and
+    # MMAction2's "3 crops x 10 clips"). Video accuracy averages the softmax over all of them.
+    test_crops: int = checked(1, choices=(1, 3))
     # Input normalisation; empty = what the initial weights expect: the image model's own for
     # model.init=inflate, the pretraining run's for model.init=checkpoint, else Kinetics'.
     mean: list[float] = checked([], sizes=(0, 3))

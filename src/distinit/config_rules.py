@@ -58,7 +58,8 @@ def whole(value: Any) -> Any:
 def check_rules(value: Any, rules: typing.Mapping[str, Any], key: str) -> None:
     """Enforce a field's `checked` rules on its coerced value."""
     if "choices" in rules and value not in rules["choices"]:
-        raise ConfigError(f"{key} must be one of {', '.join(rules['choices'])}; got {value!r}")
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, rules['choices']))}; got "
+                          f"{value!r}")
     if "sizes" in rules and len(value) not in rules["sizes"]:
         sizes = " or ".join(str(n) for n in rules["sizes"])
         raise ConfigError(f"{key} must have {sizes} values, got {len(value)}: {value!r}")

@@ -55,8 +55,9 @@ def _torch_generator(rng: np.random.Generator) -> torch.Generator:
 
 class VideoClipDataset(Dataset):
     """Clips cut from videos, as `clips` (a `ClipSpec`) says: in train mode one item per video
-    and a random clip per access; in test mode K = `num_clips` items per video, item i being
-    clip i % K of video i // K. Items are dicts: each view (C, T, H, W) float, label (-1 when
+    and a random clip per access; in test mode K = `num_clips` x `crops` items per video, item
+    i being view i % K of video i // K (clip (i % K) // crops, spatial crop (i % K) % crops).
+    Items are dicts: each view (C, T, H, W) float, label (-1 when
     unlabeled), video_idx, clip_idx, index, bad, rng_seed, and any pretext labels.
 
     `frames` (`data.frames`; default: decode with PyAV) gives the RGB frames. A video that fails
@@ -98,17 +99,17 @@ class VideoClipDataset(Dataset):
         super().__init__()
 
     def __len__(self) -> int:
-        return len(self.videos) * self.clips.num_clips
+        return len(self.videos) * self.clips.per_video
 
     def __iter__(self):  # one pass; indexing past len() reaches later passes
         return (self[i] for i in range(len(self)))
 
     def __getitem__(self, item: int) -> dict:
         pass_, index = _split(item, len(self))
-        first_video, clip_idx = divmod(index, self.clips.num_clips)
+        first_video, clip_idx = divmod(index, self.clips.per_video)
         video_idx, (views, rng_seed) = self.bad.first_good(
             first_video, lambda i: self._load(i, clip_idx, pass_))
-        item_index = video_idx * self.clips.num_clips + clip_idx
+        item_index = video_idx * self.clips.per_video + clip_idx
         label = -1 if self.labels is None else self.labels[video_idx]
         return {**views, "label": label, "video_idx": video_idx, "clip_idx": clip_idx,
                 "index": item_index, "bad": int(item_index != index), "rng_seed": rng_seed}
@@ -129,15 +130,18 @@ class VideoClipDataset(Dataset):
     def clip_indices(self, item: int) -> list[int]:
         """The frame indices item `item` reads (probes the video if needed)."""
         pass_, index = _split(item, len(self))
-        video_idx, clip_idx = divmod(index, self.clips.num_clips)
+        video_idx, view = divmod(index, self.clips.per_video)
         return clip_indices(self.frames.num_frames(self.videos[video_idx]), self.clips,
-                            _item_rng(self.seed, pass_, index), clip_idx)
+                            _item_rng(self.seed, pass_, index), view // self.clips.crops)
 
-    def _load(self, video_idx: int, clip_idx: int, pass_: int) -> tuple[dict, int]:
+    def _load(self, video_idx: int, view: int, pass_: int) -> tuple[dict, int]:
         """({view name: clip, labels, cached logits}, a seed for the method's own per-clip
-        randomness, e.g. DistInit's frames). Every random draw comes from (seed, pass, index)."""
+        randomness, e.g. DistInit's frames) of item `view` of a video (one item per video in
+        training). Every random draw comes from (seed, pass, index)."""
         video = self.videos[video_idx]
-        rng = _item_rng(self.seed, pass_, video_idx * self.clips.num_clips + clip_idx)
+        rng = _item_rng(self.seed, pass_, video_idx * self.clips.per_video + view)
+        clip_idx, crop = divmod(view, self.clips.crops)
+        spatial = (crop, self.clips.crops) if self.clips.crops > 1 else None
         num_frames = self.frames.num_frames(video)
         boxes = None
         if self.targets is not None:  # the student's clip is cut from a box the cache stored
@@ -159,28 +163,31 @@ class VideoClipDataset(Dataset):
                          for i in np.ravel(drawn.indices[v.name])})
         rgb = dict(zip(wanted, self.frames.frames(video, wanted), strict=True)) if wanted else {}
         out = {v.name: self._clip(v, video, drawn.indices[v.name], drawn.seeds[v.name], rgb,
-                                  box if v.name == "video" else None) for v in self.views}
+                                  box if v.name == "video" else None, spatial)
+               for v in self.views}
         return {**out, **drawn.labels, **cached}, drawn.rng_seed
 
     def _clip(self, view: View, video: Path, indices: list[int] | np.ndarray, seed: int,
-              rgb: dict[int, np.ndarray], box: Box | None = None) -> torch.Tensor:
+              rgb: dict[int, np.ndarray], box: Box | None = None,
+              spatial: tuple[int, int] | None = None) -> torch.Tensor:
         """One view's clip (C, T, H, W) float: RGB frames (T, H, W, 3) uint8 or flow
-        (T, H, W, 2) float through their transform; (n, C, T, H, W) for n rows of indices (the
-        clips of a VCOP sample, one crop for all)."""
+        (T, H, W, 2) float through their transform (`spatial`: test crop k of n); (n, C, T, H,
+        W) for n rows of indices (the clips of a VCOP sample, one crop for all)."""
         if np.ndim(indices) == 2:
             return torch.stack([self._clip(view, video, list(row), seed, rgb) for row in indices])
         generator = torch.Generator().manual_seed(seed)
+        where = {} if spatial is None else {"spatial": spatial}
         if view.modality == "flow":
             flow = torch.from_numpy(self.flow.read(video, indices))
             if self.flow_transform is None:
                 return flow.permute(3, 0, 1, 2).contiguous()
-            return self.flow_transform(flow, generator=generator)
+            return self.flow_transform(flow, generator=generator, **where)
         frames = np.stack([rgb[i] for i in indices])  # (T, H, W, 3)
         if self.transform is None:
             return to_float_clip(frames)
         if box is not None:
             return self.transform(torch.from_numpy(frames), generator=generator, box=box)
-        return self.transform(torch.from_numpy(frames), generator=generator)
+        return self.transform(torch.from_numpy(frames), generator=generator, **where)
 
 
 def list_images(root: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> tuple[list[tuple[Path, int]], list[str]]:

@@ -88,14 +88,17 @@ test_clip_indices.__test__ = False  # type: ignore[attr-defined]
 @dataclass(frozen=True)
 class ClipSpec:
     """How a dataset cuts clips. mode "train": one clip per item, at a random start with
-    `jitter` (`train_clip_indices`); "test": `num_clips` uniformly spaced clips per video, item
-    k taking clip k (`test_clip_indices`)."""
+    `jitter` (`train_clip_indices`); "test": `num_clips` uniformly spaced clips per video, each
+    seen through `crops` spatial crops (1: the centre; 3: both ends and the centre of the long
+    side, as SlowFast and MMAction2 test), item k of a video taking clip k // crops through
+    crop k % crops (`test_clip_indices`)."""
 
     clip_len: int = 8
     stride: int = 1
     mode: str = "train"
     num_clips: int = 1
     jitter: bool = True
+    crops: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "test"):
@@ -103,6 +106,14 @@ class ClipSpec:
         if self.num_clips < 1 or (self.mode == "train" and self.num_clips != 1):
             raise ValueError(f"num_clips must be 1 in train mode and >= 1 in test mode, "
                              f"got {self.num_clips}")
+        if self.crops not in (1, 3) or (self.mode == "train" and self.crops != 1):
+            raise ValueError(f"crops must be 1 in train mode and 1 or 3 in test mode, got "
+                             f"{self.crops}")
+
+    @property
+    def per_video(self) -> int:
+        """Items per video: clips x spatial crops."""
+        return self.num_clips * self.crops
 
 
 def clip_indices(num_frames: int, spec: ClipSpec, rng: np.random.Generator, clip_idx: int = 0,

@@ -72,9 +72,20 @@ def _check_crop(x: torch.Tensor, size: int) -> None:
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """The central `size` x `size` window of (..., H, W)."""
+    return spatial_crop(x, size, 0, 1)
+
+
+def spatial_crop(x: torch.Tensor, size: int, k: int, n: int) -> torch.Tensor:
+    """Window k of n evenly spaced `size` x `size` windows along the long side of (..., H, W),
+    centred on the short side: n = 3 gives the left (top), centre and right (bottom) crops of
+    the 3-crop test (SlowFast's `uniform_crop`, MMAction2's `ThreeCrop`); n = 1 the centre."""
     _check_crop(x, size)
     height, width = x.shape[-2:]
     top, left = (height - size) // 2, (width - size) // 2
+    if n > 1:
+        along = (width if width >= height else height) - size
+        offset = along * k // (n - 1)
+        top, left = (top, offset) if width >= height else (offset, left)
     return x[..., top:top + size, left:left + size]
 
 
@@ -184,6 +195,7 @@ class Draws:
 
     generator: torch.Generator | None = None
     box: Box | None = None
+    spatial: tuple[int, int] | None = None  # test crop k of n (`spatial_crop`); None: centre
 
 
 # A step of a transform chain: float (C, T, H, W) and the clip's draws in, a float clip out.
@@ -242,11 +254,13 @@ class RandomCrop:
 
 
 @dataclass(frozen=True)
-class CenterCrop:
+class EvalCrop:
+    """The evaluation crop: the centre, or the test crop the item's draws name (3-crop test)."""
+
     crop: int
 
     def __call__(self, clip: torch.Tensor, draws: Draws) -> torch.Tensor:
-        return center_crop(clip, self.crop)
+        return spatial_crop(clip, self.crop, *(draws.spatial or (0, 1)))
 
 
 @dataclass(frozen=True)
@@ -262,13 +276,15 @@ class Compose:
     """A transform chain: uint8 frames (T, H, W, C) (float (T, H, W, 2) when `flow`) to float
     (C, T, H, W), then each step in turn. A single image (H, W, C) is treated as a one-frame clip
     and comes back as (C, H, W). Pass a `torch.Generator` to make the random choices
-    reproducible, and `box` to cut that crop instead of drawing one."""
+    reproducible, `box` to cut that crop instead of drawing one, and `spatial` (k, n) for test
+    crop k of n instead of the centre."""
 
     def __init__(self, steps: Sequence[Step], flow: bool = False) -> None:
         self.steps, self.flow = list(steps), flow
 
     def __call__(self, frames: np.ndarray | torch.Tensor,
-                 generator: torch.Generator | None = None, box: Box | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, box: Box | None = None,
+                 spatial: tuple[int, int] | None = None) -> torch.Tensor:
         frames = torch.as_tensor(frames)
         image = frames.ndim == 3
         if image:
@@ -277,7 +293,7 @@ class Compose:
             clip = frames.permute(3, 0, 1, 2).float()  # (2, T, H, W)
         else:
             clip = to_float_clip(frames)  # (C, T, H, W)
-        draws = Draws(generator, box)
+        draws = Draws(generator, box, spatial)
         for step in self.steps:
             clip = step(clip, draws)
         clip = clip.contiguous()
@@ -316,7 +332,7 @@ class ClipTransform(Compose):
         self.scale = tuple(float(v) for v in scale)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.color = tuple(color)
-        crop_step = RandomCrop(crop, self.scale, flip, flow) if train else CenterCrop(crop)
+        crop_step = RandomCrop(crop, self.scale, flip, flow) if train else EvalCrop(crop)
         super().__init__([ResizeShortSide(resize, crop, flow), crop_step, *self.color,
                           Normalize(self.mean, self.std)], flow)
 

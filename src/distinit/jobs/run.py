@@ -69,10 +69,13 @@ def finetune_method(student: nn.Module, mc: ModelConfig) -> Supervised:
 
 def eval_student(cfg: Config, student: nn.Module, test_set: VideoClipDataset,
                  num_videos: int, num_classes: int, keep_probs: bool = False) -> dict:
-    return evaluate(student, test_set, num_videos, num_classes,
-                    batch_size=cfg.optim.batch_size, num_workers=cfg.data.num_workers,
-                    runtime=Runtime.of(cfg, next(student.parameters()).device),
-                    keep_probs=keep_probs)
+    result = evaluate(student, test_set, num_videos, num_classes,
+                      batch_size=cfg.optim.batch_size, num_workers=cfg.data.num_workers,
+                      runtime=Runtime.of(cfg, next(student.parameters()).device),
+                      keep_probs=keep_probs)
+    # The protocol beside the numbers: 10 clips x 1 crop and 10 x 3 are not comparable.
+    crops = "centre crop" if cfg.data.test_crops == 1 else f"{cfg.data.test_crops} crops"
+    return {**result, "test_protocol": f"{cfg.data.num_test_clips} clips x {crops}"}
 
 
 # ---- the three jobs ---------------------------------------------------------------------------
