@@ -84,3 +84,36 @@ def test_reencoding_a_folder_into_itself_is_refused_and_touches_nothing(tmp_path
                                     "or inside it; write the re-encoded videos to a folder "
                                     "outside it"]
     assert sorted(p.name for p in src.rglob("*")) == before
+
+
+def test_keep_names_writes_the_names_the_split_files_list(tmp_path, make_video, capsys):
+    """HMDB-51 and UCF-101 split files name `.avi` files: with --keep-names the re-encoded
+    videos keep them (H.264 in AVI), so the official splits read the re-encoded folder."""
+    from distinit.data.splits import load_hmdb51
+
+    src, out, splits = tmp_path / "src", tmp_path / "out", tmp_path / "splits"
+    for name in ("a", "b"):
+        make_video(name=name, container="avi", num_frames=20, folder=src / "wave")
+    splits.mkdir()
+    (splits / "wave_test_split1.txt").write_bytes(b"a.avi 1 \r\nb.avi 2 \r\n")
+    assert main([str(src), str(out), "--gop", "4", "--keep-names", "--workers", "1"]) == 0
+    assert sorted(p.name for p in (out / "wave").iterdir()) == ["a.avi", "b.avi"]
+    keys = keyframe_indices(out / "wave" / "b.avi")
+    assert keys[0] == 0 and max(np.diff(keys + [20])) <= 4
+    assert probe(out / "wave" / "a.avi") == probe(src / "wave" / "a.avi")
+    test = load_hmdb51(out, splits, 1, "test")
+    assert [v.name for v, _ in test.samples] == ["b.avi"]
+    assert read_all_frames(test.samples[0][0]).shape[0] == 20
+
+
+def test_keep_names_refuses_a_container_that_cannot_hold_the_codec(tmp_path, make_video,
+                                                                     capsys):
+    from distinit.cli import main as cli
+
+    make_video(name="v", container="webm", num_frames=8, folder=tmp_path / "src")
+    capsys.readouterr()
+    assert cli(["reencode", str(tmp_path / "src"), str(tmp_path / "out"), "--keep-names"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("distinit reencode: error: --keep-names keeps the .webm files' "
+                          "container, which cannot hold libx264") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -4,12 +4,16 @@ Short keyframe intervals make a random clip cost a few frames of decoding instea
 GOP; `--frames` writes frame folders of JPEGs instead. The output mirrors the input's folder
 structure, existing outputs are skipped (so an interrupted run resumes), and every output is
 written under a hidden temporary name and renamed when complete. Audio is dropped.
+
+With `--keep-names` every video keeps its name and extension (an H.264 stream in `.avi`, say),
+so the official split files, which list `.avi` names, still find every re-encoded video.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -37,12 +41,30 @@ CONTAINERS = {"libx264": ".mp4", "h264": ".mp4", "libx265": ".mp4", "mpeg4": ".m
 JPEG_QUALITY = 90
 
 
-def output_path(video: Path, base: Path, out_dir: Path, codec: str, frames: bool) -> Path:
-    """Where `video` (under `base`) goes in `out_dir`: same relative path, new suffix."""
+def output_path(video: Path, base: Path, out_dir: Path, codec: str, frames: bool,
+                keep_names: bool = False) -> Path:
+    """Where `video` (under `base`) goes in `out_dir`: same relative path, the codec's container
+    suffix (with `keep_names`, its own)."""
     relative = video.relative_to(base)
     if video.is_dir():  # a frame folder keeps its name, dots included
         return out_dir / relative if frames else out_dir / f"{relative}{CONTAINERS[codec]}"
+    if keep_names and not frames:
+        return out_dir / relative
     return out_dir / relative.with_suffix("" if frames else CONTAINERS[codec])
+
+
+def check_containers(suffixes: set[str], codec: str) -> None:
+    """Refuse, before anything is written, a container that cannot hold `codec` (`--keep-names`
+    keeps each video's own): asked of FFmpeg itself, by adding the stream to an empty file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix in sorted(suffixes):
+            try:
+                with av.open(str(Path(tmp) / f"probe{suffix}"), "w") as container:
+                    container.add_stream(codec, rate=25)
+            except (ValueError, av.error.FFmpegError) as e:
+                raise UserError(f"--keep-names keeps the {suffix} files' container, which cannot "
+                                f"hold {codec} ({e}); choose another --codec, or drop "
+                                "--keep-names") from None
 
 
 def output_size(height: int, width: int, short_side: int | None,
@@ -123,6 +145,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--short-side", type=int, default=None,
                         help="resize so the shorter side has this many pixels")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--keep-names", action="store_true",
+                        help="keep every video's name and extension (the names split files list)")
     parser.add_argument("--ext", default=",".join(e.lstrip(".") for e in DEFAULT_EXTENSIONS),
                         help="comma-separated video file extensions to look for in a folder")
     args = parser.parse_args(argv)
@@ -142,7 +166,10 @@ def main(argv: list[str]) -> int:
         # the source by the next command that lists it.
         raise UserError(f"{out_dir} is the source folder {base} or inside it; write the "
                         "re-encoded videos to a folder outside it")
-    jobs = {v: output_path(v, base, out_dir, args.codec, args.frames) for v in videos}
+    if args.keep_names and not args.frames:
+        check_containers({v.suffix.lower() for v in videos if not v.is_dir()}, args.codec)
+    jobs = {v: output_path(v, base, out_dir, args.codec, args.frames, args.keep_names)
+            for v in videos}
     seen: dict[Path, Path] = {}
     for src, dst in jobs.items():
         if dst in seen:
