@@ -76,15 +76,13 @@ def test_unknown_experiment_names_the_valid_ones(capsys):
 
 
 def test_seeds_given_twice_or_not_whole_are_one_line(tmp_path, capsys):
-    for seeds, said in [("0,0", "seeds lists 0 more than once: [0, 0]"),
+    for seeds, said in [("0,0", "seeds lists 0 more than once: [0, 0]; each must appear once"),
                         ("0,x", "seeds[1]: expected int, got 'x'"),
                         ("-1", "seeds[0] must be >= 0, got -1")]:
         capsys.readouterr()
         assert main(["reproduce", "loss", f"out_dir={tmp_path / 'r'}", "--seeds", seeds]) == 2
-        err = capsys.readouterr().err
-        assert err.splitlines() == [f"distinit reproduce: error: {said}; each must appear once"
-                                    if "twice" in said or "more than once" in said else
-                                    err.strip()] and said in err, err
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"distinit reproduce: error: {said}"), lines
     assert not (tmp_path / "r").exists()
     assert main(["demo", f"out_dir={tmp_path / 'd'}", "seeds=[1,2,1]"]) == 2
     assert "seeds lists 1 more than once" in capsys.readouterr().err

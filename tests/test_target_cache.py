@@ -158,3 +158,19 @@ def test_frame_step_reads_the_nearest_stored_frame(cache_args, world, tmp_path):
     for g, r in zip(got, want_rows, strict=True):
         assert torch.equal(g.topk(3).values, torch.from_numpy(stored[r, 1]).float().sort(
             descending=True).values)
+
+
+def test_crop_boxes_are_keyed_by_the_path_within_the_corpus(tmp_path):
+    """The same corpus in two folders draws the same boxes; two videos of one name in two class
+    folders, one of them reached through a symlinked folder, keep distinct keys."""
+    from distinit.targets.cache import _corpus_key
+
+    for root in (tmp_path / "a", tmp_path / "b"):
+        (root / "wave").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "run").mkdir(parents=True)
+    (tmp_path / "a" / "run").symlink_to(tmp_path / "elsewhere" / "run")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert _corpus_key(tmp_path / "a" / "wave" / "v.mp4", a) == "wave/v.mp4"
+    assert _corpus_key(tmp_path / "b" / "wave" / "v.mp4", b) == "wave/v.mp4"
+    assert _corpus_key(tmp_path / "a" / "run" / "v.mp4", a) == "run/v.mp4"
+    assert _corpus_key(tmp_path / "x" / "v.mp4", a) == "v.mp4"  # outside the corpus: its name

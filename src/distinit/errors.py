@@ -5,6 +5,12 @@ class UserError(Exception):
     """Bad input (file, config, data, weights). The message says what is wrong and what to do."""
 
 
+def first_line(error: BaseException) -> str:
+    """`TypeName: the first line of its message`, for a foreign exception quoted in one line."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 def one_line(error: BaseException) -> str:
     """The message of `error` as the user should see it.
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distinit.errors import UserError
+from distinit.errors import UserError, first_line
 
 META_KEYS = ("arch", "arch_kwargs", "num_classes", "mean", "std", "input_size", "classes")
 
@@ -132,11 +132,6 @@ def _unsafe_globals(path: Path) -> str:
     return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 def strip_prefixes(state_dict: dict) -> dict[str, torch.Tensor]:
     """The tensors of a state dict, without DDP's "module." and torch.compile's "_orig_mod."."""
     out = {}
@@ -162,8 +157,8 @@ def read_checkpoint(path: str | os.PathLike, expected: str = "an image model",
     except Exception as e:
         if path.suffix == ".safetensors":
             raise WeightsError(f"cannot read {path} as safetensors: {e}") from None
-        raise WeightsError(f"cannot read {path} as a state dict ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0]}); save `model.state_dict()` with "
+        raise WeightsError(f"cannot read {path} as a state dict ({first_line(e)}); save "
+                           "`model.state_dict()` with "
                            "torch.save, not the pickled model") from None
     if path.suffix == ".safetensors":
         meta = {}

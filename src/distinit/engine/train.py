@@ -253,7 +253,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                     log.close()
                     name = signal_name(int(flags[1]))
                     # What to do next depends on the command (`--resume`, or the same
-                                    # command again for a chain): `distinit.cli` adds it.
+                    # command again for a chain): `distinit.cli` adds it.
                     raise Interrupted(f"stopped by {name} at step {step}/{stop_at}; checkpoint "
                                       f"written to {ckpt_path}", int(flags[1]))
                 if step % steps_per_epoch == 0:

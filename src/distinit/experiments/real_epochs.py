@@ -53,7 +53,9 @@ class Curve:
     def __init__(self, path: Path, run: Path, segments: dict, overwrite: bool):
         self.path, self.segments = path, segments
         ckpt = run / "last.pt"
-        self.step = load_checkpoint(ckpt)["step"] if ckpt.is_file() and not overwrite else 0
+        # mmap: only the step is read, not the weights.
+        self.step = (load_checkpoint(ckpt, mmap=True)["step"] if ckpt.is_file() and not overwrite
+                     else 0)
         saved = json.loads(path.read_text()) if self.step and path.is_file() else {}
         if self.step and saved.get("segments") != segments:
             raise UserError(f"{run} holds a run on other segments (or one {path} does not "
@@ -92,8 +94,8 @@ def stopped(e: Interrupted, run: Path, epoch: int, epochs: int) -> Interrupted:
     command again, `cli.RESUMABLE`)."""
     signum = e.exit_code - 128
     ckpt = run / "last.pt"
-    where = (f"at step {load_checkpoint(ckpt)['step']} (checkpoint in {run})" if ckpt.is_file()
-             else "before its first checkpoint")
+    where = (f"at step {load_checkpoint(ckpt, mmap=True)['step']} (checkpoint in {run})"
+             if ckpt.is_file() else "before its first checkpoint")
     return Interrupted(f"stopped by {signal_name(signum)} in epoch {epoch} of {epochs}, {where}",
                        signum)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from distinit.errors import UserError
+from distinit.errors import UserError, first_line
 
 # A CPU-sized student shaped like `image_resnet.resnet_tiny` (widths 16-128, one block per
 # stage, 3x3 stride-1 stem): for 32x32 inputs and for inflation from that 2D model.
@@ -312,8 +312,7 @@ def import_callable(spec: str, what: str = "student", error: type[UserError] = U
                     ) from None
     except Exception as e:
         raise error(f"{what} {spec!r}: importing module {module_name!r} raised "
-                    f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                    f"{_where(e)}; fix the module") from None
+                    f"{first_line(e)}{_where(e)}; fix the module") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise error(f"{what} {spec!r}: module {module_name!r} has no {noun} {attr!r}")

@@ -77,8 +77,8 @@ def _corpus_key(video: Path, corpus: str) -> str:
     lies elsewhere."""
     root = Path(corpus) if corpus else video.parent
     root = root if root.is_dir() else root.parent
-    try:
-        return video.resolve().relative_to(root.resolve()).as_posix()
+    try:  # not resolved: a video under a symlinked subfolder keeps its path in the corpus
+        return video.absolute().relative_to(root.absolute()).as_posix()
     except ValueError:
         return video.name
 
