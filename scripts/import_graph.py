@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "distinit"
 # Lowest first. A module belongs to the first layer one of whose prefixes it starts with.
 LAYERS = [
     ("foundation", ("distinit.errors", "distinit.arguments", "distinit.optional", "distinit.config",
+                    "distinit.config_schema",
                     "distinit.config_rules")),
     ("engine", ("distinit.engine",)),
     ("data, models, losses", ("distinit.data", "distinit.models", "distinit.losses")),
