@@ -11,7 +11,7 @@ happens to hold, so a class missing from the test subset cannot shift the labels
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +35,9 @@ class LabeledSplit:
 
     samples: list[tuple[Path, int]]
     classes: list[str]
+    # Videos the split lists that are not on disk, where a format allows them (a Kinetics copy
+    # is never complete); every other format refuses a missing video.
+    missing: list[Path] = field(default_factory=list)
 
     @property
     def videos(self) -> list[Path]:
