@@ -19,6 +19,10 @@ if [ "$MODE" = full ]; then
     if ! ldconfig -p 2>/dev/null | grep -q libavcodec && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && apt-get install -y -qq ffmpeg) >/dev/null 2>&1 || echo "note: could not install ffmpeg; torchcodec backend will be unavailable"
     fi
+    # bsdtar (libarchive) reads the RAR archives HMDB-51 and UCF-101 ship as.
+    if ! command -v bsdtar >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq libarchive-tools) >/dev/null 2>&1 || echo "note: could not install libarchive-tools; RAR archives (HMDB-51, UCF-101) cannot be extracted"
+    fi
     # The opencv extra is opencv-contrib-python-headless (TV-L1 flow). It ships the same cv2
     # package as opencv-python-headless, which a venv made earlier holds: remove both first, or
     # the two overwrite each other's files and uninstalling one later breaks the other.
