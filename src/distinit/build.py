@@ -67,13 +67,13 @@ def prepare_data(dc: DataConfig, videos: Sequence[str | Path] | None = None) -> 
         if not dc.videos:
             return
         videos = list_videos(dc.videos, dc.extensions)
-    clip_store_for(videos, dc.cache_dir, dc.resize, dc.backend, dc.decode_device)
+    clip_store_for(videos, dc.cache_dir, dc.resize, dc.backend, dc.decode_device, dc.frame_template)
 
 
 def _store_of(dc: DataConfig, videos: Sequence[str | Path]) -> Path:
     if not dc.cache_dir:
         raise UserError("data.cache=store keeps its clip stores under data.cache_dir; set it")
-    folder = find_clip_store(dc.cache_dir, videos, dc.resize, dc.backend)
+    folder = find_clip_store(dc.cache_dir, videos, dc.resize, dc.backend, dc.frame_template)
     if folder is None:
         raise UserError(f"no clip store of these {len(videos)} videos (data.resize={dc.resize}, "
                         f"data.backend={dc.backend}) under {dc.cache_dir}; build it with "
@@ -114,7 +114,8 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
                         "data.cache=store (decoded once before the loader starts)")
     folder = _store_of(dc, videos) if dc.cache == "store" else (dc.cache_dir or None)
     frames = frame_source(None if dc.cache == "none" else dc.cache, folder,
-                          [Path(v) for v in videos], dc.backend, dc.decode_device)
+                          [Path(v) for v in videos], dc.backend, dc.decode_device,
+                          dc.frame_template)
     clips = ClipSpec(dc.clip_len, dc.stride, "train" if train_mode else "test",
                      1 if train_mode else dc.num_test_clips,
                      crops=1 if train_mode else dc.test_crops)
@@ -125,7 +126,8 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
 
 def labeled_split(dc: DataConfig, subset: str) -> LabeledSplit:
     """A subset of the labeled dataset; classes it lacks are fine, and said once (rank 0)."""
-    split = load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
+    split = load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset,
+                         name_template=dc.name_template)
     if split.absent and dist.rank_world()[0] == 0:
         print(absent_note(split, subset), flush=True)
     return split

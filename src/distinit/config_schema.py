@@ -11,6 +11,8 @@ from distinit.config_rules import checked
 
 KINETICS_MEAN = [0.43216, 0.394666, 0.37645]  # torchvision's video models' normalisation
 KINETICS_STD = [0.22803, 0.22145, 0.216989]
+# How Kinetics downloaders name a clip (data.name_template's default).
+KINETICS_NAME_TEMPLATE = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 
 
 # Sizes that are allocated whole: 1e8 must be one line as the config loads, not a MemoryError.
@@ -29,10 +31,17 @@ class DataConfig:
     # Still images in ImageFolder layout (train-image): training and evaluation folders.
     images: str = ""
     images_test: str = ""
-    # Labeled videos (finetune, eval): format hmdb51 | ucf101 | csv.
-    format: str = checked("hmdb51", choices=("hmdb51", "ucf101", "csv"))
+    # Labeled videos (finetune, eval): format hmdb51 | ucf101 | csv | kinetics_csv | list.
+    format: str = checked("hmdb51", choices=("hmdb51", "ucf101", "csv", "kinetics_csv", "list"))
     video_root: str = ""
     split_dir: str = ""  # folder of official split files, or the CSV file for format=csv
+    # format=kinetics_csv: a clip's path under video_root from its CSV line's {youtube_id},
+    # {time_start}, {time_end} (whole seconds) and {label} ({label_underscored}: spaces as _).
+    name_template: str = KINETICS_NAME_TEMPLATE
+    # Frame folders: the frames' file name with one integer field, e.g. MMAction2's
+    # "img_{:05d}.jpg" (frames ordered by it); empty: every image sorted by name, except the
+    # flow_*, x_*, y_* flow images stored beside RGB frames.
+    frame_template: str = ""
     split: int = checked(1, min=1, max=100)
     clip_len: int = checked(8, min=1, max=MAX_CLIP_LEN, why=(
         "a clip is held in memory whole, padded with its last frame on shorter videos "

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from distinit.data import clip_store, shards
+from distinit.data.frame_folders import check_frame_template
 from distinit.data.video import (
     VideoDecodeError,
     check_decode_device,
@@ -56,26 +57,30 @@ class Decoder:
     """Decodes the frames a clip needs from the file, each time. `device="cuda"` decodes with
     torchcodec on the GPU (NVDEC) and copies the frames back as uint8: that spares the CPU the
     decoding. CUDA cannot start in a forked process, so its loaders need `num_workers=0` or the
-    spawn start method."""
+    spawn start method. `frame_template` (data.frame_template): which files of a frame folder
+    are its frames."""
 
-    def __init__(self, backend: str = "pyav", device: str = "cpu") -> None:
+    def __init__(self, backend: str = "pyav", device: str = "cpu", frame_template: str = "") -> None:
         check_decode_device(backend, device)  # before any video is decoded
-        self.backend, self.device = backend, device
+        if frame_template:
+            check_frame_template(frame_template)
+        self.backend, self.device, self.frame_template = backend, device, frame_template
         self._num_frames: dict[Path, int] = {}  # probed once per process
 
     def num_frames(self, video: Path) -> int:
         if video not in self._num_frames:
-            num_frames = probe(video, self.backend, self.device).num_frames
+            num_frames = probe(video, self.backend, self.device, self.frame_template).num_frames
             if num_frames < 1:
                 raise _no_frames(video)
             self._num_frames[video] = num_frames
         return self._num_frames[video]
 
     def frames(self, video: Path, indices: Sequence[int]) -> np.ndarray:
-        return read_frames(video, indices, self.backend, device=self.device)
+        return read_frames(video, indices, self.backend, device=self.device,
+                           frame_template=self.frame_template)
 
     def all_frames(self, video: Path) -> np.ndarray:
-        frames = read_all_frames(video, self.backend, self.device)
+        frames = read_all_frames(video, self.backend, self.device, self.frame_template)
         if len(frames) < 1:
             raise _no_frames(video)
         return frames
@@ -145,6 +150,8 @@ class DiskCache:
         except OSError as e:
             raise VideoDecodeError(path, f"cannot read the file ({e.strerror})") from None
         key = f"{path}|{st.st_mtime_ns}|{st.st_size}|{self.decoder.backend}"
+        if self.decoder.frame_template:  # other frames of a frame folder (none: keys as before)
+            key += f"|{self.decoder.frame_template}"
         return self.folder / f"{path.stem[:40]}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
 
 
@@ -179,15 +186,16 @@ class StoredFrames:
 
 def frame_source(cache: str | None = None, folder: str | Path | None = None,
                  videos: Sequence[Path] = (), backend: str = "pyav",
-                 device: str = "cpu") -> FrameSource:
+                 device: str = "cpu", frame_template: str = "") -> FrameSource:
     """The source `data.cache` names: None (decode every clip), "memory", "disk" (in `folder`),
-    or "store" (the clip store in `folder`, which must hold `videos`)."""
+    or "store" (the clip store in `folder`, which must hold `videos`). `frame_template`: which
+    files of a frame folder are its frames (a store was built with it)."""
     if cache not in (None, "memory", "disk", "store"):
         raise UserError(f"unknown cache mode {cache!r}; use one of none, memory, disk, store")
     if cache in ("disk", "store") and folder is None:
         raise UserError("the disk cache needs a cache folder; set cache_dir" if cache == "disk"
                         else "cache='store' reads a clip store: set cache_dir to its folder")
-    decoder = Decoder(backend, device)
+    decoder = Decoder(backend, device, frame_template)
     if cache == "memory":
         return MemoryCache(decoder)
     if cache == "disk":

@@ -7,6 +7,7 @@ import codecs
 import csv
 import io
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -101,3 +102,84 @@ def parse_csv(csv_path: Path, video_root: str | Path | None) -> list[tuple[Path,
 
 def is_int(text: str) -> bool:
     return text.lstrip("-").isdigit()
+
+
+@dataclass
+class LabeledSplit:
+    """Videos with integer labels; `classes[label]` is the name of a label."""
+
+    samples: list[tuple[Path, int]]
+    classes: list[str]
+    # Videos the split lists that are not on disk, where a format allows them (a Kinetics copy
+    # is never complete); every other format refuses a missing video.
+    missing: list[Path] = field(default_factory=list)
+
+    @property
+    def videos(self) -> list[Path]:
+        return [path for path, _ in self.samples]
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    @property
+    def absent(self) -> list[str]:
+        """Classes with no video in this subset (fine, but their accuracy is undefined)."""
+        have = set(self.labels)
+        return [name for label, name in enumerate(self.classes) if label not in have]
+
+
+class Classes(NamedTuple):
+    """A dataset's class list; `source` says where it came from, for messages."""
+
+    names: list[str]
+    source: str
+
+
+def finish(rows: list[Row], classes: list[str], source: str, root_hint: str) -> LabeledSplit:
+    """Check that the split is not empty and that every video (a file, or a frame folder)
+    exists (one stat each)."""
+    if not rows:
+        raise SplitError(f"{source}: no videos listed for this subset; check the split files and the subset")
+    missing = [row for row in rows if not row.video.exists()]
+    if missing:
+        first = missing[0]
+        more = f" ({len(missing) - 1} more videos are missing)" if len(missing) > 1 else ""
+        raise SplitError(
+            f"{where(first.file, first.lineno, first.line)}: video not found: {first.video}{more}; "
+            f"{root_hint}"
+        )
+    return LabeledSplit([(row.video, row.label) for row in rows], classes)
+
+
+def read_class_ind(class_file: Path) -> Classes:
+    """UCF's classInd.txt: lines `<index> <ClassName>`, indices 1..N."""
+    index_to_name: dict[int, str] = {}
+    for lineno, line in read_lines(class_file):
+        fields = line_fields(class_file, lineno, line, 2, "'<index> <ClassName>'")
+        index = parse_int(fields[0], class_file, lineno, line, "class index")
+        if index in index_to_name or fields[1] in index_to_name.values():
+            raise SplitError(f"{where(class_file, lineno, line)}: duplicate class; delete the line")
+        index_to_name[index] = fields[1]
+    if not index_to_name:
+        raise SplitError(f"{class_file}: no classes listed; it needs lines '<index> <ClassName>'")
+    if sorted(index_to_name) != list(range(1, len(index_to_name) + 1)):
+        raise SplitError(
+            f"{class_file}: class indices must be 1..{len(index_to_name)} without gaps, "
+            f"got {sorted(index_to_name)[:10]}...; renumber the classes"
+        )
+    return Classes([index_to_name[i] for i in range(1, len(index_to_name) + 1)], str(class_file))
+
+
+def read_labels_txt(path: Path) -> Classes:
+    """A labels.txt: one class name a line, in label order (blank lines and # comments skipped)."""
+    names: list[str] = []
+    for lineno, line in read_lines(path):
+        if line.startswith("#"):
+            continue
+        if line in names:
+            raise SplitError(f"{where(path, lineno, line)}: duplicate class; delete the line")
+        names.append(line)
+    if not names:
+        raise SplitError(f"{path}: no classes listed; put one class name a line, in label order")
+    return Classes(names, str(path))

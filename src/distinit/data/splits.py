@@ -1,4 +1,5 @@
-"""Labeled video lists: the official UCF-101 and HMDB-51 split files, and a plain CSV.
+"""Labeled video lists: the official UCF-101 and HMDB-51 split files, a plain CSV, and (in
+`split_formats`) the Kinetics annotation CSVs and `path label` lists.
 
 Every loader checks each line and each video path, and reports the first problem as one
 `SplitError` of the form `FILE:LINE: what is wrong in 'text'; what to do`.
@@ -11,47 +12,33 @@ happens to hold, so a class missing from the test subset cannot shift the labels
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
-from distinit.data.split_lines import (
+from distinit.data.split_formats import (
+    DEFAULT_NAME_TEMPLATE,
+    check_name_template,
+    kinetics_classes,
+    list_classes,
+    load_kinetics_csv,
+    load_list,
+)
+from distinit.data.split_lines import (  # LabeledSplit, Classes: importable from here too
+    Classes,
+    LabeledSplit,
     Row,
     SplitError,
     check_split_number,
     check_subset,
+    finish,
     is_int,
     line_fields,
     parse_csv,
     parse_int,
+    read_class_ind,
+    read_labels_txt,
     read_lines,
     where,
 )
-
-
-@dataclass
-class LabeledSplit:
-    """Videos with integer labels; `classes[label]` is the name of a label."""
-
-    samples: list[tuple[Path, int]]
-    classes: list[str]
-    # Videos the split lists that are not on disk, where a format allows them (a Kinetics copy
-    # is never complete); every other format refuses a missing video.
-    missing: list[Path] = field(default_factory=list)
-
-    @property
-    def videos(self) -> list[Path]:
-        return [path for path, _ in self.samples]
-
-    @property
-    def labels(self) -> list[int]:
-        return [label for _, label in self.samples]
-
-    @property
-    def absent(self) -> list[str]:
-        """Classes with no video in this subset (fine, but their accuracy is undefined)."""
-        have = set(self.labels)
-        return [name for label, name in enumerate(self.classes) if label not in have]
 
 
 def absent_note(split: LabeledSplit, subset: str) -> str:
@@ -62,61 +49,6 @@ def absent_note(split: LabeledSplit, subset: str) -> str:
             "the model sees no example of them")
     return (f"note: {len(names)} of {len(split.classes)} classes have no {subset} videos "
             f"({shown}); {then}")
-
-
-class Classes(NamedTuple):
-    """A dataset's class list; `source` says where it came from, for messages."""
-
-    names: list[str]
-    source: str
-
-
-def _finish(rows: list[Row], classes: list[str], source: str, root_hint: str) -> LabeledSplit:
-    """Check that the split is not empty and that every video exists (one stat each)."""
-    if not rows:
-        raise SplitError(f"{source}: no videos listed for this subset; check the split files and the subset")
-    missing = [row for row in rows if not row.video.is_file()]
-    if missing:
-        first = missing[0]
-        more = f" ({len(missing) - 1} more videos are missing)" if len(missing) > 1 else ""
-        raise SplitError(
-            f"{where(first.file, first.lineno, first.line)}: video not found: {first.video}{more}; "
-            f"{root_hint}"
-        )
-    return LabeledSplit([(row.video, row.label) for row in rows], classes)
-
-
-def _read_class_ind(class_file: Path) -> Classes:
-    """UCF's classInd.txt: lines `<index> <ClassName>`, indices 1..N."""
-    index_to_name: dict[int, str] = {}
-    for lineno, line in read_lines(class_file):
-        fields = line_fields(class_file, lineno, line, 2, "'<index> <ClassName>'")
-        index = parse_int(fields[0], class_file, lineno, line, "class index")
-        if index in index_to_name or fields[1] in index_to_name.values():
-            raise SplitError(f"{where(class_file, lineno, line)}: duplicate class; delete the line")
-        index_to_name[index] = fields[1]
-    if not index_to_name:
-        raise SplitError(f"{class_file}: no classes listed; it needs lines '<index> <ClassName>'")
-    if sorted(index_to_name) != list(range(1, len(index_to_name) + 1)):
-        raise SplitError(
-            f"{class_file}: class indices must be 1..{len(index_to_name)} without gaps, "
-            f"got {sorted(index_to_name)[:10]}...; renumber the classes"
-        )
-    return Classes([index_to_name[i] for i in range(1, len(index_to_name) + 1)], str(class_file))
-
-
-def _read_labels_txt(path: Path) -> Classes:
-    """A labels.txt: one class name a line, in label order (blank lines and # comments skipped)."""
-    names: list[str] = []
-    for lineno, line in read_lines(path):
-        if line.startswith("#"):
-            continue
-        if line in names:
-            raise SplitError(f"{where(path, lineno, line)}: duplicate class; delete the line")
-        names.append(line)
-    if not names:
-        raise SplitError(f"{path}: no classes listed; put one class name a line, in label order")
-    return Classes(names, str(path))
 
 
 def _hmdb_suffix(split: int) -> str:
@@ -141,9 +73,9 @@ def _csv_classes(csv_or_dir: Path) -> Classes:
     # A list beside the split files wins; without one the training subset's classes are the list.
     folder = csv_or_dir if csv_or_dir.is_dir() else csv_or_dir.parent
     if (folder / "labels.txt").is_file():
-        return _read_labels_txt(folder / "labels.txt")
+        return read_labels_txt(folder / "labels.txt")
     if (folder / "classInd.txt").is_file():
-        return _read_class_ind(folder / "classInd.txt")
+        return read_class_ind(folder / "classInd.txt")
     train = folder / "train.csv" if csv_or_dir.is_dir() else csv_or_dir
     if not train.is_file():
         raise SplitError(
@@ -158,16 +90,22 @@ def dataset_classes(format: str, split_dir_or_csv: str | Path, split: int = 1) -
 
     ucf101: classInd.txt. hmdb51: the names of the `<class>_test_split<N>.txt` files, sorted.
     csv: `labels.txt` (one class a line) or `classInd.txt` beside the split files, else the
-    classes of the training subset (`train.csv`, or the one CSV file given).
+    classes of the training subset (`train.csv`, or the one CSV file given). kinetics_csv:
+    `labels.txt` beside the CSVs, else train.csv's labels, sorted. list: `labels.txt` or
+    `classInd.txt` beside the lists, else "0".."max" over both subsets' labels.
     """
     path = Path(split_dir_or_csv)
     if format == "ucf101":
-        return _read_class_ind(path / "classInd.txt")
+        return read_class_ind(path / "classInd.txt")
     if format == "hmdb51":
         check_split_number(split)
         return _hmdb_classes(path, split)
     if format == "csv":
         return _csv_classes(path)
+    if format == "kinetics_csv":
+        return kinetics_classes(path)
+    if format == "list":
+        return list_classes(path)
     raise SplitError(f"unknown split format {format!r}; use one of {', '.join(FORMATS)}")
 
 
@@ -210,7 +148,7 @@ def load_ucf101(video_root: str | Path, split_dir: str | Path, split: int, subse
                 )
             label = by_name[folder.lower()]
         rows.append(Row(video_root / relpath, label, list_file, lineno, line))
-    return _finish(rows, names, str(list_file),
+    return finish(rows, names, str(list_file),
                    f"check that video_root ({video_root}) holds <Class>/<video>")
 
 
@@ -246,7 +184,7 @@ def load_hmdb51(video_root: str | Path, split_dir: str | Path, split: int, subse
                 )
             if use == wanted:
                 rows.append(Row(video_root / name / fields[0], label, split_file, lineno, line))
-    return _finish(rows, classes.names, classes.source,
+    return finish(rows, classes.names, classes.source,
                    f"check that video_root ({video_root}) holds <class>/<video>")
 
 
@@ -294,7 +232,7 @@ def load_csv(csv_path: str | Path, video_root: str | Path | None = None,
             )
         rows.append(Row(path, label, csv_path, lineno, line))
     root = Path(video_root) if video_root is not None else csv_path.parent
-    return _finish(rows, names, str(csv_path), f"paths are relative to {root}; fix the path or video_root")
+    return finish(rows, names, str(csv_path), f"paths are relative to {root}; fix the path or video_root")
 
 
 def _load_csv_split(video_root: str | Path | None, csv_or_dir: str | Path, split: int,
@@ -311,21 +249,31 @@ FORMATS: dict[str, Callable[..., LabeledSplit]] = {
     "ucf101": load_ucf101,
     "hmdb51": load_hmdb51,
     "csv": _load_csv_split,
+    "kinetics_csv": load_kinetics_csv,
+    "list": load_list,
 }
 
 
 def load_labeled(format: str, video_root: str | Path | None, split_dir_or_csv: str | Path,
-                 split: int = 1, subset: str = "train") -> LabeledSplit:
-    """Load a labeled split by format name ("ucf101", "hmdb51" or "csv"), its labels indexing
-    the dataset's one class list (`dataset_classes`), whichever subset is read.
+                 split: int = 1, subset: str = "train",
+                 name_template: str = DEFAULT_NAME_TEMPLATE) -> LabeledSplit:
+    """Load a labeled split by format name (`FORMATS`), its labels indexing the dataset's one
+    class list (`dataset_classes`), whichever subset is read.
 
-    For "csv", `split_dir_or_csv` is a CSV file, or a folder holding `<subset>.csv`; `split`
-    is ignored.
+    For "csv", `split_dir_or_csv` is a CSV file, or a folder holding `<subset>.csv`; for
+    "kinetics_csv" and "list", a folder of lists (`split_formats`); `split` only matters to
+    ucf101 and hmdb51. `name_template`: a Kinetics clip's path under `video_root`
+    (data.name_template). "csv" and "list" read paths relative to the lists without a
+    `video_root`.
     """
     if format not in FORMATS:
         raise SplitError(f"unknown split format {format!r}; use one of {', '.join(FORMATS)}")
-    if format != "csv" and video_root is None:
+    if format not in ("csv", "list") and video_root is None:
         raise SplitError(f"the {format} format needs a video root folder")
     check_subset(subset)
+    extra = {}
+    if format == "kinetics_csv":
+        check_name_template(name_template)  # before any file is read
+        extra["name_template"] = name_template
     classes = dataset_classes(format, split_dir_or_csv, split)
-    return FORMATS[format](video_root, split_dir_or_csv, split, subset, classes)
+    return FORMATS[format](video_root, split_dir_or_csv, split, subset, classes, **extra)

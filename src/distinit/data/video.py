@@ -28,7 +28,7 @@ from distinit.data.decoders import (
     torchcodec_cuda_missing,
     torchcodec_on,
 )
-from distinit.data.frame_folders import FRAME_FOLDER, IMAGE_EXTENSIONS, frame_files, load_frame
+from distinit.data.frame_folders import IMAGE_EXTENSIONS, folder_backend, frame_files, load_frame
 from distinit.errors import UserError
 
 DEFAULT_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -36,15 +36,18 @@ DEFAULT_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", "
 DECODE_DEVICES = ("cpu", "cuda")
 
 
-def probe(path: str | Path, backend: str = "pyav", device: str = "cpu") -> VideoInfo:
-    """Frame count, frame rate and size from container metadata (packets counted if absent)."""
+def probe(path: str | Path, backend: str = "pyav", device: str = "cpu",
+          frame_template: str = "") -> VideoInfo:
+    """Frame count, frame rate and size from container metadata (packets counted if absent).
+    `frame_template` (data.frame_template): which files of a frame folder are its frames
+    (`frame_folders.frame_files`); the same in every function here."""
     path = Path(path)
     with _errors_as_decode_error(path):
-        return _backend_for(path, backend, device).probe(path)
+        return _backend_for(path, backend, device, frame_template).probe(path)
 
 
 def read_frames(path: str | Path, indices: Sequence[int], backend: str = "pyav",
-                strict: bool = False, device: str = "cpu") -> np.ndarray:
+                strict: bool = False, device: str = "cpu", frame_template: str = "") -> np.ndarray:
     """Frames at `indices` (any order, repeats allowed) as (N, H, W, 3) uint8 RGB.
 
     Decodes only from the keyframe before the first wanted frame to the last one. Indices past
@@ -58,15 +61,16 @@ def read_frames(path: str | Path, indices: Sequence[int], backend: str = "pyav",
     path = Path(path)
     wanted = sorted(set(indices))
     with _errors_as_decode_error(path):
-        frames = _backend_for(path, backend, device).read(path, wanted, strict)  # (len(wanted), H, W, 3)
+        frames = _backend_for(path, backend, device, frame_template).read(path, wanted, strict)
     return frames[np.searchsorted(wanted, indices)]
 
 
-def read_all_frames(path: str | Path, backend: str = "pyav", device: str = "cpu") -> np.ndarray:
+def read_all_frames(path: str | Path, backend: str = "pyav", device: str = "cpu",
+                    frame_template: str = "") -> np.ndarray:
     """Every frame of the video as (T, H, W, 3) uint8 RGB (`device` as for `read_frames`)."""
     path = Path(path)
     with _errors_as_decode_error(path):
-        return _backend_for(path, backend, device).read_all(path)
+        return _backend_for(path, backend, device, frame_template).read_all(path)
 
 
 def check_decode_device(backend: str, device: str) -> None:
@@ -92,23 +96,23 @@ def check_decode_device(backend: str, device: str) -> None:
                         "data.decode_device=cpu")
 
 
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+def iter_frames(path: str | Path, frame_template: str = "") -> Iterator[np.ndarray]:
     """Yield the frames of a video file (PyAV) or frame folder one at a time, (H, W, 3) uint8."""
     path = Path(path)
     with _errors_as_decode_error(path):
         if path.is_dir():
-            for file in frame_files(path):
+            for file in frame_files(path, frame_template):
                 yield load_frame(file)
             return
         _check_file(path)
         yield from pyav_frames(path)
 
 
-def _backend_for(path: Path, backend: str, device: str = "cpu") -> Backend:
+def _backend_for(path: Path, backend: str, device: str = "cpu", frame_template: str = "") -> Backend:
     if backend not in BACKENDS:
         raise UserError(f"unknown video backend {backend!r}; choose one of {sorted(BACKENDS)}")
     if path.is_dir():
-        return FRAME_FOLDER
+        return folder_backend(frame_template)
     _check_file(path)
     if device != "cpu":
         if backend != "torchcodec":

@@ -25,7 +25,8 @@ def video_lists(dc: DataConfig) -> list[tuple[str, list[Path]]]:
         lists.append(("corpus (data.videos)", list_videos(dc.videos, dc.extensions)))
     if dc.video_root and dc.split_dir:
         for subset in ("train", "test"):
-            split = load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset)
+            split = load_labeled(dc.format, dc.video_root, dc.split_dir, dc.split, subset,
+                                 name_template=dc.name_template)
             lists.append((f"{subset} split {dc.split}", split.videos))
     return lists
 
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
                         "data.video_root and data.split_dir (a labeled dataset)")
     for name, videos in lists:
         folder = build_clip_store(videos, dc.cache_dir, dc.resize, dc.backend,
-                                  device=dc.decode_device)
+                                  frame_template=dc.frame_template, device=dc.decode_device)
         if rank == 0:
             store = shards.Store(folder, WHAT, verify=False)  # just checked by the build
             skipped = sum(not store.has(v) for v in videos)

@@ -110,7 +110,7 @@ def video_targets(video: Path, cfg: Config, teachers, runtime: Runtime,
     from distinit.models.teachers import TeacherError, check_logits
 
     dc, dcfg = cfg.data, cfg.distill
-    frames = read_all_frames(video, dc.backend)  # (T, H, W, 3) uint8
+    frames = read_all_frames(video, dc.backend, frame_template=dc.frame_template)  # (T, H, W, 3) uint8
     num_frames = len(frames)
     rows = list(range(0, num_frames, dcfg.cache_frame_step))
     clip = to_float_clip(frames[rows])  # (3, F, H, W), as the dataset converts
