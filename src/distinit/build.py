@@ -142,19 +142,24 @@ def describe_student(mc: ModelConfig) -> str:
     return f"model.arch={mc.arch} width={mc.width} layers={mc.layers or 'default'}"
 
 
-def init_student(student: nn.Module, mc: ModelConfig) -> None:
-    """Scratch, a pretrained checkpoint (distillation, supervised or torchvision), or inflation."""
+def init_student(student: nn.Module, mc: ModelConfig) -> dict | None:
+    """Scratch, a pretrained checkpoint (distillation, supervised or torchvision), or inflation.
+    Only the backbone of a checkpoint is loaded: its classifier `fc` (a fine-tuned run's head)
+    never is, so a fine-tune trains a new head. Returns the checkpoint read (model.init=checkpoint),
+    whose "classes" say whether it was a fine-tuned classifier; else None."""
     if mc.init == "scratch":
-        return
+        return None
     if not mc.weights:
         raise UserError(f"model.init={mc.init} needs model.weights=PATH")
     if mc.init == "inflate":
         inflate_from_file(student, mc.weights)
-        return
+        return None
     if mc.init != "checkpoint":
         raise UserError(f"model.init must be scratch, checkpoint or inflate, got {mc.init!r}")
-    state = backbone_state(load_checkpoint(mc.weights))
-    load_weights(student, state, mc.weights, describe_student(mc), STUDENT_HINT, skip=("fc.",))
+    ckpt = load_checkpoint(mc.weights)
+    load_weights(student, backbone_state(ckpt), mc.weights, describe_student(mc), STUDENT_HINT,
+                 skip=("fc.",))
+    return ckpt
 
 
 def resolve_normalization(cfg: Config, trained_weights: str = "") -> Config:

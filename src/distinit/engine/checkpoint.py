@@ -115,8 +115,8 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict; save a state "
                         "dict (torch.save(model.state_dict(), PATH))")
-    if path.suffix == ".safetensors":  # `distinit export` keeps the run's config and job here
-        for key in ("config", "job"):
+    if path.suffix == ".safetensors":  # `distinit export` keeps config, job and classes here
+        for key in ("config", "job", "classes"):
             with contextlib.suppress(KeyError, json.JSONDecodeError):
                 obj[key] = json.loads(obj["metadata"][key])
     return obj

@@ -101,12 +101,14 @@ class MetricLog:
 @run_dir.one_writer
 def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False,
           overwrite: bool = False, head_prefixes: tuple[str, ...] = (),
-          on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train") -> dict:
+          on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train",
+          checkpoint_extra: dict | None = None) -> dict:
     """Train `method.trainable` on `dataset` as `cfg` says; returns the last logged metrics.
 
     Checkpoints go to `cfg.out_dir/last.pt`; with `resume` the run continues from there exactly
     (weights, optimizer, schedule, step, every rank's RNG and the data order). SIGTERM and
-    Ctrl-C write a checkpoint at the current step and raise `Interrupted`.
+    Ctrl-C write a checkpoint at the current step and raise `Interrupted`. `checkpoint_extra`:
+    more keys of every checkpoint (a fine-tune's "classes").
     """
     ctx = dist.setup(cfg.device)
     out_dir = Path(cfg.out_dir)
@@ -183,7 +185,8 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                                  "scheduler": scheduler.state_dict(), "step": step,
                                  "total_steps": total_steps,
                                  "global_batch": sampler.global_batch, "rng": rngs,
-                                 "config": to_dict(cfg), "job": desc}, ckpt_path)
+                                 "config": to_dict(cfg), "job": desc,
+                                 **(checkpoint_extra or {})}, ckpt_path)
             except UserError as e:
                 error = str(e)
         error = dist.broadcast_object(error)

@@ -208,6 +208,8 @@ def _report_pretraining(row: str, result: dict, stats: dict) -> None:
 def _table_row(row: str, result: dict) -> dict:
     r = {"row": row, "model": ROWS[row][0], "init": ROWS[row][1],
          **{k: round(result[k], 2) for k in tables.DEMO_COLUMNS}}
+    if result.get("corpus"):  # which videos the fine-tune read: shown under the table
+        r["corpus"] = result["corpus"]
     print(f"{r['model']:8s} {r['init']:44s} clip {r['clip_acc']:5.1f}  top1 {r['top1']:5.1f}  "
           f"top5 {r['top5']:5.1f}  kNN-20 {r['knn20']:5.1f}  probe {r['probe']:5.1f}", flush=True)
     return r

@@ -148,8 +148,11 @@ def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: 
     # Did each pretraining stage learn its own task? (diagnostics.py: from its metrics.jsonl)
     checked = [{"stage": s.kind, "checks": diagnostics.diagnose(s.out, s.kind)}
                for s in stages[:-1] if s.kind in diagnostics.CHECKS]
-    return {**pre, **done[ft.name].result,
-            "predictions": str(Path(ft.out) / PREDICTIONS), "stages": checked}
+    result = {**pre, **done[ft.name].result,
+              "predictions": str(Path(ft.out) / PREDICTIONS), "stages": checked}
+    if pre.get("corpus") and result.get("corpus"):  # the videos of both: the table shows them
+        result["corpus"] = {"pretrain": pre["corpus"], **result["corpus"]}
+    return result
 
 
 def _hash(tree) -> str:

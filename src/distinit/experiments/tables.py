@@ -8,11 +8,25 @@ from pathlib import Path
 
 import torch
 
+from distinit.data import corpus
 from distinit.experiments import diagnostics
 
 DEMO_COLUMNS = ("clip_acc", "top1", "top5", "knn1", "knn20", "probe")
 DEMO_HEADER = ("| Model | Initialization | Per clip | Top 1 | Top 5 | kNN-1 | kNN-20 | Linear probe "
                "| Paper top 1 |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def corpus_lines(named: dict[str, dict | None], what: str = "rows") -> list[str]:
+    """Lines under a table of fine-tuned runs (`name -> results.json corpus`): the labeled videos
+    they were fine-tuned and tested on (the first 12 hex digits of the fingerprint, videos
+    (missing)), and a warning when two runs read different ones. A pretraining corpus ("pretrain")
+    is what an experiment may vary, so it is not compared here."""
+    tuned = {name: {k: v for k, v in corpus.parts(c).items() if k != "pretrain"}
+             for name, c in named.items()}
+    descs = list(dict.fromkeys(corpus.describe(c) for c in tuned.values() if c))
+    lines = [f"Corpus (fingerprint, videos (missing)): {descs[0]}."] if len(descs) == 1 else []
+    warning = corpus.comparability(tuned, what)
+    return [*lines, warning] if warning else lines
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -77,6 +91,10 @@ def table1_markdown(summary: dict, tables: list[dict], rows: dict, paper: dict,
     for r in summary["rows"]:
         lines.append(f"| {r['model']} | {r['init']} | "
                      + " | ".join(cell(r[k]) for k in DEMO_COLUMNS) + f" | {paper[r['row']]} |")
+    named = {f"{r['model']}, {r['init']}" + (f", seed {t.get('seed')}" if several else ""):
+             r.get("corpus") for t in tables for r in t["rows"]}
+    below = corpus_lines(named)
+    lines += ["", *below] if below else []
     lines += ["", "Which of the paper's orderings hold here (video top-1 after fine-tuning):"]
     lines += [f"- {v}" for v in table1_verdicts(tables, paper, claims)]
     if not several:
@@ -130,10 +148,15 @@ def summarize(name: str, exp, papers: dict[str, float | None], results: dict[str
                      "agree_clip": mean_std([r.get("holdout_agree_clip_t0", math.nan) for r in rs]),
                      "ceiling": mean_std([r.get("holdout_ceiling_t0", math.nan) for r in rs]),
                      "per_seed_top1": [round(r["top1"], 2) for r in rs],
+                     "pretrain_corpus": corpus.describe(
+                         {"": corpus.parts(rs[0].get("corpus")).get("pretrain")}),
                      "stages": diagnostics.over_seeds([r.get("stages", []) for r in rs])})
     verdicts = claim_verdicts(exp.claims, rows)
+    named = {f"{label}, seed {seed}": r.get("corpus")
+             for label, rs in results.items() for seed, r in zip(seeds, rs, strict=False)}
     return {"name": name, "paper": exp.paper, "what": exp.what, "seeds": seeds, "rows": rows,
-            "verdicts": verdicts, "seconds": round(seconds, 1)}
+            "verdicts": verdicts, "corpus": corpus_lines(named, "variants"),
+            "seconds": round(seconds, 1)}
 
 
 # A claim that two rows score "about equally" holds when the mean margin is within the margins'
@@ -177,6 +200,8 @@ def _cell(v: list[float]) -> str:
 def markdown(table: dict, command: str) -> str:
     nan = [math.nan, math.nan]
     columns = [k for k in COLUMNS if any(not math.isnan(r.get(k, nan)[0]) for r in table["rows"])]
+    # Which videos each variant pretrained on (fingerprint, videos (missing)): what it varies.
+    pretrained = any(r.get("pretrain_corpus") for r in table["rows"])
     lines = [f"## `{table['name']}`: {table['what']} ({table['paper']})", "", "    " + command, "",
              f"{table['student']} student, the demo's recipe; seeds {table['seeds']}; wall time "
              f"{table['seconds'] / 60:.1f} min on this machine. Video top-1 on split 1 after "
@@ -185,11 +210,14 @@ def markdown(table: dict, command: str) -> str:
              "with its clip-level top class, and the first's ceiling (how often the one frame's "
              "top class is the clip's). Mean +- std over seeds.",
              *table.get("notes", []),
-             "", "| variant | " + " | ".join(COLUMNS[k] for k in columns) + " | paper |",
-             "|---|" + "---|" * len(columns) + "---|"]
+             "", "| variant | " + " | ".join(COLUMNS[k] for k in columns) + " | paper |"
+             + pretrained * " pretraining corpus |",
+             "|---|" + "---|" * len(columns) + "---|" + pretrained * "---|"]
     for r in table["rows"]:
         lines.append(f"| {r['variant']} | " + " | ".join(_cell(r[k]) for k in columns)
-                     + f" | {r['paper'] if r['paper'] is not None else ''} |")
+                     + f" | {r['paper'] if r['paper'] is not None else ''} |"
+                     + pretrained * f" {r.get('pretrain_corpus', '')} |")
+    lines += ["", *table.get("corpus", [])] if table.get("corpus") else []
     lines += ["", *[f"- {v}" for v in table["verdicts"]]]
     stages = diagnostics.markdown(table["rows"])  # under the table: did each stage learn its task?
     lines += ["", *stages] if stages else []

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from distinit.arguments import Parser
+from distinit.data.corpus import comparability
 from distinit.engine import dist
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
@@ -128,6 +129,14 @@ def fuse(prediction_files: list[str | Path], weights: list[float] | None = None)
     return video_scores(probs, runs[0]["labels"])
 
 
+def _corpus(run: Path) -> dict | None:
+    """The corpus a run's results.json records (None: no results.json, or one from before)."""
+    try:
+        return json.loads((run / "results.json").read_text()).get("corpus")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def main(argv: list[str]) -> int:
     parser = Parser(
         prog="distinit fuse", description="Late fusion of fine-tuned runs (e.g. an RGB and a "
@@ -146,6 +155,9 @@ def main(argv: list[str]) -> int:
     if weights is not None and len(weights) != len(files):
         raise UserError(f"--weights has {len(weights)} values for {len(files)} runs")
     result = fuse(files, weights)
+    warning = comparability({str(f.parent): _corpus(f.parent) for f in files})
+    if warning:  # same video paths, other files (a re-encoded copy): said, not refused
+        print(warning)
     for f in files:
         alone = torch.load(f, map_location="cpu", weights_only=True)
         print(f"{f.parent}: top-1 {video_scores(alone['probs'], alone['labels'])['top1']:.2f}")

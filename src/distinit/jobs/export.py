@@ -3,7 +3,8 @@ unpickling anything (a file anyone can pass as `model.weights` without trusting 
 
 A pretraining checkpoint exports its backbone (what `model.init=checkpoint` loads); a fine-tuned
 one its whole classifier. The run's resolved config and the job that wrote it go into the
-header's metadata as JSON, so the normalisation a student expects and `eval`'s checks survive.
+header's metadata as JSON, so the normalisation a student expects and `eval`'s checks survive;
+so do a fine-tuned run's class names ("classes", in label order).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def export(ckpt_path: str | Path, out_path: str | Path) -> Path:
     state = model_state(ckpt) if job in ("finetune", "train-image") else backbone_state(ckpt)
     if not state:
         raise UserError(f"{ckpt_path} holds no weights to export")
-    metadata = {k: json.dumps(ckpt[k]) for k in ("config", "job") if ckpt.get(k) is not None}
+    # A fine-tuned run's label map ("classes") too: `eval` checks it against the test split's.
+    metadata = {k: json.dumps(ckpt[k]) for k in ("config", "job", "classes")
+                if ckpt.get(k) is not None}
     from safetensors.torch import save_file
 
     tmp = out_path.with_name(out_path.name + ".tmp")

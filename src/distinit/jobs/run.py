@@ -26,7 +26,9 @@ from distinit.build import (
     resolve_normalization,
 )
 from distinit.config import Config, ModelConfig, config_from_args
+from distinit.data.corpus import labeled_corpus, unlabeled_corpus
 from distinit.data.datasets import VideoClipDataset
+from distinit.data.video import list_videos
 from distinit.engine import dist, run_dir
 from distinit.engine.checkpoint import (
     load_checkpoint,
@@ -39,6 +41,7 @@ from distinit.engine.runtime import Runtime
 from distinit.engine.train import train
 from distinit.errors import UserError
 from distinit.jobs.evaluate import PREDICTIONS, evaluate
+from distinit.jobs.label_map import RESUME_FIX, check_classes, head_note
 from distinit.jobs.probe import frozen_scores
 from distinit.methods import config_class, get_method
 from distinit.methods.supervised import Supervised
@@ -96,11 +99,23 @@ def pretrain(cfg: Config, name: str = "distinit", resume: bool = False,
     job = plugin.build(cfg)
     logs = train(cfg, job.method, job.dataset, resume=resume, overwrite=overwrite,
                  on_epoch_end=job.on_epoch_end, desc=name)
-    if job.finish is None:
-        return logs
-    result = job.finish(logs)
+    result = job.finish(logs) if job.finish is not None else {}
+    if _is_main():  # every pretraining's results.json says which videos it read
+        result["corpus"] = unlabeled_corpus(cfg.data, _corpus_videos(cfg, job.dataset))
     _write_result(cfg, result, [])
     return {**logs, **result}
+
+
+def _is_main() -> bool:
+    return dist.rank_world()[0] == 0
+
+
+def _corpus_videos(cfg: Config, dataset) -> list:
+    """The unlabeled videos a pretraining read: its corpus data.videos (training and held-out
+    videos), else those of its dataset."""
+    if cfg.data.videos:
+        return list_videos(cfg.data.videos, cfg.data.extensions)
+    return list(getattr(dataset, "videos", []))
 
 
 def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
@@ -115,8 +130,14 @@ def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict
     seed_all(cfg.seed)
     train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
     num_classes = len(train_split.classes)
+    last = Path(cfg.out_dir) / "last.pt"
+    if resume and last.is_file():  # a head trained on one label map must not go on with another
+        check_classes(load_checkpoint(last, mmap=True).get("classes"), train_split.classes,
+                      str(last), "the training split", RESUME_FIX)
     student = make_student(cfg.model, num_classes, input_channels(cfg.data))
-    init_student(student, cfg.model)
+    source = init_student(student, cfg.model)
+    if source is not None and _is_main():  # a fine-tuned checkpoint's head is not reused
+        head_note(source, cfg.model.weights, train_split.classes)
     method = finetune_method(student, cfg.model)
     prepare_data(cfg.data, train_split.videos)
     prepare_data(cfg.data, test_split.videos)
@@ -130,10 +151,14 @@ def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict
                     eval_student(cfg, student, test_set, n_test, num_classes).items()}
         return {}
 
+    # The checkpoint carries its label map: `eval` checks it against the test split's.
     logs = train(cfg, method, train_set, resume=resume, overwrite=overwrite,
-                 head_prefixes=("fc.",), on_epoch_end=on_epoch_end, desc="finetune")
+                 head_prefixes=("fc.",), on_epoch_end=on_epoch_end, desc="finetune",
+                 checkpoint_extra={"classes": list(train_split.classes)})
     result = eval_student(cfg, student, test_set, n_test, num_classes, keep_probs=True)
     result["train_loss"] = logs.get("loss")
+    if _is_main():
+        result["corpus"] = labeled_corpus(cfg.data, train_split, test_split)
     _write_result(cfg, result, train_split.classes, test_split.videos)
     return result
 
@@ -178,6 +203,7 @@ def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
     if fc is not None and fc.shape[0] != num_classes:
         raise UserError(f"{cfg.model.weights} classifies {fc.shape[0]} classes but the test split "
                         f"has {num_classes}; evaluate it on the dataset it was fine-tuned on")
+    check_classes(ckpt.get("classes"), test_split.classes, cfg.model.weights)
     seed_all(cfg.seed)
     student = make_student(cfg.model, num_classes, input_channels(cfg.data))
     load_weights(student, state, cfg.model.weights, describe_student(cfg.model), STUDENT_HINT)
@@ -185,6 +211,8 @@ def evaluate_checkpoint(cfg: Config, overwrite: bool = False) -> dict:
     test_set = clip_dataset(cfg.data, test_split.videos, test_split.labels, False, cfg.seed)
     result = eval_student(cfg, student, test_set, len(test_split.samples), num_classes,
                           keep_probs=True)
+    if _is_main():
+        result["corpus"] = labeled_corpus(cfg.data, test=test_split)
     _write_result(cfg, result, test_split.classes, test_split.videos)
     return result
 
@@ -204,7 +232,7 @@ def checkpoint_job(ckpt: dict) -> str | None:
 def _write_result(cfg: Config, result: dict, classes: list[str], videos: list = ()) -> None:
     """results.json; with the test `videos`, also their per-video softmax (`distinit fuse`)."""
     probs, labels = result.pop("video_probs", None), result.pop("video_labels", None)
-    if dist.rank_world()[0] != 0:  # only rank 0 writes files
+    if not _is_main():  # only rank 0 writes files
         return
     out = Path(cfg.out_dir)
     # A labeled split's classes; distillation has none.

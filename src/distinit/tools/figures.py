@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from distinit.arguments import Parser
+from distinit.data.corpus import comparability
 from distinit.engine.checkpoint import backbone_state, load_checkpoint, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_kernel
@@ -237,12 +238,15 @@ def per_class_gain(runs: list[Path], out: Path) -> tuple[Path, str]:
     """Fig. 7: per-class video top-1 of Res3D DistInit minus inflation, averaged over runs."""
     gains: dict[str, list[float]] = {}  # class -> one gain per run that has both rows
     used = 0
+    corpora: dict[str, dict | None] = {}  # the runs compared, and the videos each read
     for run in runs:
         dist = _json(run / "finetune_res3d_distinit" / "results.json")
         infl = _json(run / "finetune_res3d_inflated" / "results.json")
         if "per_class_top1" not in dist or "per_class_top1" not in infl:
             continue
         used += 1
+        corpora.update({str(run / "finetune_res3d_distinit"): dist.get("corpus"),
+                        str(run / "finetune_res3d_inflated"): infl.get("corpus")})
         base = dict(zip(infl["classes"], infl["per_class_top1"]))
         for name, acc in zip(dist["classes"], dist["per_class_top1"]):
             if acc is not None and base.get(name) is not None:  # None: no test video
@@ -250,6 +254,9 @@ def per_class_gain(runs: list[Path], out: Path) -> tuple[Path, str]:
     if not gains:
         raise Missing("no finetune_res3d_distinit and finetune_res3d_inflated results.json with "
                       "per_class_top1")
+    warning = comparability(corpora)
+    if warning:
+        print(warning, flush=True)
     mean = sorted(((float(np.mean(v)), k) for k, v in gains.items()), reverse=True)
     fig, ax = _pyplot().subplots(figsize=(max(5.0, 0.3 * len(mean)), 4))
     values = [g for g, _ in mean]
