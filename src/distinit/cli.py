@@ -12,6 +12,7 @@ from distinit.errors import UserError, one_line
 # Subcommands are imported lazily so `distinit check-videos` does not pay for model imports.
 COMMANDS = {
     "synth": ("distinit.data.synth.cli", "Write the synthetic world (stills, unlabeled corpus, action set)."),
+    "prepare": ("distinit.data.prepare", "Unpack, check and re-encode HMDB-51, UCF-101 or Kinetics as downloaded; write a manifest."),
     "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
     "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
     "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1; RAFT from torchvision) for a folder or list of videos."),
@@ -40,6 +41,8 @@ RESUMABLE = {
                     "checkpoints already written are intact; continue with --resume"),
     **dict.fromkeys(("chain", "demo", "reproduce"),
                     "finished stages are kept; run the same command again to continue"),
+    "prepare": "unpacked archives and checked videos are kept in OUT/.prepare; run the same "
+               "command again to continue",
     "real-demo": "segments, teacher targets and the last checkpoint are kept; run the same "
                  "command again to continue",
 }
