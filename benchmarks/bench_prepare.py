@@ -53,6 +53,17 @@ def ucf_like(root: Path, count: int, base: list[Path]) -> Path:
     return src
 
 
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (/proc/cpuinfo), else the platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -84,7 +95,7 @@ def main() -> None:
             rows.append((w, "prepare --short-side 128", args.reencode,
                          timed(lambda w=w: prepare("ucf101", small, root / f"re{w}", workers=w,
                                                    short_side=128))))
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     print(f"{cpu}, {os.cpu_count()} cores; {args.videos} videos of 320x240, 75 frames, H.264\n")
     print("| workers | step | videos | s | videos/s | videos/s per core |")
     print("|---|---|---|---|---|---|")

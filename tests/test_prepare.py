@@ -18,7 +18,7 @@ import pytest
 from distinit.cli import main
 from distinit.data import prepare as prep
 from distinit.data.splits import load_labeled
-from distinit.data.video import probe
+from distinit.data.video import list_videos, probe
 from distinit.errors import UserError
 
 SMALL = ["model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]", "data.resize=36",
@@ -242,6 +242,9 @@ def test_kinetics_from_the_csvs_and_clips_to_finetune_and_eval(tmp_path, make_vi
     assert manifest["splits"]["1"]["train"]["per_class"] == {
         "abseiling": 2, "air drumming": 1, "zumba": 2}
     assert "data.format=kinetics_csv" in capsys.readouterr().out
+    # The training clips as an unlabeled corpus (data.videos), the missing one left out.
+    train = list_videos(out / "lists" / "train_split1.txt")
+    assert len(train) == 5 and all(v.is_file() for v in train)
 
     data = ["data.format=kinetics_csv", f"data.video_root={out / 'videos'}",
             f"data.split_dir={out / 'splits'}"]

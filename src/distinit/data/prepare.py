@@ -3,7 +3,9 @@ the labeled formats read, with a manifest of what it holds.
 
 OUT gets `videos/` (every video a split file lists, under the name the split file gives it),
 `splits/` (the official split files, byte for byte), `labels.txt` (the class list, in label
-order) and `manifest.json`: per split, subset and class the counts, every missing or
+order), `lists/<subset>_split<N>.txt` (the decodable videos of each subset, one path a line:
+what `data.videos` reads, e.g. Kinetics' or UCF-101's training videos as an unlabeled corpus) and
+`manifest.json`: per split, subset and class the counts, every missing or
 undecodable video with its reason, durations, and the fingerprint of the video list
 (`distinit.data.corpus.fingerprint`) that every run records in its results.json.
 
@@ -36,7 +38,7 @@ from distinit.data.splits import dataset_classes
 from distinit.data.video import VideoDecodeError, probe
 from distinit.errors import UserError, first_line
 
-MANIFEST, LABELS, STATE = "manifest.json", "labels.txt", ".prepare"
+MANIFEST, LABELS, STATE, LISTS = "manifest.json", "labels.txt", ".prepare", "lists"
 LINKS = ("symlink", "hardlink", "copy")
 
 
@@ -118,6 +120,21 @@ def _checks(videos: dict[str, Path], state: Path, workers: int, backend: str,
     record = {rel: record[rel] for rel in videos}
     _write_json(record_file, record)
     return {rel: (entry[2], entry[3]) for rel, entry in record.items()}
+
+
+def _write_lists(out: Path, listing: layouts.Listing, problems: dict[str, str]) -> None:
+    """OUT/lists/<subset>_split<N>.txt: each subset's decodable videos, relative to the list
+    (`list_videos` reads them: data.videos=OUT/lists/train_split1.txt)."""
+    lists: dict[str, list[str]] = {}
+    for rel, uses in listing.listed.items():
+        if rel not in problems:
+            for number, subset in uses:
+                lists.setdefault(f"{subset}_split{number}.txt", []).append(f"../videos/{rel}")
+    (out / LISTS).mkdir(exist_ok=True)
+    for name, rels in lists.items():
+        tmp = out / LISTS / f".{name}.tmp"
+        tmp.write_text("".join(f"{rel}\n" for rel in sorted(rels)))
+        os.replace(tmp, out / LISTS / name)
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -212,6 +229,7 @@ def prepare(dataset: str, src: Path, out: Path, *, videos: Path | None = None,
                         f"{listing.source} (first: {missing[0]}); the archive is incomplete or "
                         "not the official one: download it again, then run the same command")
     (out / LABELS).write_text("".join(f"{name}\n" for name in classes))
+    _write_lists(out, listing, problems)
     _write_json(out / MANIFEST, result)
     return result
 

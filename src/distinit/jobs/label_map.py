@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from distinit.errors import UserError
 
-
 EVAL_FIX = ("evaluate it on the dataset it was fine-tuned on, or give the split a label map in "
             "the checkpoint's order (data.format=csv with a labels.txt beside the CSV files, one "
             "class a line)")
