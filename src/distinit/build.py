@@ -67,16 +67,20 @@ def prepare_data(dc: DataConfig, videos: Sequence[str | Path] | None = None) -> 
         if not dc.videos:
             return
         videos = list_videos(dc.videos, dc.extensions)
-    clip_store_for(videos, dc.cache_dir, dc.resize, dc.backend, dc.decode_device, dc.frame_template)
+    clip_store_for(videos, dc.cache_dir, dc.resize, dc.backend, dc.decode_device, dc.frame_template,
+                   dc.store_codec, dc.store_quality)
 
 
 def _store_of(dc: DataConfig, videos: Sequence[str | Path]) -> Path:
     if not dc.cache_dir:
         raise UserError("data.cache=store keeps its clip stores under data.cache_dir; set it")
-    folder = find_clip_store(dc.cache_dir, videos, dc.resize, dc.backend, dc.frame_template)
+    folder = find_clip_store(dc.cache_dir, videos, dc.resize, dc.backend, dc.frame_template,
+                             dc.store_codec, dc.store_quality)
     if folder is None:
+        codec = "" if dc.store_codec == "raw" else (
+            f", data.store_codec={dc.store_codec}, data.store_quality={dc.store_quality}")
         raise UserError(f"no clip store of these {len(videos)} videos (data.resize={dc.resize}, "
-                        f"data.backend={dc.backend}) under {dc.cache_dir}; build it with "
+                        f"data.backend={dc.backend}{codec}) under {dc.cache_dir}; build it with "
                         f"{COMMAND}, or call distinit.build.prepare_data before the datasets")
     return folder
 
@@ -115,7 +119,7 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
     folder = _store_of(dc, videos) if dc.cache == "store" else (dc.cache_dir or None)
     frames = frame_source(None if dc.cache == "none" else dc.cache, folder,
                           [Path(v) for v in videos], dc.backend, dc.decode_device,
-                          dc.frame_template)
+                          dc.frame_template, dc.store_codec, dc.store_quality)
     clips = ClipSpec(dc.clip_len, dc.stride, "train" if train_mode else "test",
                      1 if train_mode else dc.num_test_clips,
                      crops=1 if train_mode else dc.test_crops)

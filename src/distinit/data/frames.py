@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 import torch
 
-from distinit.data import clip_store, shards
+from distinit.data import clip_store, frame_codec, shards
 from distinit.data.frame_folders import check_frame_template
 from distinit.data.video import (
     VideoDecodeError,
@@ -156,11 +156,13 @@ class DiskCache:
 
 
 class StoredFrames:
-    """Frames from a clip store (`data.clip_store`, built before the run) that holds `videos`:
-    only the rows a clip needs are read. Opened here so a missing or partial store fails now;
+    """Frames from a clip store (`data.clip_store`, built before the run) that holds `videos`,
+    kept as `codec` (at `quality`) keeps them: only the frames a clip needs are read (and
+    decoded). Opened here so a missing or partial store, or one kept another way, fails now;
     each process (loader worker) memory-maps the shards itself on first use."""
 
-    def __init__(self, folder: str | Path, videos: Sequence[Path]) -> None:
+    def __init__(self, folder: str | Path, videos: Sequence[Path], codec: str = "raw",
+                 quality: int = frame_codec.QUALITY) -> None:
         self.folder = Path(folder)
         self.store = shards.Store(self.folder, clip_store.WHAT, command=clip_store.COMMAND)
         missing = self.store.covers(videos)
@@ -168,28 +170,37 @@ class StoredFrames:
             raise UserError(f"the {clip_store.WHAT} at {self.folder} was made for other videos "
                             f"({len(missing)} of these are not in it, e.g. {missing[0]}); build "
                             f"one for them with {clip_store.COMMAND}")
+        made = {k: v for k, v in self.store.fingerprint.items() if k in ("codec", "quality")}
+        want = frame_codec.settings(codec, quality)
+        if made != want:  # never read frames kept one way as another
+            raise UserError(f"the {clip_store.WHAT} at {self.folder} keeps its frames as "
+                            f"{frame_codec.describe(made)}, not {frame_codec.describe(want)} "
+                            "(data.store_codec, data.store_quality); build one with these "
+                            f"settings with {clip_store.COMMAND}")
+        self.codec = codec
+        self._count = frame_codec.codec_of(codec).count  # the array that counts the frames
         self._num_frames: dict[Path, int] = {}
 
     def num_frames(self, video: Path) -> int:
         if video not in self._num_frames:  # from the shard's header
             if not self.store.has(video):
                 raise VideoDecodeError(video, "it did not decode when the clip store was built")
-            self._num_frames[video] = self.store.shape(video, "frames")[0]
+            self._num_frames[video] = self.store.shape(video, self._count)[0]
         return self._num_frames[video]
 
     def frames(self, video: Path, indices: Sequence[int]) -> np.ndarray:
-        # One contiguous read of rows first..last from the memory-mapped shard.
-        first, last = min(indices), max(indices)
-        rows = self.store.get(video, "frames", slice(first, last + 1))
-        return rows[[i - first for i in indices]]
+        return frame_codec.decode_frames(
+            lambda name, rows: self.store.get(video, name, rows), indices, self.codec)
 
 
 def frame_source(cache: str | None = None, folder: str | Path | None = None,
                  videos: Sequence[Path] = (), backend: str = "pyav",
-                 device: str = "cpu", frame_template: str = "") -> FrameSource:
+                 device: str = "cpu", frame_template: str = "", codec: str = "raw",
+                 quality: int = frame_codec.QUALITY) -> FrameSource:
     """The source `data.cache` names: None (decode every clip), "memory", "disk" (in `folder`),
-    or "store" (the clip store in `folder`, which must hold `videos`). `frame_template`: which
-    files of a frame folder are its frames (a store was built with it)."""
+    or "store" (the clip store in `folder`, which must hold `videos`, its frames kept as `codec`
+    at `quality`: data.store_codec, data.store_quality). `frame_template`: which files of a
+    frame folder are its frames (a store was built with it)."""
     if cache not in (None, "memory", "disk", "store"):
         raise UserError(f"unknown cache mode {cache!r}; use one of none, memory, disk, store")
     if cache in ("disk", "store") and folder is None:
@@ -201,7 +212,7 @@ def frame_source(cache: str | None = None, folder: str | Path | None = None,
     if cache == "disk":
         return DiskCache(folder, decoder)
     if cache == "store":
-        return StoredFrames(folder, videos)
+        return StoredFrames(folder, videos, codec, quality)
     return decoder
 
 
