@@ -12,35 +12,31 @@ H100's dense bf16 peak, and every table says so.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from distinit.config import DataConfig, DistillConfig
+from distinit.data.corpus_sample import uniform_corpus
+from distinit.data.store_size import clip_store_bytes
+from distinit.models.flops import forward_flops, training_flops
 from distinit.models.image_resnet import build_image_model
 from distinit.models.students import build_student
 from distinit.optional import import_timm
+from distinit.targets.cache_size import cache_bytes, teacher_frames
 
 H100_BF16 = 989e12  # dense bf16 FLOP/s
 CLIPS = 45 * 1_000_000  # the paper: 45 epochs of 1M clips
-K400 = dict(videos=240_000, frames=300, height=128, width=171)  # train set, ~10 s at 30 fps
-
-
-def counted(fn) -> float:
-    with FlopCounterMode(display=False) as c:
-        fn()
-    return float(c.get_total_flops())
+# Kinetics-400's train set, ~10 s at 30 fps, decoded at 320x240 (short side 128: 170x128)
+K400 = uniform_corpus(240_000, 300, 240, 320)
 
 
 def student_step_flops(arch: str) -> float:
-    net = build_student(arch, num_classes=400)
-    x = torch.randn(1, 3, 8, 112, 112)
-    return counted(lambda: net(x).sum().backward())
+    return training_flops(build_student(arch, num_classes=400), torch.randn(1, 3, 8, 112, 112))
 
 
 def image_flops(model) -> float:
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        return counted(lambda: model(x))
+    return forward_flops(model, torch.randn(1, 3, 224, 224))
 
 
 def main() -> None:
@@ -81,30 +77,32 @@ def main() -> None:
                   f"{gpus * rate / args.decode_per_core:,.0f} | "
                   f"{gpus * rate / args.store_per_core:,.0f} |")
 
-    v = K400
-    clip_bytes = 8 * v["height"] * v["width"] * 3  # rows first..last of an 8-frame clip, stride 1
+    clip_bytes = 8 * 128 * 170 * 3  # rows first..last of an 8-frame clip, stride 1
     print(f"\nReading the clip store: {clip_bytes / 1e3:.0f} KB per 8-frame clip, so "
           + ", ".join(f"{8 * mfu * H100_BF16 / s * clip_bytes / 1e9:.1f} GB/s per 8-GPU node "
                       f"at {mfu:.0%} MFU" for mfu in (float(m) for m in args.mfu.split(",")))
           + " (random reads, from page cache or NVMe).")
-    frames_stored = v["frames"] // args.frame_step
-    store = v["videos"] * v["frames"] * v["height"] * v["width"] * 3
-    fp16 = v["videos"] * args.crops * frames_stored * 2
-    topk = v["videos"] * args.crops * frames_stored * (args.topk * (2 + 4) + 4)
-    print(f"\n## Storage for Kinetics-400's train set ({v['videos']:,} videos of "
-          f"~{v['frames']} frames)\n")
+    # The estimators `distinit plan`, `store-clips` and `cache-targets` use.
+    data = DataConfig(resize=128, crop=112)
+    distill = DistillConfig(cache_crops=args.crops, cache_frame_step=args.frame_step)
+    topk = replace(distill, cache_dtype="topk", cache_topk=args.topk)
+    store = clip_store_bytes(K400, 128).value
+    v = K400.shapes[0]
+    print(f"\n## Storage for Kinetics-400's train set ({K400.videos:,} videos of "
+          f"~{v.num_frames} frames)\n")
     print("| store | size |\n|---|---|")
-    print(f"| clip store, every frame at {v['width']}x{v['height']} (short side 128), uint8 | "
+    print(f"| clip store, every frame at 170x128 (short side 128), uint8 | "
           f"{store / 1e12:.1f} TB |")
-    for name, classes in (("ImageNet (1000)", 1000), ("ImageNet + Places-365", 1365)):
+    for name, classes in (("ImageNet (1000)", [1000]), ("ImageNet + Places-365", [1000, 365])):
         print(f"| target cache, {name} classes, {args.crops} boxes, every {args.frame_step}th "
-              f"frame, float16 | {fp16 * classes / 1e9:,.0f} GB |")
+              f"frame, float16 | {cache_bytes(K400, data, distill, classes).value / 1e9:,.0f} GB |")
     print(f"| target cache, any classes, {args.crops} boxes, every {args.frame_step}th frame, "
-          f"top-{args.topk} | {topk / 1e9:,.1f} GB (per teacher) |")
+          f"top-{args.topk} | {cache_bytes(K400, data, topk, [1000]).value / 1e9:,.1f} GB "
+          "(per teacher) |")
 
     print("\n## A CLIP ViT-B/16 teacher, live vs cached (R(2+1)D-18 student, same MFU for "
           "both)\n")
-    cached_frames = v["videos"] * args.crops * frames_stored
+    cached_frames = teacher_frames(K400, data, distill).value
     print("| teacher frames per clip | live: step FLOP vs student alone | live: teacher "
           "FLOP over the recipe | cache: teacher FLOP, built once |\n|---|---|---|---|")
     for k in (1, 4):

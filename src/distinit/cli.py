@@ -32,6 +32,7 @@ COMMANDS = {
     "real-demo": ("distinit.experiments.real", "DistInit on real footage: EfficientNet-Lite0 (ImageNet) into a small R(2+1)D, held-out agreement vs majority."),
     "reproduce": ("distinit.experiments.reproduce", "One of the paper's ablations on the synthetic world, over seeds."),
     "bench": ("distinit.tools.bench", "Throughput and memory of each stage: data, student, teacher, live vs cached distill, naive baseline."),
+    "plan": ("distinit.tools.plan", "What a config's run costs before it runs: steps, FLOPs, GPU-hours, clip store and target cache sizes."),
     "figures": ("distinit.tools.figures", "Figures of demo runs: conv1 filters, t-SNE, entropy histogram, per-class gain, curves."),
 }
 

@@ -18,6 +18,10 @@ stored boxes (drawn per clip) and hands the method the cached logits of the clip
 nearest stored frame when `cache_frame_step` > 1); the method picks the teacher's frames from
 those exactly as it picks pixels, and Eq. 1 is computed on them. A cache made with other
 teachers, another crop policy, frame step or corpus is refused, never silently used.
+
+Before it builds, `distinit cache-targets` prints the cache's expected size and the teachers'
+FLOPs (`targets/cache_size.py`, from a probed sample of the corpus) and refuses in one line when
+the folder's disk lacks the room.
 """
 
 from __future__ import annotations
@@ -32,12 +36,16 @@ import torch
 from distinit.arguments import Parser
 from distinit.config import Config, config_from_args
 from distinit.data import shards
+from distinit.data.corpus_sample import DEFAULT_SAMPLE, sample_corpus
+from distinit.data.disk_room import check_room, human_bytes
 from distinit.data.transforms import Box, apply_box, draw_box, resize_short_side, to_float_clip
 from distinit.data.video import list_videos, read_all_frames
 from distinit.engine import dist
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
+from distinit.models.flops import frame_flops
 from distinit.models.teachers import python_teacher_digest
+from distinit.targets.cache_size import cache_bytes, fixed_box, teacher_frames
 from distinit.targets.teachers import build_teachers
 
 WHAT = "teacher-target cache"
@@ -89,7 +97,7 @@ def video_boxes(video: Path, height: int, width: int, cfg: Config) -> list[Box]:
     every rank) draws the same. One box when the policy has no randomness on these frames (the
     crop is the whole frame, no flip, no scale jitter)."""
     dc = cfg.data
-    if not dc.scale and not dc.flip and (height, width) == (dc.crop, dc.crop):
+    if fixed_box(height, width, dc.crop, dc.scale, dc.flip):
         return [Box(0, 0, dc.crop, dc.crop, False)]
     # Not the absolute path: the same corpus in another folder (a fresh work_dir of real-demo)
     # must draw the same boxes, so give the same targets.
@@ -237,12 +245,13 @@ def cache_complete(folder: str | Path) -> bool:
 
 
 def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = None,
-                wait: bool = True) -> Path:
-    """Write (or finish) the cache `distill.target_cache` of the config's corpus and teachers.
-    Another process building it: `wait` (a run's preparation step) waits for it and finishes
-    what is left, else (`distinit cache-targets`) it is refused naming that process."""
+                wait: bool = True, teachers: Sequence[torch.nn.Module] | None = None) -> Path:
+    """Write (or finish) the cache `distill.target_cache` of the config's corpus and teachers
+    (`teachers`: those of `distill.teachers`, when already built). Another process building it:
+    `wait` (a run's preparation step) waits for it and finishes what is left, else
+    (`distinit cache-targets`) it is refused naming that process."""
     dc, dcfg = cfg.data, cfg.distill
-    teachers = build_teachers(dcfg.teachers)
+    teachers = build_teachers(dcfg.teachers) if teachers is None else list(teachers)
     runtime = Runtime.of(cfg, device)
     for t in teachers:
         runtime.place(t)
@@ -253,6 +262,31 @@ def build_cache(cfg: Config, batch: int = 256, device: torch.device | None = Non
                         wait=wait, elsewhere="set distill.target_cache to another folder")
 
 
+def announce(cfg: Config, teachers: Sequence[torch.nn.Module], show: bool = True,
+             check: bool = True) -> None:
+    """Before a build: its expected size and teacher compute (from a probed sample of the
+    corpus, `targets/cache_size.py`), printed when `show`; with `check`, refused in one line
+    when the folder's disk lacks the room for what is not written yet."""
+    dc, dcfg = cfg.data, cfg.distill
+    sample = sample_corpus(list_videos(dc.videos, dc.extensions), DEFAULT_SAMPLE, dc.backend,
+                           dc.frame_template)
+    size = cache_bytes(sample, dc, dcfg, [t.num_classes for t in teachers])
+    frames = teacher_frames(sample, dc, dcfg)
+    per_frame = sum(frame_flops(t, dc.crop) for t in teachers)
+    written = sum(f.stat().st_size for f in Path(dcfg.target_cache).glob("shard-*.safetensors"))
+    if show:
+        spread = f" +-{size.rel_error:.0%}" if size.rel_error >= 0.005 else ""
+        print(f"{WHAT}: expect about {human_bytes(size.value)}{spread} "
+              f"({human_bytes(written)} already written) and {frames.value * per_frame:.3g} "
+              f"teacher FLOPs ({frames.value:,.0f} frames x {per_frame / 1e9:.3g} GFLOP); "
+              f"estimated from {sample.source}", flush=True)
+    if check:
+        check_room(dcfg.target_cache, size.value - written, WHAT,
+                   "set distill.target_cache to a folder on a disk with room (or fewer "
+                   "distill.cache_crops, a larger distill.cache_frame_step, "
+                   "distill.cache_dtype=topk)")
+
+
 def main(argv: list[str]) -> int:
     """`distinit cache-targets CONFIG.yaml [key=value ...]`."""
     parser = Parser(
@@ -261,6 +295,9 @@ def main(argv: list[str]) -> int:
                     "logits for K crop boxes per video (distill.target_cache is the folder).")
     parser.add_argument("args", nargs="+", help="CONFIG.yaml [key=value ...]")
     parser.add_argument("--batch", type=int, default=256, help="frames per teacher forward")
+    parser.add_argument("--no-room-check", action="store_true",
+                        help="start even when the estimated size exceeds the free space (the estimate "
+                             "comes from a sample; a compressing file system holds more)")
     ns = parser.parse_args(argv)
     cfg = config_from_args(ns.args)
     dc, dcfg = cfg.data, cfg.distill
@@ -270,8 +307,10 @@ def main(argv: list[str]) -> int:
         raise UserError("the config names no teachers (distill.teachers)")
     if not dc.videos:
         raise UserError("the config names no corpus (data.videos)")
-    ctx = dist.setup(cfg.device)
-    out = build_cache(cfg, ns.batch, ctx.device, wait=False)
+    ctx = dist.setup(cfg.device, cfg.dist_timeout)
+    teachers = build_teachers(dcfg.teachers)
+    announce(cfg, teachers, ctx.is_main, check=not ns.no_room_check)
+    out = build_cache(cfg, ns.batch, ctx.device, wait=False, teachers=teachers)
     if ctx.is_main:
         size = sum(f.stat().st_size for f in out.glob("shard-*.safetensors"))
         print(f"teacher-target cache: {out} ({size / 2**20:.1f} MiB)")
