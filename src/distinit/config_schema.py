@@ -98,6 +98,12 @@ class DataConfig:
     # (`distinit store-clips`, or built when a run starts); a clip reads only its frames.
     cache: str = checked("none", choices=("none", "memory", "disk", "store"))
     cache_dir: str = ""
+    # How a clip store (cache=store) keeps its frames (`data/frame_codec.py`): raw uint8, or
+    # jpeg at store_quality (4:2:0; ~6x smaller at 90 on natural-like frames, and a clip then
+    # decodes its frames: docs/BENCHMARKS.md). A store made with another codec or quality is not
+    # read, and store-clips refuses to overwrite it: use another cache_dir.
+    store_codec: str = checked("raw", choices=("raw", "jpeg"))
+    store_quality: int = checked(90, min=1, max=100)
     num_workers: int = checked(4, min=0, max=256, why="each worker is a process")
 
 
@@ -196,6 +202,9 @@ class Config:
     ckpt_every: int = checked(500, min=1)  # steps between checkpoints (and one at the end)
     # Stop after this many steps (schedule unchanged); 0 = run to the end.
     stop_after: int = checked(0, min=0)
+    # Under torchrun: seconds a collective waits for a rank that does not answer before the job
+    # stops with one line naming it (a node that died must not hang the others for gloo's 30 min).
+    dist_timeout: float = checked(600.0, min=1.0)
     eval_every: int = checked(0, min=0)  # epochs between evaluations in fine-tuning; 0: at the end
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -318,7 +318,7 @@ class Store:
         if missing:
             raise UserError(f"the {what} at {self.folder} is incomplete ({len(missing)} of "
                             f"{self.manifest['num_shards']} shards missing){hint}")
-        if verify and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        if verify and dist.local_rank() == 0:  # once per node: its page cache, its disk
             verify_once(self.folder, self.manifest, self._again)
         self._open: dict[int, object] = {}
         self._videos: dict[int, set[int]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -40,14 +41,24 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def setup(device: str = "auto") -> DistContext:
-    """Join the process group when launched by torchrun; otherwise a world of one."""
+DEFAULT_TIMEOUT = 600.0  # seconds; Config.dist_timeout
+
+
+def setup(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> DistContext:
+    """Join the process group when launched by torchrun; otherwise a world of one.
+
+    `timeout` (dist_timeout, seconds): how long a collective waits for a rank that does not
+    answer before it fails, so a job whose node died stops instead of hanging (the first call
+    sets it; `liveness` then names the lost rank). Ranks are global: `local_rank()` is the rank
+    among this node's processes, for node-local work.
+    """
     dev = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not td.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        td.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        td.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                              timeout=timedelta(seconds=timeout))
     rank = td.get_rank() if td.is_initialized() else 0
     return DistContext(rank=rank, world=world if td.is_initialized() else 1, device=dev)
 
@@ -55,6 +66,12 @@ def setup(device: str = "auto") -> DistContext:
 def launch_rank() -> int:
     """This process's rank, before it joins the process group too (torchrun's RANK)."""
     return td.get_rank() if td.is_initialized() else int(os.environ.get("RANK", 0))
+
+
+def local_rank() -> int:
+    """This process's rank among its node's processes (torchrun's LOCAL_RANK; 0 alone): the one
+    with local rank 0 does a node's node-local work (a check of a local copy, staging)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def rank_world() -> tuple[int, int]:

@@ -29,6 +29,7 @@ RESULT_FILES = ("last.pt", "metrics.jsonl", "results.json")
 # --resume. Everything else (recipe, data, model, seed) must match the checkpoint.
 SAFE_ON_RESUME = frozenset({
     "out_dir", "log_every", "ckpt_every", "eval_every", "stop_after", "threads", "device",
+    "dist_timeout",
     "data.num_workers", "data.cache", "data.cache_dir", "data.backend", "data.decode_device",
 })
 

@@ -25,6 +25,7 @@ from distinit.config import Config, OptimConfig, save_config, to_dict
 from distinit.engine import dist, run_dir
 from distinit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distinit.engine.interrupt import Interrupted, StopRequest, signal_name
+from distinit.engine.liveness import Heartbeat
 from distinit.engine.method import Method
 from distinit.engine.runtime import Runtime
 from distinit.engine.sampler import StreamSampler
@@ -64,6 +65,12 @@ def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: OptimConfi
     if cfg.schedule == "step":
         return cfg.gamma ** int(step / max(1.0, cfg.step_epochs * steps_per_epoch))
     raise UserError(f"optim.schedule must be step or cosine, got {cfg.schedule!r}")
+
+
+def planned_steps(epochs: float, steps_per_epoch: int) -> int:
+    """The optimizer steps of a run of `epochs` (fractions allowed): what `train` runs and
+    `distinit plan` counts."""
+    return max(1, round(epochs * steps_per_epoch))
 
 
 class MetricLog:
@@ -110,7 +117,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
     Ctrl-C write a checkpoint at the current step and raise `Interrupted`. `checkpoint_extra`:
     more keys of every checkpoint (a fine-tune's "classes").
     """
-    ctx = dist.setup(cfg.device)
+    ctx = dist.setup(cfg.device, cfg.dist_timeout)
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / "last.pt"
     run_dir.claim(out_dir, resume, overwrite)
@@ -151,7 +158,7 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
                         f"needs (global batch {sampler.global_batch} = optim.batch_size "
                         f"{o.batch_size} x {ctx.world} processes x optim.accum_steps "
                         f"{o.accum_steps}); lower optim.batch_size")
-    total_steps = max(1, round(o.epochs * steps_per_epoch))
+    total_steps = planned_steps(o.epochs, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, [lambda s, m=g["lr_mult"]: m * lr_factor(s, steps_per_epoch, total_steps, o)
                     for g in optimizer.param_groups])
@@ -207,7 +214,9 @@ def train(cfg: Config, method: Method, dataset: Dataset, *, resume: bool = False
     # pass, index), not from worker seeds; the workers' own generator is seeded anyway, not
     # taken from the global RNG, so building the loader changes nothing a resumed run draws.
     loader = make_loader(dataset, cfg, sampler, ctx.device)
-    with StopRequest(announce=ctx.is_main) as stop:
+    resume_hint = (f"the last checkpoint in {out_dir} is intact: run the same command with "
+                   "--resume auto once every node is back")
+    with StopRequest(announce=ctx.is_main) as stop, Heartbeat(then=resume_hint):
         while step < stop_at:
             epoch = step // steps_per_epoch
             sampler.set_step(step)

@@ -203,6 +203,20 @@ def _cache(ctx: Context) -> list[Variant]:
                                                "distill.cache_topk=5"])]
 
 
+def _store(ctx: Context) -> list[Variant]:
+    """DistInit with every clip read from a clip store (data.cache=store): raw uint8 frames
+    against JPEG frames (data.store_codec=jpeg) at the default quality 90 and at 75, in both the
+    distillation and the fine-tune. Each codec keeps its stores in a folder of its own."""
+    def store(name: str, codec: list[str]) -> list[str]:
+        return ["data.cache=store", f"data.cache_dir={ctx.out / 'stores' / name}", *codec]
+
+    raw, q90 = store("raw", []), store("jpeg90", ["data.store_codec=jpeg"])
+    q75 = store("jpeg75", ["data.store_codec=jpeg", "data.store_quality=75"])
+    return [Variant("raw store", raw, finetune=raw),
+            Variant("JPEG store, quality 90", q90, finetune=q90),
+            Variant("JPEG store, quality 75", q75, finetune=q75)]
+
+
 EXPERIMENTS = {
     "frames": Experiment("Table 2", "which frames the teacher sees", _frames,
                          [("a random frame beats the centre frame", "random frame", "centre frame"),
@@ -250,6 +264,12 @@ EXPERIMENTS = {
                           "cached, 8 boxes"),
                          ("8 cached boxes beat 2", "cached, 8 boxes", "cached, 2 boxes"),
                          ("float16 beats top-5", "cached, 8 boxes", "cached, 8 boxes, top-5")]),
+    "store": Experiment("issue 28", "a compressed (JPEG) clip store against the raw one",
+                        _store,
+                        [("a JPEG store (quality 90) trains about equally to the raw store",
+                          "JPEG store, quality 90", "raw store"),
+                         ("a JPEG store (quality 75) trains about equally to the raw store",
+                          "JPEG store, quality 75", "raw store")]),
     "auxskd": Experiment("auxSKD", "auxSKD before VSPP, VCOP, pace prediction and RSPNet on a small "
                          "corpus, against DistInit and MoDist", _auxskd,
                          [("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP"),

@@ -88,7 +88,7 @@ def pretrain(cfg: Config, name: str = "distinit", resume: bool = False,
              overwrite: bool = False) -> dict:
     """Pretrain with the method registered as `name` (`distinit.methods.METHODS`)."""
     plugin = get_method(name)
-    dist.setup(cfg.device)  # the plugin may shard its held-out data by rank
+    dist.setup(cfg.device, cfg.dist_timeout)  # the plugin may shard its held-out data by rank
     cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
     # What the run reads, built now if its own command has not built it: the corpus's clip
     # store (data.cache=store), and what the method asks for (DistInit: the target cache).
@@ -125,7 +125,7 @@ def distill(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
 
 @run_dir.one_writer
 def finetune(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
-    dist.setup(cfg.device)  # ranks share the work of building a clip store (data.cache=store)
+    dist.setup(cfg.device, cfg.dist_timeout)  # ranks share the work of building a clip store (data.cache=store)
     cfg = resolve_normalization(cfg, pretrained_weights(cfg.model))
     seed_all(cfg.seed)
     train_split, test_split = labeled_split(cfg.data, "train"), labeled_split(cfg.data, "test")
@@ -279,14 +279,29 @@ def parse(argv: list[str], prog: str, cls: type = Config) -> tuple[Config, argpa
     parser = Parser(prog=f"distinit {prog}")
     parser.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
     if prog != "eval":
-        parser.add_argument("--resume", action="store_true",
-                            help="continue the run in out_dir from its last.pt (same config)")
+        parser.add_argument("--resume", action="store_true", help=(
+            "continue the run in out_dir from its last.pt (same config), or start it when "
+            "out_dir holds none; `--resume auto` says the same (what a requeued job passes)"))
+        argv = _resume_auto(argv)
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the run already in out_dir and start again")
     if prog in ("finetune", "eval"):
         parser.add_argument("--splits", default="", help="comma-separated splits, e.g. 1,2,3")
     ns = parser.parse_intermixed_args(argv)
     return config_from_args(ns.args, cls=cls), ns
+
+
+def _resume_auto(argv: list[str]) -> list[str]:
+    """`--resume auto` and `--resume=auto` as `--resume`: continue when out_dir holds a
+    checkpoint of this config, start when it holds none, refuse when it holds another run
+    (`train`'s checks). Only the word right after --resume is taken, so `--resume CONFIG.yaml`
+    still reads CONFIG.yaml."""
+    out: list[str] = []
+    for arg in argv:
+        if arg == "auto" and out and out[-1] == "--resume":
+            continue
+        out.append("--resume" if arg == "--resume=auto" else arg)
+    return out
 
 
 def main(argv: list[str]) -> int:
