@@ -164,6 +164,25 @@ def test_scale_jitter_in_the_transform_and_its_bounds():
         ClipTransform(train=True, resize=36, crop=32, scale=[0.0, 1.0])
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_scale_jitter_flips_half_the_boxes_when_flip_is_on_and_none_when_off(flip):
+    """torchvision's RandomResizedCrop then RandomHorizontalFlip: data.flip is never ignored."""
+    from distinit.data.transforms import draw_box
+
+    g = torch.Generator().manual_seed(0)
+    boxes = [draw_box(36, 48, 32, scale=(0.35, 1.0), flip=flip, generator=g) for _ in range(400)]
+    mirrored = sum(box.flip for box in boxes)
+    assert (150 <= mirrored <= 250) if flip else mirrored == 0
+    assert len({(box.height, box.width) for box in boxes}) > 20  # the scale still varies
+    # The window is drawn before the coin: turning the flip on moves no window.
+    g = torch.Generator().manual_seed(0)
+    plain = draw_box(36, 48, 32, scale=(0.35, 1.0), flip=False, generator=g)
+    g = torch.Generator().manual_seed(0)
+    flipped = draw_box(36, 48, 32, scale=(0.35, 1.0), flip=True, generator=g)
+    assert (plain.top, plain.left, plain.height, plain.width) == \
+        (flipped.top, flipped.left, flipped.height, flipped.width)
+
+
 def test_a_transform_is_a_chain_of_steps_and_a_new_step_is_one_small_class():
     frames = gradient_clip(T=2, H=40, W=60)
 
@@ -230,7 +249,8 @@ def test_flow_vectors_in_drawn_crops_and_evaluation():
                            scale=(0.2, 1.0), flow=True)
         box = tf.draw(24, 32, generator=torch.Generator().manual_seed(seed))
         dx, dy = vectors(tf(flow, generator=g))
-        assert torch.allclose(dx, torch.tensor(3.0 * 16 / box.width))
+        sign = -1.0 if box.flip else 1.0  # a mirrored window moves the other way
+        assert torch.allclose(dx, torch.tensor(sign * 3.0 * 16 / box.width))
         assert torch.allclose(dy, torch.tensor(-2.0 * 16 / box.height))
     ev = ClipTransform(train=False, resize=12, crop=12, mean=(0, 0), std=(1, 1), flow=True)
     dx, dy = vectors(ev(flow))  # 24x32 -> 12x16: half in both axes

@@ -105,9 +105,10 @@ class Box:
 def draw_box(height: int, width: int, size: int, scale: Sequence[float] = (),
              flip: bool = False, ratio: Sequence[float] = (3 / 4, 4 / 3),
              generator: torch.Generator | None = None) -> Box:
-    """The training crop policy on frames of `height` x `width`: a random `size` x `size` window
-    and a coin for the flip, or with `scale` (scale jitter, torchvision's RandomResizedCrop) a
-    random window covering a share of the area in `scale` with aspect ratio in `ratio`."""
+    """The training crop policy on frames of `height` x `width`: a random `size` x `size` window,
+    or with `scale` (scale jitter, torchvision's RandomResizedCrop) a random window covering a
+    share of the area in `scale` with aspect ratio in `ratio`; then, with `flip`, a coin for the
+    horizontal flip."""
     if not scale:
         if height < size or width < size:
             raise ClipSizeError(
@@ -131,8 +132,10 @@ def draw_box(height: int, width: int, size: int, scale: Sequence[float] = (),
             top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
             break
-    # Scale jitter has never flipped (data.flip applies to plain crops); kept so runs repeat.
-    return Box(top, left, h, w, False)
+    # Then the flip, as torchvision's RandomResizedCrop followed by RandomHorizontalFlip (the
+    # coin drawn after the window, so runs without data.flip draw what they always drew).
+    mirror = flip and float(torch.rand((), generator=generator)) < 0.5
+    return Box(top, left, h, w, mirror)
 
 
 def apply_box(x: torch.Tensor, box: Box, size: int) -> torch.Tensor:

@@ -13,11 +13,17 @@ runs it:
 - **Views** (`views=vspp`): both clips are VSPP clips (ucf101.py:32-75): each has its own
   random start, one of `max_segment` segments played at 1..`max_speed`, and the second clip's
   speed and segment differ from the first's (ucf101.py:35-37, 64-66). So the pair differs in
-  pace, and the student cannot learn to ignore it (what pace prediction and VSPP then need).
+  pace: to match a teacher that always sees the other pace, the student learns to ignore pace,
+  which is what pace prediction and VSPP then have to predict (docs/REPRODUCTION.md measures
+  the hand-over).
   `views=rate` keeps our first reading of the paper: the teacher's clip at `rate` times the
   student's playback rate.
 - **Predictor** (train.py:83-90, 142, 197): only the student has an MLP after its projection,
-  128 -> 2 x the backbone's feature size (1,024 for R3D-18) -> BatchNorm -> ReLU -> 128.
+  128 -> 2 x the backbone's feature size (1,024 for R3D-18) -> BatchNorm -> ReLU -> 128. The
+  released code builds it only in its `r3d` branch (train.py:123-142), which cannot run
+  (`R3DNet` is never imported, train.py:17, 124); its default `r21d` branch builds none and then
+  fails on it (train.py:175, 197). So the predictor is our reconstruction of a branch no
+  released run executed, and `predictor=false` has an equal claim (docs/SOURCES.md).
 - **Projection**: the official encoders end in one linear layer to 128 (`with_classifier=True,
   num_classes=128`, train.py:120-125); ours is MoCo v2's two-layer MLP (`heads.Pathway`), which
   the other contrastive methods share. Kept: a deviation, named here and in docs/REPRODUCTION.md.

@@ -26,8 +26,8 @@ Deviations from the official code, and why:
   speed than its label says.
 - Augmentation: the official code crops 40-100% of the frame per clip, then applies grayscale
   (p 0.2), colour jitter 0.4 and flips (`datasets/classification/__init__.py:173-202`); ours is
-  `data.scale` (the same crop) without colour jitter or grayscale, which `data/transforms.py`
-  does not offer, and without flips (this repo's scale jitter never flips).
+  `data.scale` (the same crop) and `data.flip` (the recipe sets both), without colour jitter
+  or grayscale.
 - The key encoder moves after each optimizer step (the same sequence as the official move at the
   start of each forward, `builder...py:508`) and takes the online BatchNorm buffers, unused by a
   key encoder in train mode; keys are encoded in `key_chunks` shuffled chunks, so BatchNorm
