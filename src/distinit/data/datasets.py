@@ -172,9 +172,12 @@ class VideoClipDataset(Dataset):
               spatial: tuple[int, int] | None = None) -> torch.Tensor:
         """One view's clip (C, T, H, W) float: RGB frames (T, H, W, 3) uint8 or flow
         (T, H, W, 2) float through their transform (`spatial`: test crop k of n); (n, C, T, H,
-        W) for n rows of indices (the clips of a VCOP sample, one crop for all)."""
+        W) for n rows of indices (the clips of a VCOP sample): one crop for all, or with
+        `view.crop_per_clip` clip k's own, drawn from seed + k."""
         if np.ndim(indices) == 2:
-            return torch.stack([self._clip(view, video, list(row), seed, rgb) for row in indices])
+            return torch.stack([self._clip(view, video, list(row),
+                                           seed + k if view.crop_per_clip else seed, rgb)
+                                for k, row in enumerate(indices)])
         generator = torch.Generator().manual_seed(seed)
         where = {} if spatial is None else {"spatial": spatial}
         if view.modality == "flow":

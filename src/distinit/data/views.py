@@ -13,6 +13,9 @@ view from it, and pairs RGB with flow, so no method knows how flow is stored.
   `options`, in place of a plain clip; the labels it draws come with the sample as
   `NAME_LABEL` (e.g. `video_speed`). A `vcop` view is (n_clips, C, T, H, W). The option
   `unlike=EARLIER_VIEW` hands the sampler that view's labels to differ from (auxSKD's pair).
+- `crop_per_clip`: for a sampler that cuts n clips (`vcop`, `rspnet_keys`), each clip gets its
+  own augmentation draw (crop, flip, colour), as VCOP's official code does; off, one draw
+  serves all n (RSPNet's keys must share theirs).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class View:
     rate: int = 1
     sampler: str = ""
     options: tuple[tuple[str, int | str], ...] = ()
+    crop_per_clip: bool = False
 
 
 RGB = (View("video"),)  # one RGB clip: the default recipe

@@ -6,6 +6,9 @@
   whole clip.
 - `vcop`: clip order prediction: `n_clips` clips in shuffled order; VCOP's head, a shared
   layer on each pair of clip features, concatenated, then a classifier over the n! orders.
+  `crop_per_clip` (default, as the official code: xudejing/video-clip-order-prediction
+  datasets/ucf101.py:267-281, a seed per clip at :272) cuts each clip from its own crop box; off,
+  one box serves the tuple and the clips' edges line up, a low-level cue to their order.
 
 The sampler (`data/pretext.py`) draws the frames and the labels; the encoder starts from
 `model.init` (e.g. the backbone of an auxSKD run), and `backbone_state_dict` hands it on.
@@ -38,6 +41,7 @@ class PretextConfig:
     interval: int = checked(8, min=0, max=MAX_CLIP_LEN)  # vcop: frames between consecutive clips
     hidden: int = checked(512, min=1, max=65536)  # vcop: width of the pairwise layer
     dropout: float = checked(0.5, min=0, lt=1)  # vcop: before the order classifier
+    crop_per_clip: bool = True  # vcop: each clip its own crop and flip; false: one for the tuple
 
 
 class PretextNet(nn.Module):
@@ -104,7 +108,8 @@ def _task(name: str, pc: PretextConfig) -> tuple[View, dict[str, int], int]:
     if name == "pace":
         return View("video", sampler="pace", options=(("max_pace", pc.max_pace),)), heads, 0
     options = (("n_clips", pc.n_clips), ("interval", pc.interval))
-    return View("video", sampler="vcop", options=options), heads, pc.n_clips
+    view = View("video", sampler="vcop", options=options, crop_per_clip=pc.crop_per_clip)
+    return view, heads, pc.n_clips
 
 
 def build(cfg: Config, task: str) -> Pretraining:

@@ -25,9 +25,13 @@ Deviations from the official code, and why:
   (`datasets/transforms_video/transforms_temporal.py:16-22`): a stretched clip plays at another
   speed than its label says.
 - Augmentation: the official code crops 40-100% of the frame per clip, then applies grayscale
-  (p 0.2), colour jitter 0.4 and flips (`datasets/classification/__init__.py:173-202`); ours is
-  `data.scale` (the same crop) and `data.flip` (the recipe sets both), without colour jitter
-  or grayscale.
+  (p 0.2), colour jitter (0.4, 0.4, 0.4, hue 0.4) on every clip and flips
+  (`datasets/classification/__init__.py:173-202`, the `aug_plus: false` branch), one draw per
+  clip; ours is `data.scale`, `data.flip`, `data.grayscale_p`, `data.color_jitter` with
+  `color_jitter_p: 1` (the paper recipe sets them all), but grayscale comes after the jitter
+  (`data/color.py`, MoCo v2's order). A grayed clip comes out the same either way (brightness
+  and contrast commute with graying, saturation and hue leave gray alone) except where the hue
+  shift or clamping changes the luma before graying.
 - The key encoder moves after each optimizer step (the same sequence as the official move at the
   start of each forward, `builder...py:508`) and takes the online BatchNorm buffers, unused by a
   key encoder in train mode; keys are encoded in `key_chunks` shuffled chunks, so BatchNorm
