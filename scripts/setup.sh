@@ -23,6 +23,10 @@ if [ "$MODE" = full ]; then
     if ! command -v bsdtar >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && apt-get install -y -qq libarchive-tools) >/dev/null 2>&1 || echo "note: could not install libarchive-tools; RAR archives (HMDB-51, UCF-101) cannot be extracted"
     fi
+    # The Slurm scripts are linted with shellcheck (tests/test_slurm.py).
+    if ! command -v shellcheck >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq shellcheck) >/dev/null 2>&1 || echo "note: could not install shellcheck; tests/test_slurm.py skips its lint"
+    fi
     # The opencv extra is opencv-contrib-python-headless (TV-L1 flow). It ships the same cv2
     # package as opencv-python-headless, which a venv made earlier holds: remove both first, or
     # the two overwrite each other's files and uninstalling one later breaks the other.
