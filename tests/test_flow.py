@@ -320,3 +320,27 @@ def test_raft_settings_are_part_of_the_folder(tmp_path, capsys, raft_weights):
     capsys.readouterr()
     assert cli.main([*args, "--iters", "2"]) == 2
     assert "iters=1 (this run: iters=2)" in capsys.readouterr().err
+
+
+def test_torchrun_ranks_share_the_videos_and_write_what_one_process_writes(tmp_path):
+    """Two torchrun processes (one node here; the same split across nodes): each video's flow is
+    computed once, by rank (index mod 2), and the folder equals a single process's."""
+    import os
+    import subprocess
+
+    src = tmp_path / "src"
+    for name in ("a", "b", "c", "d", "e"):
+        write(src / f"{name}.mp4")
+    assert run(src, tmp_path / "one", "--short-side", "16", "--workers", "1") == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "distinit.cli", "flow", str(src), str(tmp_path / "two"), "--short-side", "16",
+         "--workers", "1"], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "rank 0 of 2: 3 written" in proc.stdout and "rank 1 of 2: 2 written" in proc.stdout
+    one = sorted((tmp_path / "one").rglob("*.npy"))
+    two = sorted((tmp_path / "two").rglob("*.npy"))
+    assert [p.name for p in one] == [p.name for p in two] == [f"{n}.npy" for n in "abcde"]
+    assert all(np.array_equal(np.load(a), np.load(b)) for a, b in zip(one, two, strict=True))
+    assert read_flow_meta(tmp_path / "one") == read_flow_meta(tmp_path / "two")

@@ -86,9 +86,13 @@ def test_launch_builds_torchrun_for_distributed_commands_and_one_process_for_the
                                                                "c.yaml"]
     _, line, _ = _launch("finetune", "f.yaml", "--resume")  # said already: not twice
     assert line.count("--resume") == 1 and "auto" not in line
-    _, line, _ = _launch("flow", "videos", "flows", DISTINIT_PYTHON="py")
-    assert line == ["py", "-m", "distinit.cli", "flow", "videos", "flows"]
-    assert _launch("flow", "videos", "flows", SLURM_NODEID="1")[:2] == (0, [])  # first node only
+    # flow: one process per node (its --workers use the node's cores), the videos split by rank
+    _, line, _ = _launch("flow", "videos", "flows", DISTINIT_PYTHON="py", GPUS_PER_NODE="4")
+    assert line[:3] == ["py", "-m", "torch.distributed.run"] and "--nproc-per-node=1" in line
+    assert line[-3:] == ["flow", "videos", "flows"] and "--resume" not in line
+    _, line, _ = _launch("chain", "c.yaml", DISTINIT_PYTHON="py")
+    assert line == ["py", "-m", "distinit.cli", "chain", "c.yaml"]
+    assert _launch("chain", "c.yaml", SLURM_NODEID="1")[:2] == (0, [])  # first node only
     rc, line, err = _launch("distill", "data.cache_dir=/nowhere", DISTINIT_STAGE_TO="/local")
     assert rc == 2 and not line and err.strip().splitlines() == [
         "launch.sh: error: data.cache_dir /nowhere does not exist; build its clip store first "

@@ -8,7 +8,9 @@
 #   pretrain, distill, finetune, train-image   torchrun, with `--resume auto` added: a requeued
 #                                              job continues its run, a first one starts it
 #   store-clips, cache-targets                 torchrun; they continue by themselves
-#   any other (flow, chain, demo, ...)         one process, on the first node only
+#   flow                                       torchrun, one process per node (each runs its
+#                                              own --workers); it continues by itself
+#   any other (chain, demo, ...)               one process, on the first node only
 #
 # Environment (distinit.sbatch sets DISTINIT_NNODES and DISTINIT_RDZV_* from Slurm):
 #   DISTINIT_NNODES         nodes (default: $SLURM_NNODES, else 1)
@@ -49,6 +51,7 @@ fi
 case "$command" in
     pretrain | distill | finetune | train-image) mode=torchrun resume=1 stage=1 ;;
     store-clips | cache-targets) mode=torchrun resume=0 stage=0 ;;
+    flow) mode=torchrun resume=0 stage=0 per_node=1 ;;
     *) mode=single resume=0 stage=0 ;;
 esac
 
@@ -96,7 +99,7 @@ fi
 if [ "$mode" = torchrun ]; then
     line=("$python" -m torch.distributed.run
           "--nnodes=${DISTINIT_NNODES:-${SLURM_NNODES:-1}}"
-          "--nproc-per-node=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}"
+          "--nproc-per-node=${per_node:-${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}}"
           --rdzv-backend=c10d
           "--rdzv-endpoint=${DISTINIT_RDZV_HOST:-127.0.0.1}:${DISTINIT_RDZV_PORT:-29500}"
           "--rdzv-id=${DISTINIT_RDZV_ID:-${SLURM_JOB_ID:-distinit}}"

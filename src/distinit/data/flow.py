@@ -10,6 +10,9 @@ do, or float16 pixels) is in `flow_store`; its readers are re-exported here. Exi
 are skipped, so an interrupted run resumes; a video that fails to decode is reported and
 skipped. See docs/FLOW.md.
 
+Under torchrun (`--nnodes N`, one node or many), rank r computes every world-th video from the
+r-th; rank 0 writes flow.json and clears a killed run's leftovers before any rank starts.
+
 One writer per OUT: a run holds the folder's lock (`engine.lock`; a second run into it is one
 line naming the holder) and removes the temporary files a killed run left there. Its worker
 processes die with it, however it dies (kill -9 included); SIGTERM or Ctrl-C stops it at once,
@@ -269,6 +272,20 @@ def _raft_settings(algorithm: str, weights: str, iters: int, device: str) -> tup
     return {"weights": str(path), "weights_sha256": weights_digest(path), "iters": iters}, device
 
 
+def _ranks() -> tuple[int, int]:
+    """(global rank, world size) under torchrun, (0, 1) alone: flow needs no process group but
+    the one barrier below, so a rank that dies stops only its own share."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        from distinit.engine import dist
+
+        dist.setup("cpu")
+        dist.barrier()
+
+
 def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype: str = "uint8",
                  bound: float = 20.0, short_side: int = 0, workers: int = 1,
                  extensions: list[str] | None = None, weights: str = "",
@@ -293,10 +310,17 @@ def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype
         seen[dst] = video
     meta = flow_meta(algorithm, dtype, bound, short_side, **method)
     tally, todo = {"written": 0, "frames": 0}, jobs
+    rank, world = _ranks()
     try:
         with _stop_on_signals(), own_out_dir(out):
-            claim_out_dir(out, meta)
-            todo = {video: dst for video, dst in jobs.items() if not is_complete(dst)}
+            if rank == 0:  # one writer of flow.json, and the partial files are gone before...
+                claim_out_dir(out, meta)
+            _barrier(world)  # ... any rank starts writing
+            claim_out_dir(out, meta)  # every rank checks the settings
+            # Under torchrun each rank takes every world-th video (one node or many).
+            todo = {video: dst for i, (video, dst) in enumerate(jobs.items())
+                    if i % world == rank and not is_complete(dst)}
+            jobs = {video: dst for i, (video, dst) in enumerate(jobs.items()) if i % world == rank}
             start = time.perf_counter()
             try:
                 _run(todo, meta, workers, device, tally)
@@ -312,10 +336,11 @@ def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype
     seconds = time.perf_counter() - start
     written, frames = tally["written"], tally["frames"]
     failed = len(todo) - written
-    print(f"{written} written, {len(jobs) - len(todo)} skipped (already done), {failed} failed; "
+    share = f"rank {rank} of {world}: " if world > 1 else ""
+    print(f"{share}{written} written, {len(jobs) - len(todo)} skipped (already done), {failed} failed; "
           f"{frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s) "
           f"-> {_shown(out)}")
-    if failed == len(jobs):
+    if jobs and failed == len(jobs):
         raise AllVideosFailed(f"all {failed} videos failed (see the warnings above); nothing "
                               "was written")
     return {"written": written, "skipped": len(jobs) - len(todo), "failed": failed,
