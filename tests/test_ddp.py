@@ -1,6 +1,7 @@
 """Two gloo processes through the CLI train the same weights as one process with the same global
 batch (batch 4 x 2 processes = batch 4 x accum_steps 2), for every method the loop runs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -46,9 +47,14 @@ def test_distill_finetune_and_probe_two_processes_equal_one(world, teacher_file,
 
     teachers = f'distill.teachers=[{{spec: "ckpt:{teacher_file}"}}]'
     distill = [*ARGS, teachers, f"data.videos={world.corpus_dir}", "distill.frames=multi",
-               "distill.num_frames=2", "distill.temperature=0.5", "distill.max_entropy=1.8"]
+               "distill.num_frames=2", "distill.temperature=0.5"]  # no entropy filter: the
+    # untrained teacher's targets are all above any useful bound, and a filter that drops every
+    # clip leaves a loss of 0 and weights that only decay
     assert main(["distill", *distill, "optim.accum_steps=2", f"out_dir={tmp_path / 'd1'}"]) == 0
     _torchrun("distill", *distill, f"out_dir={tmp_path / 'd2'}")
+    losses = [json.loads(line)["loss"] for line in
+              (tmp_path / "d2" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert losses and min(losses) > 0  # the weights compared below were trained
     backbone = make_student(load_config(None, ARGS).model, num_classes=0)
     one = {k: v for k, v in load_checkpoint(tmp_path / "d1" / "last.pt")["model"].items()
            if k.startswith("heads.") or k.removeprefix("backbone.") in
