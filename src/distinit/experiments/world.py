@@ -126,10 +126,12 @@ def finetune_stage(demo: DemoConfig, world: World, arch: str, out: Path, name: s
                    start: str) -> Stage:
     """Frozen-feature scores (kNN, linear probe) of `start`'s weights, then the fine-tune on
     split 1 of the action set (HMDB-51's role)."""
-    return world_stage(demo, name, "finetune", "finetune", out / name,
+    # The cache folder goes before the overrides, as in `pretrain_stage`: a variant may keep
+    # its clip stores elsewhere (reproduce store: one folder per codec).
+    return world_stage(demo, name, "finetune", "finetune", out / name, before=[cache(world)],
                        after=["data.format=hmdb51", f"data.video_root={world.actions_videos}",
                               f"data.split_dir={world.actions_splits}", "data.split=1",
-                              cache(world), f"model.arch={arch}"], start=start, probe=True)
+                              f"model.arch={arch}"], start=start, probe=True)
 
 
 def teacher_on_frames(teacher_path: Path, world: World, cfg: Config, every: int = 3) -> float:
