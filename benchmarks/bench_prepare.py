@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from distinit.data.check import check_videos
 from distinit.data.prepare import prepare
 from distinit.tools.bench import make_videos
+from distinit.tools.measure import cpu_model
 
 DISTINCT, CLASSES = 40, 20
 
@@ -51,17 +51,6 @@ def ucf_like(root: Path, count: int, base: list[Path]) -> Path:
             archive.writestr(f"ucfTrainTestlist/{k}", v)
     (src / "UCF101TrainTestSplits-RecognitionTask.zip").write_bytes(buf.getvalue())
     return src
-
-
-def cpu_model() -> str:
-    """The CPU's model name as lscpu prints it (/proc/cpuinfo), else the platform's."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn) -> float:

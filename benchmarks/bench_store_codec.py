@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from distinit.data.frames import Decoder, StoredFrames
 from distinit.data.sampling import ClipSpec
 from distinit.data.transforms import ClipTransform
 from distinit.data.video import write_video
+from distinit.tools.measure import cpu_model
 
 H, W, FPS, GOP, RESIZE, CROP, CLIP_LEN = 240, 320, 25, 16, 128, 112, 8
 K400_FRAMES = 240_000 * 300
@@ -106,16 +106,6 @@ def measure(source, videos: list[Path], seconds: float) -> tuple[float, float]:
 
 def size(paths) -> int:
     return sum(p.stat().st_size for p in paths)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def human(n: float) -> str:

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,17 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from distinit.data import check_store, shards
+from distinit.tools.measure import cpu_model
 
 MIB = 2**20
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.startswith("Model name")), "unknown")
 
 
 def drop_cache(files: list[Path]) -> None:

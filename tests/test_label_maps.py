@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from test_labels import _one_line
 
 from distinit.cli import main
 from distinit.engine.checkpoint import load_checkpoint
@@ -41,14 +42,6 @@ def tuned(world, tmp_path_factory):
     reversed_data = _split(tmp / "reversed", videos, classes[::-1])
     assert main(["finetune", *SMALL, *data, f"out_dir={tmp / 'ft'}"]) == 0
     return tmp, classes, data, reversed_data
-
-
-def _one_line(argv, capsys) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_a_fine_tuned_checkpoint_carries_its_classes(tuned):

@@ -4,14 +4,13 @@ JPEGs in the same shards, read back per frame, never taken for a store kept anot
 from __future__ import annotations
 
 import json
-import os
-import signal
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import pattern_frames
+from test_store_integrity import sigterm_on_read
 
 from distinit import cli
 from distinit.config import ConfigError, DataConfig, load_config
@@ -161,15 +160,7 @@ def test_a_damaged_jpeg_shard_is_caught_by_its_checksum_then_rebuilt(videos, tmp
 
 def test_an_interrupted_jpeg_build_resumes_with_the_missing_shards_only(videos, tmp_path,
                                                                         monkeypatch):
-    made = []
-
-    def read(path, *args):
-        made.append(path)
-        if len(made) == 3:  # during the first video of shard 1
-            os.kill(os.getpid(), signal.SIGTERM)
-        return read_all_frames(path, *args)
-
-    monkeypatch.setattr(clip_store, "read_all_frames", read)
+    made = sigterm_on_read(monkeypatch)  # during the first video of shard 1
     with pytest.raises(Interrupted, match="1 of 3 shards of the clip store"):
         _jpeg(videos, tmp_path, shard_size=2)
     folder = clip_store.store_folder(tmp_path, videos)

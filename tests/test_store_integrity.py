@@ -391,17 +391,24 @@ def test_a_killed_builders_temporary_files_are_removed_by_the_next(videos, tmp_p
 
 # ---- signals ----------------------------------------------------------------------------------
 
-def test_sigterm_stops_between_videos_saying_what_is_kept_and_the_build_resumes(
-        videos, tmp_path, monkeypatch):
+def sigterm_on_read(monkeypatch, nth: int = 3) -> list:
+    """Make the clip store's decoder send this process SIGTERM while it reads its `nth` video
+    (with shards of 2, the first video of shard 1); returns the list of videos it reads."""
     made = []
 
     def read(path, *args):
         made.append(path)
-        if len(made) == 3:  # during the first video of shard 1
+        if len(made) == nth:
             os.kill(os.getpid(), signal.SIGTERM)
         return read_all_frames(path, *args)
 
     monkeypatch.setattr(clip_store, "read_all_frames", read)
+    return made
+
+
+def test_sigterm_stops_between_videos_saying_what_is_kept_and_the_build_resumes(
+        videos, tmp_path, monkeypatch):
+    made = sigterm_on_read(monkeypatch)
     with pytest.raises(Interrupted) as info:
         build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
     folder = store_folder(tmp_path, videos)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from distinit.models.image_resnet import build_image_model
 from distinit.models.teachers import teacher_checkpoint
 from distinit.targets.cache import build_cache
 from distinit.targets.frames import frame_indices
-from distinit.tools.measure import PEAK_FLOPS, timed
+from distinit.tools.measure import PEAK_FLOPS, cpu_model, timed
 
 PRESETS = {
     # the demo's Res3D student on the synthetic world's 32-px frames, its ResNet-50 (width 16)
@@ -332,8 +331,7 @@ def _size(folder: Path) -> str:
 def _table(rows, args, cfg: Config, device: torch.device, flops: float) -> str:
     base = dict(rows)["student step only"]["clips_s"]
     rt = Runtime.of(cfg, device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() \
-        or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     peak = next((v for k, v in PEAK_FLOPS.items() if k in name), 0.0)
     dc = cfg.data
     lines = [

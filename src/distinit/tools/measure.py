@@ -4,14 +4,28 @@ set), and the share of time it waited on data. `distinit bench` times every row 
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 # dense bf16 tensor-core peak (FLOP/s) for MFU
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (from /proc/cpuinfo), else the platform's: what a
+    benchmark quotes its times with."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 class PeakMemory:
