@@ -115,7 +115,7 @@ def test_a_second_run_only_checks_from_its_record(tmp_path, make_video, monkeypa
     def decode(*_):
         raise AssertionError("a finished OUT is checked from its record, not decoded again")
 
-    monkeypatch.setattr(prep, "check_video", decode)
+    monkeypatch.setattr(prep, "inspect_video", decode)
     assert prep.prepare("hmdb51", src, out) == first
     # A video that changed is decoded again, and a broken one is recorded with its reason.
     monkeypatch.undo()

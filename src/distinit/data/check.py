@@ -14,6 +14,7 @@ from distinit.data.video import (
     BACKENDS,
     DEFAULT_EXTENSIONS,
     VideoDecodeError,
+    VideoInfo,
     list_videos,
     probe,
     read_frames,
@@ -26,6 +27,12 @@ def check_video(path: str | Path, backend: str = "pyav", full: bool = False) -> 
 
     With `full`, one read from the first to the last frame (with PyAV: every frame decoded).
     """
+    return inspect_video(path, backend, full)[0]
+
+
+def inspect_video(path: str | Path, backend: str = "pyav",
+                  full: bool = False) -> tuple[str | None, VideoInfo | None]:
+    """(`check_video`'s reason or None, the probed header when the video decodes)."""
     try:
         info = probe(path, backend)
         last = info.num_frames - 1
@@ -35,14 +42,14 @@ def check_video(path: str | Path, backend: str = "pyav", full: bool = False) -> 
             frames = read_frames(path, indices, backend, strict=True)  # (N, H, W, 3)
             if frames.shape[1:3] != (info.height, info.width):
                 return (f"frames decode at {frames.shape[2]}x{frames.shape[1]} but the header "
-                        f"says {info.width}x{info.height}")
+                        f"says {info.width}x{info.height}"), None
     except VideoDecodeError as e:
-        return e.reason
+        return e.reason, None
     except UserError:  # a missing backend: the same for every file, so stop the scan
         raise
     except Exception as e:  # one file that breaks a decoder in a new way must not stop the scan
-        return f"unexpected {type(e).__name__}: {e}"
-    return None
+        return f"unexpected {type(e).__name__}: {e}", None
+    return None, info
 
 
 def check_videos(paths: list[Path], backend: str = "pyav", workers: int = 1,

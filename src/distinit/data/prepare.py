@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from distinit.arguments import Parser
 from distinit.data import prepare_layouts as layouts
-from distinit.data.check import check_video
+from distinit.data.check import inspect_video
 from distinit.data.corpus import fingerprint
 from distinit.data.reencode import check_containers, reencode_video
 from distinit.data.splits import dataset_classes
-from distinit.data.video import VideoDecodeError, probe
+from distinit.data.video import VideoDecodeError
 from distinit.errors import UserError, first_line
 
 MANIFEST, LABELS, STATE, LISTS = "manifest.json", "labels.txt", ".prepare", "lists"
@@ -43,14 +43,11 @@ LINKS = ("symlink", "hardlink", "copy")
 
 
 def inspect(path: Path, backend: str = "pyav") -> tuple[str | None, float | None]:
-    """(why `path` fails to decode or None, its duration in seconds or None)."""
-    reason = check_video(path, backend)
-    if reason is not None:
+    """(why `path` fails to decode or None, its duration in seconds or None): `check-videos`'
+    check, whose probe also gives the duration."""
+    reason, info = inspect_video(path, backend)
+    if reason is not None or info is None:
         return reason, None
-    try:
-        info = probe(path, backend)
-    except VideoDecodeError as e:
-        return e.reason, None
     return None, round(info.num_frames / info.fps, 3) if info.fps else None
 
 
