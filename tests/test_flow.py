@@ -344,3 +344,34 @@ def test_torchrun_ranks_share_the_videos_and_write_what_one_process_writes(tmp_p
     assert [p.name for p in one] == [p.name for p in two] == [f"{n}.npy" for n in "abcde"]
     assert all(np.array_equal(np.load(a), np.load(b)) for a, b in zip(one, two, strict=True))
     assert read_flow_meta(tmp_path / "one") == read_flow_meta(tmp_path / "two")
+
+
+def test_a_frame_gap_gives_flow_from_t_to_t_plus_gap(tmp_path, capsys):
+    """`--gap 3`: the square moves 3 x SPEED px from frame t to t + 3; the last 3 rows repeat
+    the last pair's flow; flow.json records the gap, and gap 1 folders keep their old form."""
+    src = tmp_path / "src"
+    write(src / "square.mp4")
+    assert run(src, tmp_path / "out", "--gap", "3", "--dtype", "float16") == 0
+    meta = read_flow_meta(tmp_path / "out")
+    assert meta["gap"] == 3 and "gap" not in flow_meta("dis", "uint8", 20.0, 0)
+    flow = dequantize(np.load(tmp_path / "out" / "square.npy"), meta)
+    for t in range(T - 3):
+        x = 8 + SPEED * t
+        inside = flow[t, 24:20 + SQUARE - 4, x + 4:x + SQUARE - 4]
+        assert np.median(inside[..., 0]) == pytest.approx(3 * SPEED, abs=0.5)
+    np.testing.assert_array_equal(flow[T - 3:], np.repeat(flow[T - 4:T - 3], 3, 0))
+    short = video_flow(square_frames(3), meta)  # no pair 3 frames apart: zero flow
+    assert short.shape == (3, 64, 96, 2) and not np.abs(short.astype(np.float32)).any()
+    capsys.readouterr()
+    assert cli.main(["flow", str(src), str(tmp_path / "out"), "--dtype", "float16"]) == 2
+    assert "gap=3 (this run: gap=None)" in capsys.readouterr().err
+    assert cli.main(["flow", str(src), str(tmp_path / "o2"), "--gap", "0"]) == 2
+    assert "--gap must be >= 1" in capsys.readouterr().err
+
+
+def test_raft_pairs_frames_a_gap_apart():
+    frames = np.random.default_rng(0).integers(0, 256, (12, 130, 141, 3), np.uint8)
+    flow = raft_flow(Difference(), frames, iters=3, gap=3)  # 9 pairs: two batches
+    expected = (frames[3:, ..., :2].astype(np.float32) - frames[:-3, ..., :2]) / 127.5
+    assert flow.shape == (9, 130, 141, 2)
+    np.testing.assert_allclose(flow, expected, atol=1e-5)

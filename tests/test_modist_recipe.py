@@ -30,8 +30,8 @@ def corpus(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(import_torchvision().models.optical_flow.raft_small().state_dict(), weights)
     flow = root / "flow"
-    compute_flow(listing, flow, "raft_small", workers=1, weights=str(weights), iters=2,
-                 device="cpu")
+    compute_flow(listing, flow, "raft_small", "float16", workers=1, weights=str(weights),
+                 iters=2, device="cpu", gap=8)
     return listing, flow
 
 
@@ -46,11 +46,12 @@ def test_recipe_holds_mscl_settings():
     assert (o.optimizer, o.lr, o.weight_decay, o.schedule, o.epochs, o.batch_size,
             o.clip_grad) == ("sgd", 0.02, 1e-4, "cosine", 400, 32, 40.0)
     assert cfg.model.arch == "r3d_18"
+    assert d.flow_format == "rgb" and "gap8" in d.flow_dir  # MSCL's colour wheel, t to t + 8
 
 
 def test_recipe_runs_on_stand_in_data(corpus, tmp_path):
     listing, flow = corpus
-    assert read_flow_meta(flow)["algorithm"] == "raft_small"
+    assert read_flow_meta(flow)["algorithm"] == "raft_small" and read_flow_meta(flow)["gap"] == 8
     cfg = load_config(RECIPE, [*SHRINK, f"data.videos={listing}", f"data.flow_dir={flow}",
                                f"out_dir={tmp_path}"], cls=config_class("modist"))
     logs = pretrain(cfg, "modist")

@@ -123,3 +123,43 @@ def test_the_modist_recipe_runs_and_its_rgb_encoder_finetunes(world, flows, labe
     assert main(["finetune", str(CONFIGS / "demo" / "finetune.yaml"), *labeled, "model.width=8",
                  "optim.epochs=1", "optim.batch_size=4", "data.cache=none", "model.init=checkpoint",
                  f"model.weights={tmp_path / 'm' / 'last.pt'}", f"out_dir={tmp_path / 'f'}"]) == 0
+
+
+def test_colour_wheel_flow_is_torchvisions_image_of_the_cropped_mirrored_flow(world, flows):
+    """data.flow_format=rgb: each frame of the flow view is torchvision's colour-wheel image
+    of that frame's cropped (and, when drawn, mirrored) vectors, in [0, 1]: the same crop and
+    flip as the vectors, rendered after them."""
+    from distinit.optional import import_torchvision
+
+    to_image = import_torchvision().utils.flow_to_image
+    views = [View("v", "flow"), View("w", "flow", frames_of="v")]
+    vectors = clip_dataset(_data(world, flows), world.corpus_videos, None, True, 0, views)
+    wheel = clip_dataset(_data(world, flows, "data.flow_format=rgb"), world.corpus_videos, None,
+                         True, 0, views)
+    for item in range(4):
+        v, w = vectors[item]["v"], wheel[item]["v"]
+        assert w.shape == (3, 8, 32, 32) and 0 <= w.min() and w.max() <= 1
+        for t in range(8):
+            assert torch.equal(w[:, t], to_image(v[:, t]).float() / 255)
+    # Mirroring flow negates dx: rightward motion mirrored renders as leftward motion.
+    right = torch.zeros(2, 1, 6, 6, 2)[0]
+    right[..., 0] = 1.0
+    t = ClipTransform(train=True, resize=None, crop=6, mean=(0,) * 3, std=(1,) * 3, flip=True,
+                      flow=True, render=True)
+    colours = {tuple(t(right, generator=torch.Generator().manual_seed(s))[:, 0, 0, 0].tolist())
+               for s in range(8)}
+    left = -right.permute(3, 0, 1, 2)[:, 0]
+    assert colours == {tuple((to_image(-left).float() / 255)[:, 0, 0].tolist()),
+                       tuple((to_image(left).float() / 255)[:, 0, 0].tolist())}
+
+
+def test_a_colour_wheel_modist_has_a_three_channel_motion_pathway(world, flows, tmp_path):
+    recipe = CONFIGS / "demo" / "modist.yaml"
+    tiny = ["model.width=8", "optim.batch_size=4", "optim.epochs=1", "modist.queue=16",
+            "data.num_workers=0", "data.cache=none", f"data.videos={world.corpus_dir}",
+            "optim.epoch_size=8"]
+    assert main(["pretrain", "modist", str(recipe), *tiny, f"data.flow_dir={flows / 'corpus'}",
+                 "data.flow_format=rgb", f"out_dir={tmp_path / 'm'}"]) == 0
+    method = load_checkpoint(tmp_path / "m" / "last.pt")["method"]
+    stems = [k for k in method if "flow" in k and k.endswith("stem.0.weight")]
+    assert stems and all(method[k].shape[1] == 3 for k in stems)  # student and key encoder

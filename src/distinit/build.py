@@ -14,6 +14,7 @@ from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, Mod
 from distinit.data.clip_store import COMMAND, clip_store_for, find_clip_store
 from distinit.data.color import ColorAugment
 from distinit.data.datasets import VideoClipDataset
+from distinit.data.flow_render import flow_channels
 from distinit.data.frames import frame_source
 from distinit.data.sampling import ClipSpec
 from distinit.data.splits import LabeledSplit, absent_note, load_labeled
@@ -46,7 +47,7 @@ def make_student(mc: ModelConfig, num_classes: int, in_channels: int = 3) -> nn.
 
 
 def input_channels(dc: DataConfig) -> int:
-    return 2 if dc.input == "flow" else 3
+    return flow_channels(dc.flow_format) if dc.input == "flow" else 3
 
 
 def student_views(dc: DataConfig) -> tuple[View, ...]:
@@ -109,9 +110,11 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
                             "`distinit flow VIDEOS FLOW_DIR` wrote")
         flow = FlowSource(dc.flow_dir, dc.flow_root or dc.videos or dc.video_root)
         flow.check(Path(videos[0]))
+        channels = flow_channels(dc.flow_format)
         flow_transform = ClipTransform(train=train_mode, resize=dc.resize or None, crop=dc.crop,
-                                       mean=(0.0, 0.0), std=(1.0, 1.0),
-                                       flip=dc.flip and train_mode, scale=dc.scale, flow=True)
+                                       mean=(0.0,) * channels, std=(1.0,) * channels,
+                                       flip=dc.flip and train_mode, scale=dc.scale, flow=True,
+                                       render=dc.flow_format == "rgb")
     if dc.decode_device == "cuda" and dc.num_workers and dc.cache != "store":
         raise UserError("data.decode_device=cuda decodes in the loader's processes, and CUDA "
                         "cannot start in forked loader workers: set data.num_workers=0, or "

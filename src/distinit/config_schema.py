@@ -91,6 +91,9 @@ class DataConfig:
     flow_dir: str = ""
     flow_root: str = ""
     input: str = checked("rgb", choices=("rgb", "flow"))  # what the student sees: RGB, or flow
+    # A flow clip as its (dx, dy) vectors (2 channels, pixels / 20), or `rgb`: each frame's flow
+    # as a colour-wheel image (3 channels in [0, 1]), as MSCL's MoDist feeds it (data/flow_render.py)
+    flow_format: str = checked("vectors", choices=("vectors", "rgb"))
     # memory | disk: decode each video once, cut clips from the cache. memory: kept by each
     # process that decodes (loader workers last the whole run, so each fills its own copy);
     # disk: one .npy per video in cache_dir, shared by every process and run. store: frames

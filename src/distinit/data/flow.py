@@ -4,7 +4,8 @@ Algorithms (`--algorithm`, alias `--method`): with OpenCV, `dis` (default; DIS w
 MEDIUM preset: in benchmarks/bench_flow.py about 4x slower than FAST but with 1.4-3x lower
 error, and still ~2x faster than Farneback), `farneback`, and `tvl1` (Dual TV-L1, the flow of
 TSN and I3D; needs opencv-contrib); with torchvision, `raft_small` and `raft_large` (RAFT, the
-flow MSCL's MoDist trains on; weights from a local file, `flow_raft`). The format of the files
+flow MSCL's MoDist trains on; weights from a local file, `flow_raft`). `--gap G` computes the
+flow from frame t to t + G (MSCL's is 8) instead of t + 1. The format of the files
 (one `(T, H, W, 2)` .npy per video, uint8 quantised with a bound of 20 px as TSN and MMAction2
 do, or float16 pixels) is in `flow_store`; its readers are re-exported here. Existing outputs
 are skipped, so an interrupted run resumes; a video that fails to decode is reported and
@@ -24,12 +25,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from types import ModuleType
@@ -54,7 +53,7 @@ from distinit.data.flow_store import (
 from distinit.data.reencode import output_size
 from distinit.data.video import DEFAULT_EXTENSIONS, VideoDecodeError, list_videos, read_all_frames
 from distinit.engine.children import die_with
-from distinit.engine.interrupt import SIGNALS, Interrupted, signal_name
+from distinit.engine.interrupt import Interrupted, Stop, signal_name, stop_on_signals
 from distinit.errors import UserError
 
 __all__ = ["ALGORITHMS", "METHODS", "RAFT_MODELS", "dequantize", "flow_estimator", "flow_file",
@@ -137,24 +136,25 @@ def video_flow(frames: np.ndarray, meta: dict, estimator: Estimator | None = Non
     def gray(t: int) -> np.ndarray:  # (h, w) uint8
         return resize(cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY))
 
-    if T == 1:  # no motion: zero flow, in stored units
-        return quantize(np.zeros((1, h, w, 2), np.float32), meta)
+    gap = meta.get("gap", 1)  # flow t is from frame t to frame t + gap
+    if gap >= T:  # no pair of frames that far apart: zero flow, in stored units
+        return quantize(np.zeros((T, h, w, 2), np.float32), meta)
     # Quantised pair by pair: a float32 copy of a whole long video would not fit in memory.
     out = np.empty((T, h, w, 2), np.uint8 if meta["dtype"] == "uint8" else np.float16)
     if raft:
         from distinit.data.flow_raft import BATCH, load_raft, raft_flow
 
         model = load_raft(meta["algorithm"], meta["weights"], device)
-        for start in range(0, T - 1, BATCH):
-            stop = min(start + BATCH, T - 1)
-            rgb = np.stack([resize(frames[t]) for t in range(start, stop + 1)])  # (n+1, h, w, 3)
-            out[start:stop] = quantize(raft_flow(model, rgb, meta["iters"], device), meta)
+        for start in range(0, T - gap, BATCH):
+            stop = min(start + BATCH, T - gap)
+            rgb = np.stack([resize(frames[t]) for t in range(start, stop + gap)])  # (n+gap, h, w, 3)
+            out[start:stop] = quantize(raft_flow(model, rgb, meta["iters"], device, gap), meta)
     else:
-        nxt = gray(0)
-        for t in range(T - 1):
-            prev, nxt = nxt, gray(t + 1)
-            out[t] = quantize(estimator(prev, nxt), meta)  # (h, w, 2)
-    out[T - 1] = out[T - 2]  # so that frame t of the RGB video indexes flow t
+        grays = [gray(t) for t in range(min(gap, T))]  # a window of the last `gap` frames
+        for t in range(T - gap):
+            grays.append(gray(t + gap))
+            out[t] = quantize(estimator(grays.pop(0), grays[-1]), meta)  # (h, w, 2)
+    out[T - gap:] = out[T - gap - 1]  # so that frame t of the RGB video indexes flow t
     return out
 
 
@@ -189,35 +189,6 @@ def _shown(path: Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-class _Stop(BaseException):
-    """SIGTERM or SIGINT arrived (a BaseException: `_flow_one` must not take it for a bad video)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise `_Stop` in the main thread, wherever it is (computing a video
-    itself or waiting for the workers); any further one is ignored while it stops."""
-    if threading.current_thread() is not threading.main_thread():  # signals need the main thread
-        yield
-        return
-
-    def stop(signum: int, frame) -> None:
-        for s in SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-        raise _Stop(signum)
-
-    previous = {s: signal.signal(s, stop) for s in SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _run(jobs: dict[Path, Path], meta: dict, workers: int, device: str,
          tally: dict[str, int]) -> None:
     """Compute every job, warning about each failure as it happens; counts the videos
@@ -247,7 +218,7 @@ def _run(jobs: dict[Path, Path], meta: dict, workers: int, device: str,
                        for video, dst in jobs.items()}
             for future in as_completed(futures):  # in the order videos finish
                 record(futures[future], future.result())
-        except _Stop:  # the videos in progress are dropped, not waited for (no public API)
+        except Stop:  # the videos in progress are dropped, not waited for (no public API)
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.kill()
             raise
@@ -289,9 +260,9 @@ def _barrier(world: int) -> None:
 def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype: str = "uint8",
                  bound: float = 20.0, short_side: int = 0, workers: int = 1,
                  extensions: list[str] | None = None, weights: str = "",
-                 iters: int = RAFT_ITERS, device: str = "auto") -> dict:
-    """Flow of every video under `src` not already in `out` (see `main`): the counts.
-    `weights`, `iters` and `device` are RAFT's."""
+                 iters: int = RAFT_ITERS, device: str = "auto", gap: int = 1) -> dict:
+    """Flow of every video under `src` not already in `out` (see `main`): the counts. Flow t
+    is from frame t to t + `gap`. `weights`, `iters` and `device` are RAFT's."""
     if algorithm in RAFT_MODELS:
         import_cv2()  # frames are resized with OpenCV
         method, device = _raft_settings(algorithm, weights, iters, device)
@@ -308,11 +279,11 @@ def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype
             raise UserError(f"{_shown(seen[dst])} and {_shown(video)} would both be written to "
                             f"{_shown(dst)}; rename one")
         seen[dst] = video
-    meta = flow_meta(algorithm, dtype, bound, short_side, **method)
+    meta = flow_meta(algorithm, dtype, bound, short_side, gap, **method)
     tally, todo = {"written": 0, "frames": 0}, jobs
     rank, world = _ranks()
     try:
-        with _stop_on_signals(), own_out_dir(out):
+        with stop_on_signals(), own_out_dir(out):
             if rank == 0:  # one writer of flow.json, and the partial files are gone before...
                 claim_out_dir(out, meta)
             _barrier(world)  # ... any rank starts writing
@@ -324,10 +295,10 @@ def compute_flow(src: str | Path, out: str | Path, algorithm: str = "dis", dtype
             start = time.perf_counter()
             try:
                 _run(todo, meta, workers, device, tally)
-            except _Stop:
+            except Stop:
                 remove_partial(out)  # the videos in progress when it stopped: not whole
                 raise
-    except _Stop as stop:
+    except Stop as stop:
         # On disk, not tally: a video may be written and its result not yet counted.
         done = len(jobs) - len(todo) + sum(is_complete(dst) for dst in todo.values())
         raise Interrupted(f"stopped by {signal_name(stop.signum)}: {done} of {len(jobs)} videos "
@@ -366,6 +337,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--short-side", type=int, default=0,
                         help="resize frames to this shorter side first (flow in pixels of the "
                              "resized frames); 0: native size")
+    parser.add_argument("--gap", type=int, default=1,
+                        help="flow t is from frame t to frame t + GAP (default 1; MSCL's MoDist "
+                             "uses 8, tools/misc/flow_extraction_meg_k400.py:288)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes, each with one OpenCV (or torch) thread; default: one "
                              "per core, but 1 for RAFT (torch's own threads use the cores)")
@@ -386,6 +360,8 @@ def main(argv: list[str]) -> int:
     if args.short_side != 0 and args.short_side < MIN_SHORT_SIDE:
         raise UserError(f"--short-side must be 0 (native size) or >= {MIN_SHORT_SIDE}, got "
                         f"{args.short_side}")
+    if args.gap < 1:
+        raise UserError(f"--gap must be >= 1 frame, got {args.gap}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     raft = args.algorithm in RAFT_MODELS
@@ -396,5 +372,5 @@ def main(argv: list[str]) -> int:
     workers = args.workers or (1 if raft else os.cpu_count() or 1)
     compute_flow(args.src, args.out, args.algorithm, args.dtype, args.bound, args.short_side,
                  workers, [e for e in args.extensions.split(",") if e], args.weights,
-                 args.iters or RAFT_ITERS, args.device)
+                 args.iters or RAFT_ITERS, args.device, args.gap)
     return 0

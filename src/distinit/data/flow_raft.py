@@ -73,21 +73,22 @@ def _padding(h: int, w: int) -> tuple[int, int, int, int]:
 
 @torch.inference_mode()
 def raft_flow(model: nn.Module, frames: np.ndarray, iters: int,
-              device: str | torch.device = "cpu") -> np.ndarray:
-    """(N+1, h, w, 3) uint8 RGB -> (N, h, w, 2) float32 flow in pixels from frame t to t+1."""
-    n, h, w = len(frames) - 1, frames.shape[1], frames.shape[2]
+              device: str | torch.device = "cpu", gap: int = 1) -> np.ndarray:
+    """(N+gap, h, w, 3) uint8 RGB -> (N, h, w, 2) float32 flow in pixels from frame t to
+    t+gap."""
+    n, h, w = len(frames) - gap, frames.shape[1], frames.shape[2]
     out = np.empty((n, h, w, 2), np.float32)
     scale = max(1.0, MIN_SIDE / h, MIN_SIDE / w)
     # Enlarged frames: a multiple of 8 at least MIN_SIDE a side, no padding needed.
     big = (math.ceil(h * scale / 8) * 8, math.ceil(w * scale / 8) * 8) if scale > 1 else None
     for start in range(0, n, BATCH):
-        clip = torch.from_numpy(frames[start:start + BATCH + 1]).to(device)  # (b+1, h, w, 3)
-        x = clip.permute(0, 3, 1, 2).float() / 127.5 - 1  # (b+1, 3, h, w) in [-1, 1]
+        clip = torch.from_numpy(frames[start:start + BATCH + gap]).to(device)  # (b+gap, h, w, 3)
+        x = clip.permute(0, 3, 1, 2).float() / 127.5 - 1  # (b+gap, 3, h, w) in [-1, 1]
         if big:
             x = F.interpolate(x, size=big, mode="bilinear", align_corners=False)
         else:
-            x = F.pad(x, _padding(h, w), mode="replicate")  # (b+1, 3, H, W), H and W % 8 == 0
-        flow = model(x[:-1], x[1:], num_flow_updates=iters)[-1].float()  # (b, 2, H, W)
+            x = F.pad(x, _padding(h, w), mode="replicate")  # (b+gap, 3, H, W), H, W % 8 == 0
+        flow = model(x[:-gap], x[gap:], num_flow_updates=iters)[-1].float()  # (b, 2, H, W)
         if big:  # back to (h, w), vectors in pixels of the original frames
             flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
             flow = flow * flow.new_tensor([w / big[1], h / big[0]]).view(1, 2, 1, 1)

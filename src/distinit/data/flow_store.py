@@ -32,7 +32,7 @@ DTYPES = ("uint8", "float16")
 # The settings a run must share with the folder it writes into.
 SETTINGS = ("algorithm", "dtype", "bound", "short_side")
 # A method's own settings, present only for that method (RAFT's): compared when either has them.
-METHOD_SETTINGS = ("weights_sha256", "iters")
+METHOD_SETTINGS = ("weights_sha256", "iters", "gap")
 # What `_write_atomically` writes before the rename: `.NAME.partial-PID`.
 PARTIAL = re.compile(r"\..+\.partial-(\d+)")
 
@@ -55,12 +55,15 @@ def flow_file(video: str | Path, src_root: str | Path, out_root: str | Path) -> 
     return Path(out_root) / relative.with_suffix(".npy")
 
 
-def flow_meta(algorithm: str, dtype: str, bound: float, short_side: int, **method: Any) -> dict:
+def flow_meta(algorithm: str, dtype: str, bound: float, short_side: int, gap: int = 1,
+              **method: Any) -> dict:
     """The contents of `flow.json`; `bound` is null for float16, which stores pixels unclipped.
-    `method`: the algorithm's own settings (RAFT: weights, weights_sha256, iters)."""
+    `gap` (flow t from frame t to t + gap) is written only when not 1, so folders written
+    before it existed read as gap 1. `method`: the algorithm's own settings (RAFT: weights,
+    weights_sha256, iters)."""
     return {"format": FORMAT, "version": VERSION, "algorithm": algorithm, "dtype": dtype,
             "bound": float(bound) if dtype == "uint8" else None, "short_side": int(short_side),
-            **method}
+            **({"gap": int(gap)} if gap != 1 else {}), **method}
 
 
 def read_flow_meta(out_root: str | Path) -> dict:

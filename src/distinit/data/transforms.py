@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distinit.data.flow_render import RenderFlow
 from distinit.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -318,7 +319,7 @@ class ClipTransform(Compose):
     def __init__(self, train: bool, resize: int | None, crop: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  flip: bool = True, scale: Sequence[float] = (), flow: bool = False,
-                 color: Sequence[Step] = ()) -> None:
+                 color: Sequence[Step] = (), render: bool = False) -> None:
         if len(mean) != len(std):
             raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
         if resize is not None and resize < crop:  # caught here, before any video is decoded
@@ -336,8 +337,10 @@ class ClipTransform(Compose):
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.color = tuple(color)
         crop_step = RandomCrop(crop, self.scale, flip, flow) if train else EvalCrop(crop)
+        # `render`: flow drawn as colour-wheel images after its crop and flip (flow_render.py)
+        self.render = (RenderFlow(),) if render and flow else ()
         super().__init__([ResizeShortSide(resize, crop, flow), crop_step, *self.color,
-                          Normalize(self.mean, self.std)], flow)
+                          *self.render, Normalize(self.mean, self.std)], flow)
 
     def draw(self, height: int, width: int, generator: torch.Generator | None = None) -> Box:
         """A training crop of frames of `height` x `width` (after the resize)."""
@@ -346,4 +349,4 @@ class ClipTransform(Compose):
     def __repr__(self) -> str:
         return (f"ClipTransform(train={self.train}, resize={self.resize}, crop={self.crop}, "
                 f"mean={self.mean}, std={self.std}, flip={self.flip}, scale={self.scale}, "
-                f"flow={self.flow}, color={list(self.color)})")
+                f"flow={self.flow}, color={list(self.color)}, render={bool(self.render)})")

@@ -48,11 +48,12 @@ class Context:
     inflation_source: Path | None = None  # the ResNet-18 analog, for inflated variants
     notes: list[str] = field(default_factory=list)  # lines under the table's heading
 
-    def flow(self, which: str) -> list[str]:
+    def flow(self, which: str, gap: int = 1) -> list[str]:
         """Settings that point a stage at the world's flow of `which` (corpus or actions),
-        computed on first use."""
+        from frame t to t + `gap`, computed on first use."""
         videos = self.world.corpus_dir if which == "corpus" else self.world.actions_videos
-        return [f"data.flow_dir={world_flow(self.world)[which]}", f"data.flow_root={videos}"]
+        folder = world_flow(self.world, gap=gap)[which]
+        return [f"data.flow_dir={folder}", f"data.flow_root={videos}"]
 
 
 @dataclass
@@ -161,6 +162,30 @@ def _modist(ctx: Context) -> list[Variant]:
                     method="modist")]
 
 
+# MSCL's flow: from frame 2j to 2j + 8 (tools/misc/flow_extraction_meg_k400.py:287-288,
+# tools/RAFT/inference.py:192-194) of Kinetics at its native rate (about 25 fps): 0.32 s, which
+# the world's videos span in fewer frames. Drawn as a colour-wheel image (ssl_aug_v2.py:115).
+MSCL_GAP_SECONDS = 8 / 25
+GAP = "MSCL's gap"
+
+
+def _modist_flow(ctx: Context) -> list[Variant]:
+    """MoDist's motion pathway fed our flow (t to t + 1, (dx, dy) vectors) against MSCL's: its
+    frame gap in seconds, a colour-wheel image, and both."""
+    fps = ctx.world.params.fps
+    gap = max(1, round(MSCL_GAP_SECONDS * fps))
+    note = (f"{GAP}: 8 frames of 25-fps Kinetics = {MSCL_GAP_SECONDS:.2f} s = {gap} frames "
+            f"of the world's {fps} fps (flow from frame t to t + {gap}).")
+    if note not in ctx.notes:  # the variants are listed more than once
+        ctx.notes.append(note)
+    rgb = ["data.flow_format=rgb"]
+    return [Variant("t to t+1, vectors", ctx.flow("corpus"), method="modist"),
+            Variant(f"{GAP}, vectors", ctx.flow("corpus", gap), method="modist"),
+            Variant("t to t+1, colour wheel", [*ctx.flow("corpus"), *rgb], method="modist"),
+            Variant(f"{GAP}, colour wheel (MSCL's flow)", [*ctx.flow("corpus", gap), *rgb],
+                    method="modist")]
+
+
 def _video_list(ctx: Context, name: str, videos: list[str]) -> Path:
     path = ctx.out / f"corpus_{name}.txt"
     path.write_text("\n".join(videos) + "\n")
@@ -170,14 +195,23 @@ def _video_list(ctx: Context, name: str, videos: list[str]) -> Path:
 TASKS = {"vspp": "VSPP", "vcop": "VCOP", "pace": "pace prediction", "rspnet": "RSPNet"}
 
 
+def _small_corpus(ctx: Context) -> list[str]:
+    """auxSKD's setting: a quarter of the world's corpus, each epoch as many clips as one pass
+    over the whole. Its list is kept in the `auxskd` experiment's folder, so that the stages of
+    `auxskd` and `auxskd-factors` with the same settings are one run."""
+    videos = sorted(map(str, ctx.world.corpus_videos))
+    path = ctx.out.parent / "auxskd" / "corpus_25.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(videos[: len(videos) // 4]) + "\n")
+    return [f"data.videos={path}", f"optim.epoch_size={len(videos)}"]
+
+
 def _auxskd(ctx: Context) -> list[Variant]:
     """auxSKD's setting: a SMALL unlabeled corpus (a quarter of the world's), each pretext task
     alone and after the auxSKD stage, then DistInit and MoDist on the same quarter, and scratch.
     Every pretraining stage sees as many clips as one pass over the whole corpus per epoch, so
     the corpus is small, not the compute."""
-    videos = sorted(map(str, ctx.world.corpus_videos))
-    data = [f"data.videos={_video_list(ctx, '25', videos[: len(videos) // 4])}",
-            f"optim.epoch_size={len(videos)}"]
+    data = _small_corpus(ctx)
     aux = ("auxskd", data)
     out = []
     for task, label in TASKS.items():
@@ -186,6 +220,26 @@ def _auxskd(ctx: Context) -> list[Variant]:
     return [*out, Variant("auxSKD alone", method="", before=[aux]), Variant("DistInit", data),
             Variant("MoDist", [*ctx.flow("corpus"), *data], method="modist"),
             Variant("scratch", method="", init="scratch")]
+
+
+# auxSKD's stage with one of issue 18's changes undone at a time (`auxskd-factors`), each
+# followed by the same VSPP stage: the official pair of unlike pace against two clips at the same
+# pace; per-frame against per-clip colour jitter; with and without the reconstructed predictor;
+# a queue of about one key per video against a quarter of the corpus (the official 15,360 is
+# about half of its k100 list, auxSKD/train.py:47, 296).
+AUX_FACTORS = {"same pace": ["auxskd.views=rate", "auxskd.rate=1"],
+               "colour per clip": ["data.color_per_frame=false"],
+               "no predictor": ["auxskd.predictor=false"],
+               "queue of a quarter": ["auxskd.queue=256"]}
+
+
+def _auxskd_factors(ctx: Context) -> list[Variant]:
+    data = _small_corpus(ctx)
+    out = [Variant("VSPP", data, method="vspp"),
+           Variant("auxSKD + VSPP", data, method="vspp", before=[("auxskd", data)])]
+    return out + [Variant(f"auxSKD ({name}) + VSPP", data, method="vspp",
+                          before=[("auxskd", [*data, *change])])
+                  for name, change in AUX_FACTORS.items()]
 
 
 def _cache(ctx: Context) -> list[Variant]:
@@ -259,6 +313,13 @@ EXPERIMENTS = {
                           ("adding DistInit's loss helps MoDist", "MoDist + DistInit loss",
                            "MoDist")],
                          after=hooks.gradcam),
+    "modist-flow": Experiment(
+        "MoDist", "MoDist's flow as we compute it against MSCL's (frame gap, colour wheel)",
+        _modist_flow,
+        [(f"{GAP} helps MoDist", f"{GAP}, vectors", "t to t+1, vectors"),
+         ("the colour wheel helps MoDist", "t to t+1, colour wheel", "t to t+1, vectors"),
+         ("MSCL's flow beats ours", f"{GAP}, colour wheel (MSCL's flow)",
+          "t to t+1, vectors")]),
     "cache": Experiment("FKD", "teacher targets cached once vs live teachers", _cache,
                         [("live teachers beat cached targets (8 boxes)", "live teachers",
                           "cached, 8 boxes"),
@@ -280,6 +341,11 @@ EXPERIMENTS = {
                           ("VSPP beats scratch", "VSPP", "scratch"),
                           ("auxSKD + VSPP beats DistInit", "auxSKD + VSPP", "DistInit"),
                           ("auxSKD + VSPP beats MoDist", "auxSKD + VSPP", "MoDist")]),
+    "auxskd-factors": Experiment(
+        "auxSKD", "the auxSKD stage before VSPP with one factor changed at a time",
+        _auxskd_factors,
+        [(f"{name} mends the hand-over to VSPP", f"auxSKD ({name}) + VSPP", "auxSKD + VSPP")
+         for name in AUX_FACTORS] + [("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP")]),
 }
 
 

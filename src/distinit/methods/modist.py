@@ -19,6 +19,7 @@ from torch import nn
 
 from distinit.build import clip_dataset, init_student, make_student
 from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, DistillConfig, checked
+from distinit.data.flow_render import flow_channels
 from distinit.data.video import list_videos
 from distinit.data.views import View
 from distinit.engine.method import Method, Pretraining
@@ -193,7 +194,9 @@ def build(cfg: Config) -> Pretraining:
     init_student(encoder, cfg.model)  # MoDist can start from an inflated or distilled init
     flow = None
     if mc.motion:  # the motion pathway always starts from scratch
-        flow = Pathway(make_student(cfg.model, num_classes=0, in_channels=2), mc.dim, 2)
+        channels = flow_channels(dc.flow_format)  # (dx, dy), or a colour-wheel image
+        flow = Pathway(make_student(cfg.model, num_classes=0, in_channels=channels), mc.dim,
+                       channels)
     net = ModistNet(Pathway(encoder, mc.dim), flow, [t.num_classes for t in teachers])
     method = MoDist(net, mc, teachers, [t.weight for t in dcfg.teachers] if distilling else [],
                     dcfg, dc.mean, dc.std)
