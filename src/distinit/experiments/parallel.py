@@ -103,19 +103,25 @@ def _finish(s: Stage, d: Done, seconds: float, done: dict[str, Done], held: list
         on_done(s, d, seconds)
 
 
+def _file_stem(name: str, out: Path) -> str:
+    """A stage's files in OUT/.stages and OUT/logs: its name, which may be its run folder
+    (`reproduce` names stages so), relative to OUT and flattened."""
+    return name.removeprefix(f"{out}{os.sep}").replace(os.sep, "~")
+
+
 def _start(s: Stage, start: Done | None, overwrite: bool, out: Path,
            log: str) -> tuple[subprocess.Popen, Stage, float, Path]:
     """Launch `s` in a process of its own (one thread), its log in OUT/logs/NAME.log."""
     jobs_dir, logs = out / ".stages", out / "logs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    spec = jobs_dir / f"{s.name}.json"
+    spec = jobs_dir / f"{_file_stem(s.name, out)}.json"
     spec.write_text(json.dumps({
         "stage": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()},
         "start": asdict(start) if start is not None else None, "overwrite": overwrite,
         "parent": os.getpid()}, default=str))
-    (jobs_dir / f"{s.name}.done.json").unlink(missing_ok=True)
-    logfile = logs / f"{s.name}.log"
+    (jobs_dir / f"{_file_stem(s.name, out)}.done.json").unlink(missing_ok=True)
+    logfile = logs / f"{_file_stem(s.name, out)}.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with logfile.open("a") as f:
         proc = subprocess.Popen([sys.executable, "-m", "distinit.experiments.parallel", str(spec)],
@@ -126,7 +132,7 @@ def _start(s: Stage, start: Done | None, overwrite: bool, out: Path,
 
 
 def _collect(proc: subprocess.Popen, s: Stage, logfile: Path, out: Path, running: dict) -> Done:
-    result = out / ".stages" / f"{s.name}.done.json"
+    result = out / ".stages" / f"{_file_stem(s.name, out)}.done.json"
     if proc.returncode == 0 and result.is_file():
         return Done(**json.loads(result.read_text()))
     _stop_all(running, signal.SIGTERM)  # the others stop at a step, with their checkpoints

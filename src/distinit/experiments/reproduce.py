@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments import diagnostics, tables
 from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
+from distinit.experiments.parallel import run_graph
 from distinit.experiments.runner import Done, Stage, run_stages
 from distinit.experiments.world import (
     ARCH,
@@ -46,6 +48,9 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
     exp = EXPERIMENTS[name]
     start = time.perf_counter()
     out = Path(demo.out_dir)
+    # Variants run one after another (one may depend on another's results); the stages of a
+    # variant's seeds side by side, `jobs` one-thread processes at a time (0: one per core).
+    jobs = demo.jobs or len(os.sched_getaffinity(0))
     world = demo.world()
     shared = replace(demo, seed=0)  # the 2D networks: trained once, for every variant and seed
     done: dict[str, Done] = {}
@@ -66,8 +71,10 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
                        overwrite, done)
             ctx.inflation_source = Path(done["inflation_source"].weights)
         ctx.results[v.label] = []
+        stages = {s.name: s for seed in seeds for s in variant_stages(ctx, demo, v, seed, student)}
+        run_graph(list(stages.values()), out, overwrite, done, jobs=jobs, log=name)
         for seed in seeds:
-            result = run_variant(ctx, demo, v, seed, student, overwrite, done)
+            result = variant_result(ctx, demo, v, seed, student, done)
             ctx.results[v.label].append(result)
             print(f"[{name}] {v.label}, seed {seed}: top-1 {result['top1']:.1f}"
                   + (f", agreement {result['holdout_agree_t0']:.1f}%"
@@ -137,11 +144,15 @@ def _with(demo: DemoConfig, seed: int, recipe: str, overrides: list[str]) -> Dem
         **demo.overrides, recipe: [*demo.overrides.get(recipe, []), *overrides]})
 
 
-def run_variant(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: str,
-                overwrite: bool, done: dict[str, Done]) -> dict:
-    """Pretrain (unless the variant has no method), then fine-tune on split 1: the results."""
+def variant_result(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: str,
+                   done: dict[str, Done]) -> dict:
+    """The results of a variant's seed whose stages have run (pretraining unless the variant
+    has none, then the fine-tune on split 1)."""
     stages = variant_stages(ctx, demo, v, seed, student)
-    run_stages(stages, overwrite, done)
+    stopped = [s.name for s in stages if s.name not in done or not done[s.name].finished]
+    if stopped:
+        raise UserError(f"{v.label}, seed {seed}: stage {stopped[0]} did not finish; run the "
+                        "same command again to continue it")
     pre = next((done[s.name].result for s in reversed(stages[:-1])
                 if s.kind not in ("scratch", "inflate")), {})
     ft = stages[-1]
