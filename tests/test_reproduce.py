@@ -1,6 +1,8 @@
 """`distinit reproduce` end to end on the tiny world: variants x seeds, a table, its doc section."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from distinit.cli import main
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.experiments.catalog import EXPERIMENTS
+from distinit.experiments.claims import Claim
 from distinit.experiments.tables import write_section
 from distinit.jobs.image_train import CHECKPOINT
 
@@ -199,18 +202,41 @@ def yaml_cache(config_file):
 
 def test_a_claim_of_no_difference_holds_within_its_spread():
     """Table 4's "the two corpora teach about equally": |margin| within its spread over seeds
-    (or EQUAL_WITHIN points) holds; a clear gap, either way, does not."""
+    (or the claim's margin in points) holds; a clear gap, either way, does not."""
     from distinit.experiments.tables import claim_verdicts
 
     def rows(a, b):
         return [{"variant": "a", "per_seed_top1": a}, {"variant": "b", "per_seed_top1": b}]
 
-    claim = [("a and b teach about equally", "a", "b")]
+    claim = [Claim("a and b teach about equally", "a", "b", "equal")]
     assert "**holds**" in claim_verdicts(claim, rows([20.0, 22.0, 21.0], [21.0, 20.0, 22.5]))[0]
     assert "**does not hold**" in claim_verdicts(claim, rows([25.0, 26.0, 25.5],
                                                              [20.0, 20.5, 21.0]))[0]
     assert "**does not hold**" in claim_verdicts(claim, rows([15.0, 16.0, 15.5],
                                                              [20.0, 20.5, 21.0]))[0]
+
+
+@pytest.mark.parametrize("diffs, kind, verdict", [
+    ([3.0, 2.0, 4.0], "better", "holds"),  # above its spread, ahead in 3 of 3
+    ([0.6, 2.5, -1.3], "better", "within the noise"),  # +0.6 +- 1.9: the demo's old "holds"
+    ([4.0, 5.0, -0.5], "better", "within the noise"),  # +2.8 +- 2.9: ahead in 2, not beyond
+    ([-3.0, -2.0, -4.0], "better", "does not hold"),  # clearly the other way
+    ([-1.0, 0.5, -2.5], "better", "within the noise"),
+    ([0.4], "better", "holds"),  # one seed: the sign decides
+    ([-0.5, 0.3, -1.0], "not_worse", "holds"),  # not clearly worse
+    ([-3.0, -2.0, -4.0], "not_worse", "does not hold"),
+    ([0.5, -0.4, 0.2], "equal", "holds"),
+    ([3.0, 2.5, 3.5], "equal", "does not hold"),
+])
+def test_one_rule_judges_every_claim(diffs, kind, verdict):
+    from distinit.experiments.claims import judge
+
+    assert judge(Claim("c", "a", "b", kind), diffs) == verdict
+
+
+def test_a_claim_of_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="one of"):
+        Claim("c", "a", "b", "bigger")
 
 
 @pytest.mark.slow
@@ -225,3 +251,19 @@ def test_table1_runs_all_seven_rows_and_writes_its_section_of_the_results(tmp_pa
     text = doc.read_text()
     assert "<!-- reproduce:table1 -->" in text and "distinit reproduce table1" in text
     assert "per seed" in text and "| R(2+1)D | Supervised pretraining on the corpus |" in text
+
+
+def test_the_reproduction_summary_quotes_only_numbers_its_sections_report():
+    """docs/REPRODUCTION.md: every 'mean +- spread' in the summary table at the top appears in
+    a section below it (a section's table, verdict or text), so the summary cannot drift from
+    the measurements."""
+    text = (Path(__file__).parent.parent / "docs" / "REPRODUCTION.md").read_text()
+    _, _, body = text.partition("**Summary of the verdicts**")
+    lines = body.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next(i for i in range(first, len(lines)) if not lines[i].startswith("|"))
+    table, below = "\n".join(lines[first:end]), "\n".join(lines[end:])
+    quoted = re.findall(r"\d+\.\d+ \+- \d+\.\d+", table)
+    assert len(quoted) >= 10  # the table quotes the measurements
+    missing = [q for q in quoted if q not in below]
+    assert not missing, f"the summary quotes {missing}, which no section below reports"

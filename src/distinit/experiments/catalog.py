@@ -17,6 +17,7 @@ from distinit.data.synth import World, generate_world
 from distinit.data.synth.flow import world_flow
 from distinit.data.synth.world import with_overrides
 from distinit.experiments import hooks
+from distinit.experiments.claims import Claim
 from distinit.experiments.world import DemoConfig, recipe_path
 
 # --student: (the student's name, its fine-tune folder's row name: finetune_ROW, a run-folder key)
@@ -61,7 +62,7 @@ class Experiment:
     paper: str
     what: str
     variants: Callable[[Context], list[Variant]]
-    claims: list[tuple[str, str, str]]  # (claim, better label, worse label)
+    claims: list[Claim]  # what its rows test (`claims.py`)
     # After every variant has run: more rows ({label: one result per seed}) from their runs.
     after: Callable[[Context], dict[str, list[dict]]] | None = None
     scenes: bool = False  # needs the scene network (PlaceNet's analog)
@@ -272,80 +273,74 @@ def _store(ctx: Context) -> list[Variant]:
 
 
 EXPERIMENTS = {
-    "frames": Experiment("Table 2", "which frames the teacher sees", _frames,
-                         [("a random frame beats the centre frame", "random frame", "centre frame"),
-                          ("2 random frames beat 1", "2 random frames", "random frame")]),
-    "loss": Experiment("Table 3", "soft-target cross-entropy vs MSE on logits", _loss,
-                       [("cross-entropy beats MSE", "soft-target CE", "MSE on logits (lr / 10)")]),
-    "entropy": Experiment("Fig. 6", "dropping clips whose teacher targets are uncertain", _entropy,
-                          [("dropping about 50% holds or helps",
-                            "drop 50%", "keep all")]),
+    "frames": Experiment("Table 2", "which frames the teacher sees", _frames, [
+        Claim("a random frame beats the centre frame", "random frame", "centre frame"),
+        Claim("2 random frames beat 1", "2 random frames", "random frame")]),
+    "loss": Experiment("Table 3", "soft-target cross-entropy vs MSE on logits", _loss, [
+        Claim("cross-entropy beats MSE", "soft-target CE", "MSE on logits (lr / 10)")]),
+    "entropy": Experiment("Fig. 6", "dropping clips whose teacher targets are uncertain", _entropy, [
+        Claim("dropping about 50% holds or helps", "drop 50%", "keep all", "not_worse")]),
     # Table 4 claims that DistInit is not tied to one source of videos (Kinetics 40.3,
     # Sports-1M 39.9: about equal) and gains a little from their union (41.8). Corpus size at a
     # fixed number of training clips is ours, not a claim of the paper.
-    "data": Experiment("Table 4", "corpus size, a second corpus and their union", _data,
-                       [("the two corpora teach about equally", "second corpus",
-                         "first corpus, 100%"),
-                        ("the union beats the first corpus", "union of both", "first corpus, 100%"),
-                        ("(ours) more videos help at a fixed number of clips (100% vs 25%)",
-                         "first corpus, 100%", "first corpus, 25%")]),
-    "teachers": Experiment("Sec. 4.3", "object teacher, scene teacher, both", _teachers,
-                           [("objects teach actions better than scenes",
-                             "objects (ImageNet analog)", "scenes (Places analog)")],
-                           scenes=True),
+    "data": Experiment("Table 4", "corpus size, a second corpus and their union", _data, [
+        Claim("the two corpora teach about equally", "second corpus", "first corpus, 100%",
+              "equal"),
+        Claim("the union beats the first corpus", "union of both", "first corpus, 100%"),
+        Claim("(ours) more videos help at a fixed number of clips (100% vs 25%)",
+              "first corpus, 100%", "first corpus, 25%")]),
+    "teachers": Experiment("Sec. 4.3", "object teacher, scene teacher, both", _teachers, [
+        Claim("objects teach actions better than scenes", "objects (ImageNet analog)",
+              "scenes (Places analog)")], scenes=True),
     "temperature": Experiment("beyond the paper", "softmax temperature of the targets",
                               _temperature, []),
-    "schedule": Experiment("the demo's recipe", "how long to distill", _schedule,
-                           [("10 epochs beat 5", "10 epochs", "5 epochs"),
-                            ("20 epochs beat 10", "20 epochs", "10 epochs")]),
-    "flow": Experiment("Table 5", "a flow student: scratch, mean-inflated, DistInit", _flow,
-                       [("DistInit beats mean inflation for flow", "flow, DistInit",
-                         "flow, mean-inflated"),
-                        ("mean inflation beats scratch for flow", "flow, mean-inflated",
-                         "flow, scratch"),
-                        ("fusing RGB and flow beats RGB alone", "two-stream", "RGB, DistInit")],
-                       after=hooks.fusion),
+    "schedule": Experiment("the demo's recipe", "how long to distill", _schedule, [
+        Claim("10 epochs beat 5", "10 epochs", "5 epochs"),
+        Claim("20 epochs beat 10", "20 epochs", "10 epochs")]),
+    "flow": Experiment("Table 5", "a flow student: scratch, mean-inflated, DistInit", _flow, [
+        Claim("DistInit beats mean inflation for flow", "flow, DistInit", "flow, mean-inflated"),
+        Claim("mean inflation beats scratch for flow", "flow, mean-inflated", "flow, scratch"),
+        Claim("fusing RGB and flow beats RGB alone", "two-stream", "RGB, DistInit")],
+        after=hooks.fusion),
     "modist": Experiment("MoDist", "motion distillation vs RGB-only contrastive, DistInit, "
-                         "scratch", _modist,
-                         [("MoDist beats RGB-only contrastive", "MoDist", "RGB-only contrastive"),
-                          ("MoDist beats scratch", "MoDist", "scratch"),
-                          ("DistInit beats MoDist", "DistInit", "MoDist"),
-                          ("adding DistInit's loss helps MoDist", "MoDist + DistInit loss",
-                           "MoDist")],
-                         after=hooks.gradcam),
+                         "scratch", _modist, [
+        Claim("MoDist beats RGB-only contrastive", "MoDist", "RGB-only contrastive"),
+        Claim("MoDist beats scratch", "MoDist", "scratch"),
+        Claim("DistInit beats MoDist", "DistInit", "MoDist"),
+        Claim("adding DistInit's loss helps MoDist", "MoDist + DistInit loss", "MoDist")],
+        after=hooks.gradcam),
     "modist-flow": Experiment(
         "MoDist", "MoDist's flow as we compute it against MSCL's (frame gap, colour wheel)",
-        _modist_flow,
-        [(f"{GAP} helps MoDist", f"{GAP}, vectors", "t to t+1, vectors"),
-         ("the colour wheel helps MoDist", "t to t+1, colour wheel", "t to t+1, vectors"),
-         ("MSCL's flow beats ours", f"{GAP}, colour wheel (MSCL's flow)",
-          "t to t+1, vectors")]),
-    "cache": Experiment("FKD", "teacher targets cached once vs live teachers", _cache,
-                        [("live teachers beat cached targets (8 boxes)", "live teachers",
-                          "cached, 8 boxes"),
-                         ("8 cached boxes beat 2", "cached, 8 boxes", "cached, 2 boxes"),
-                         ("float16 beats top-5", "cached, 8 boxes", "cached, 8 boxes, top-5")]),
+        _modist_flow, [
+            Claim(f"{GAP} helps MoDist", f"{GAP}, vectors", "t to t+1, vectors"),
+            Claim("the colour wheel helps MoDist", "t to t+1, colour wheel", "t to t+1, vectors"),
+            Claim("MSCL's flow beats ours", f"{GAP}, colour wheel (MSCL's flow)",
+                  "t to t+1, vectors")]),
+    "cache": Experiment("FKD", "teacher targets cached once vs live teachers", _cache, [
+        Claim("live teachers beat cached targets (8 boxes)", "live teachers", "cached, 8 boxes"),
+        Claim("8 cached boxes beat 2", "cached, 8 boxes", "cached, 2 boxes"),
+        Claim("float16 beats top-5", "cached, 8 boxes", "cached, 8 boxes, top-5")]),
     "store": Experiment("issue 28", "a compressed (JPEG) clip store against the raw one",
-                        _store,
-                        [("a JPEG store (quality 90) trains about equally to the raw store",
-                          "JPEG store, quality 90", "raw store"),
-                         ("a JPEG store (quality 75) trains about equally to the raw store",
-                          "JPEG store, quality 75", "raw store")]),
-    "auxskd": Experiment("auxSKD", "auxSKD before VSPP, VCOP, pace prediction and RSPNet on a small "
-                         "corpus, against DistInit and MoDist", _auxskd,
-                         [("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP"),
-                          ("auxSKD improves VCOP", "auxSKD + VCOP", "VCOP"),
-                          ("auxSKD improves pace prediction", "auxSKD + pace prediction",
-                           "pace prediction"),
-                          ("auxSKD improves RSPNet", "auxSKD + RSPNet", "RSPNet"),
-                          ("VSPP beats scratch", "VSPP", "scratch"),
-                          ("auxSKD + VSPP beats DistInit", "auxSKD + VSPP", "DistInit"),
-                          ("auxSKD + VSPP beats MoDist", "auxSKD + VSPP", "MoDist")]),
+                        _store, [
+        Claim("a JPEG store (quality 90) trains about equally to the raw store",
+              "JPEG store, quality 90", "raw store", "equal"),
+        Claim("a JPEG store (quality 75) trains about equally to the raw store",
+              "JPEG store, quality 75", "raw store", "equal")]),
+    "auxskd": Experiment("auxSKD", "auxSKD before VSPP, VCOP, pace prediction and RSPNet on a "
+                         "small corpus, against DistInit and MoDist", _auxskd, [
+        Claim("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP"),
+        Claim("auxSKD improves VCOP", "auxSKD + VCOP", "VCOP"),
+        Claim("auxSKD improves pace prediction", "auxSKD + pace prediction", "pace prediction"),
+        Claim("auxSKD improves RSPNet", "auxSKD + RSPNet", "RSPNet"),
+        Claim("VSPP beats scratch", "VSPP", "scratch"),
+        Claim("auxSKD + VSPP beats DistInit", "auxSKD + VSPP", "DistInit"),
+        Claim("auxSKD + VSPP beats MoDist", "auxSKD + VSPP", "MoDist")]),
     "auxskd-factors": Experiment(
         "auxSKD", "the auxSKD stage before VSPP with one factor changed at a time",
         _auxskd_factors,
-        [(f"{name} mends the hand-over to VSPP", f"auxSKD ({name}) + VSPP", "auxSKD + VSPP")
-         for name in AUX_FACTORS] + [("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP", "VSPP")]),
+        [Claim(f"{name} mends the hand-over to VSPP", f"auxSKD ({name}) + VSPP", "auxSKD + VSPP")
+         for name in AUX_FACTORS] + [Claim("auxSKD + VSPP beats VSPP alone", "auxSKD + VSPP",
+                                           "VSPP")]),
 }
 
 

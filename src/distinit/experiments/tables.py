@@ -10,6 +10,7 @@ import torch
 
 from distinit.data import corpus
 from distinit.experiments import diagnostics
+from distinit.experiments.claims import Claim, verdict_line
 
 DEMO_COLUMNS = ("clip_acc", "top1", "top5", "knn1", "knn20", "probe")
 DEMO_HEADER = ("| Model | Initialization | Per clip | Top 1 | Top 5 | kNN-1 | kNN-20 | Linear probe "
@@ -42,7 +43,8 @@ def _rounded(values: list[float]) -> list[float]:
 
 # ---- the demo's Table 1 ----
 
-def table1_summary(demo, tables: list[dict], rows: dict, paper: dict, claims: list) -> dict:
+def table1_summary(demo, tables: list[dict], rows: dict, paper: dict,
+                   claims: list[Claim]) -> dict:
     """Several seeds' tables as one: the mean and std of every number, and the verdicts."""
     summary = {"seeds": demo.seeds, "size": demo.size, "world_seed": demo.world_seed,
                "stats": {k: _rounded([t["stats"][k] for t in tables])
@@ -57,7 +59,7 @@ def table1_summary(demo, tables: list[dict], rows: dict, paper: dict, claims: li
 
 
 def table1_markdown(summary: dict, tables: list[dict], rows: dict, paper: dict,
-                    claims: list) -> str:
+                    claims: list[Claim]) -> str:
     """The table (mean +- std when several seeds) and each claim's verdict."""
     several = len(tables) > 1
 
@@ -106,24 +108,18 @@ def table1_markdown(summary: dict, tables: list[dict], rows: dict, paper: dict,
     return "\n".join(lines) + "\n"
 
 
-def table1_verdicts(tables: list[dict], paper: dict, claims: list) -> list[str]:
-    """One line per claim whose rows ran: holds / does not hold, the margin and its spread."""
+def table1_verdicts(tables: list[dict], paper: dict, claims: list[Claim]) -> list[str]:
+    """One line per claim whose rows ran, judged by `claims.judge`, with the paper's margin."""
     out = []
-    for claim, better, worse in claims:
+    for claim in claims:
         margins = []
         for t in tables:
             top1 = {r["row"]: r["top1"] for r in t["rows"]}
-            if better in top1 and worse in top1:
-                margins.append(top1[better] - top1[worse])
-        if not margins:
-            continue
-        mean, std = mean_std(margins)
-        wins = sum(m > 0 for m in margins)
-        verdict = "holds" if mean > 0 else "does not hold"
-        spread = (f" +- {std:.1f}, ahead in {wins} of {len(margins)} seeds"
-                  if len(margins) > 1 else "")
-        out.append(f"{claim}: **{verdict}** (margin {mean:+.1f}{spread}; paper "
-                   f"{paper[better] - paper[worse]:+.1f})")
+            if claim.better in top1 and claim.worse in top1:
+                margins.append(top1[claim.better] - top1[claim.worse])
+        if margins:
+            line = verdict_line(claim, margins)
+            out.append(f"{line[:-1]}; paper {paper[claim.better] - paper[claim.worse]:+.1f})")
     return out
 
 
@@ -159,31 +155,15 @@ def summarize(name: str, exp, papers: dict[str, float | None], results: dict[str
             "seconds": round(seconds, 1)}
 
 
-# A claim that two rows score "about equally" holds when the mean margin is within the margins'
-# spread over seeds, or within this many points (the paper's own such gap is 0.4, Table 4).
-EQUAL_WITHIN = 1.0
-
-
-def claim_verdicts(claims: list[tuple[str, str, str]], rows: list[dict]) -> list[str]:
-    """One line per claim: **holds** when the margin is positive and ahead in most seeds,
-    **does not hold** when it is not positive, and **within the noise** when it is positive
-    but ahead in half the seeds or fewer. A claim that two rows teach "about equally" holds when
-    |margin| is at most its spread over seeds or `EQUAL_WITHIN` points."""
+def claim_verdicts(claims: list[Claim], rows: list[dict]) -> list[str]:
+    """One line per claim whose rows ran, judged by `claims.judge` on the per-seed top-1."""
     out = []
-    for claim, better, worse in claims:
-        b, w = _row(rows, better), _row(rows, worse)
+    for claim in claims:
+        b, w = _row(rows, claim.better), _row(rows, claim.worse)
         if b is None or w is None:
             continue
         diffs = [x - y for x, y in zip(b["per_seed_top1"], w["per_seed_top1"], strict=True)]
-        mean, std = mean_std(diffs)
-        wins = sum(d > 0 for d in diffs)
-        ok = mean >= 0 if "holds or helps" in claim else mean > 0
-        verdict = ("does not hold" if not ok else "holds" if wins > len(diffs) / 2
-                   or "holds or helps" in claim else "within the noise")
-        if "about equally" in claim:  # a claim of no difference: the margin within its spread
-            verdict = "holds" if abs(mean) <= max(std, EQUAL_WITHIN) else "does not hold"
-        out.append(f"{claim}: **{verdict}** (margin {mean:+.1f} +- {std:.1f} over {len(diffs)} "
-                   f"seeds, ahead in {wins})")
+        out.append(verdict_line(claim, diffs))
     return out
 
 
