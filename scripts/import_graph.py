@@ -1,7 +1,9 @@
-"""The package's import graph, read with `ast` (every `import` and `from ... import`, at the top
-of a module or inside a function): prints each layer's modules and checks two rules, that no
-module imports a module of a higher layer and that no import circle exists. Exit 1 on a
-violation. `tests/test_layers.py` runs it; `python scripts/import_graph.py` prints the graph."""
+"""The import graph of the package and of the scripts and benchmarks around it, read with `ast`
+(every `import` and `from ... import`, absolute or relative, at the top of a module or inside a
+function): prints each layer's modules and checks two rules, that no module imports a module of
+a higher layer and that no import circle exists, and a third, that no Python file of the tree
+(package, scripts, benchmarks, tests) is over 400 lines. Exit 1 on a violation.
+`tests/test_layers.py` runs it; `python scripts/import_graph.py` prints the graph."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ import ast
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "src" / "distinit"
+TREE = Path(__file__).resolve().parents[1]
+ROOT = TREE / "src" / "distinit"
+# The folders whose Python files are modules of the graph, and those held to MAX_LINES.
+AROUND = ("scripts", "benchmarks")
+SIZED = ("src", "scripts", "benchmarks", "tests")
+MAX_LINES = 400
 # Lowest first. A module belongs to the first layer one of whose prefixes it starts with.
 LAYERS = [
     ("foundation", ("distinit.errors", "distinit.arguments", "distinit.optional", "distinit.config",
@@ -24,6 +31,7 @@ LAYERS = [
     ("tools", ("distinit.tools",)),
     ("experiments", ("distinit.experiments",)),
     ("command line", ("distinit.cli", "distinit")),
+    ("scripts and benchmarks", AROUND),
 ]
 
 
@@ -35,20 +43,43 @@ def modules(root: Path = ROOT) -> dict[str, Path]:
     return out
 
 
+def tree_modules() -> dict[str, Path]:
+    """The package's modules and the scripts' and benchmarks' files (`scripts.import_graph`,
+    `scripts.gpu_check.gpucheck.part_env`, ...)."""
+    out = modules()
+    for folder in AROUND:
+        out.update(modules(TREE / folder))
+    return out
+
+
+def _absolute(name: str, path: Path, node: ast.ImportFrom) -> str:
+    """The module a relative `from .x import y` in module `name` starts from."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    base = package[: len(package) - node.level + 1]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
 def imports(mods: dict[str, Path]) -> dict[str, set[str]]:
-    """module -> the package modules it imports (a `from pkg import mod` names the module)."""
+    """module -> the modules of `mods` it imports (a `from pkg import mod` names the module)."""
     edges = {}
     for name, path in mods.items():
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if isinstance(node, ast.ImportFrom) and (node.module or node.level):
+                module = _absolute(name, path, node) if node.level else node.module
                 for a in node.names:
-                    sub = f"{node.module}.{a.name}"
-                    deps.add(sub if sub in mods else node.module)
+                    sub = f"{module}.{a.name}"
+                    deps.add(sub if sub in mods else module)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names)
         edges[name] = {d for d in deps if d in mods and d != name}
     return edges
+
+
+def too_long(limit: int = MAX_LINES) -> dict[str, int]:
+    """Every Python file of the tree over `limit` lines: its path and length."""
+    return {str(p.relative_to(TREE)): n for folder in SIZED for p in (TREE / folder).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > limit}
 
 
 def layer(name: str) -> int:
@@ -96,11 +127,12 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def main() -> int:
-    edges = imports(modules())
+    edges = imports(tree_modules())
     for i, (title, _) in enumerate(LAYERS):
         names = sorted(n.removeprefix("distinit.") for n in edges if layer(n) == i)
         print(f"{i} {title}: {', '.join(names)}")
     bad = upward(edges) + [" -> ".join(c) for c in circles(edges)]
+    bad += [f"{path} has {n} lines (at most {MAX_LINES})" for path, n in too_long().items()]
     for line in bad:
         print("violation:", line)
     print(f"{len(edges)} modules, {sum(map(len, edges.values()))} imports, {len(bad)} violations")

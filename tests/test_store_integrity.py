@@ -1,69 +1,38 @@
 """Sharded stores (teacher-target cache, clip store) under what users and machines do to them:
-a removed manifest, flipped, truncated or garbled shards, full and read-only disks, two
-builders, signals, kill -9 leftovers; each one line, nothing lost, never a silently wrong
-result (`distinit.data.shards`, `distinit.data.check_store`)."""
+a removed manifest, flipped, truncated or garbled shards, full and read-only disks (two
+builders, signals and kill -9 leftovers: test_store_builders.py); each one line,
+nothing lost, never a silently wrong result (`distinit.data.shards`,
+`distinit.data.check_store`)."""
 
 import json
 import os
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import pattern_frames
+from store_case import ENV, cache_args, files_of, hold_lock, make_videos, one_error
 from toy import can_mount_tmpfs
 
 from distinit import cli
-from distinit.data import check_store, clip_store, shards
-from distinit.data.clip_store import build_clip_store, clip_store_for, store_folder
+from distinit.data import check_store, shards
+from distinit.data.clip_store import build_clip_store, store_folder
 from distinit.data.frames import StoredFrames
-from distinit.data.video import list_videos, read_all_frames, write_video
 from distinit.engine import dist
-from distinit.engine.interrupt import Interrupted
 from distinit.errors import UserError
 from distinit.targets import cache
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-CACHE = ["data.resize=40", "data.crop=32", "distill.cache_crops=3"]
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("videos")
-    out = []
-    for i, num_frames in enumerate([12, 9, 16, 7, 10]):
-        out.append(root / f"v{i}.mp4")
-        write_video(out[-1], pattern_frames(num_frames), fps=10, gop=4)
-    return out
+    return make_videos(tmp_path_factory)
 
 
 @pytest.fixture
 def new_process(monkeypatch):
     """Forget which shard files this process has verified, as a new run's process would."""
     monkeypatch.setattr(check_store, "_verified", {})
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.name != ".distinit.lock"}
-
-
-def _error(capsys, command: str) -> str:
-    """The one error line of a CLI call (a progress bar may precede it on stderr)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith(f"distinit {command}: ")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    return errors[0]
-
-
-def _cache_args(world, teacher_file, folder, *extra):
-    return [*CACHE, f'distill.teachers=[{{spec: "ckpt:{teacher_file}"}}]',
-            f"data.videos={world.corpus_dir}", f"distill.target_cache={folder}", *extra]
 
 
 def _damage(file: Path, how: str) -> None:
@@ -83,7 +52,7 @@ def _damage(file: Path, how: str) -> None:
 def test_a_damaged_clip_store_shard_is_one_line_then_rebuilt_alone(videos, tmp_path, capsys,
                                                                     new_process, how):
     folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
-    before = _files(folder)
+    before = files_of(folder)
     shard = folder / shards.shard_name(1)
     _damage(shard, how)
     check_store._verified.clear()  # the next run is a new process
@@ -98,16 +67,16 @@ def test_a_damaged_clip_store_shard_is_one_line_then_rebuilt_alone(videos, tmp_p
     out = capsys.readouterr().out
     assert f"clip store at {folder}: shard-00001.safetensors is " in out
     assert out.count("rebuilding it") == 1
-    assert _files(folder) == before  # the very bytes it had: the other shards untouched
+    assert files_of(folder) == before  # the very bytes it had: the other shards untouched
     assert StoredFrames(folder, videos).frames(videos[2], [0, 5]).shape == (2, 36, 48, 3)
 
 
 def test_a_flipped_logit_fails_distill_in_one_line_and_cache_targets_rebuilds_it(
         world, teacher_file, tmp_path, capsys, new_process):
     folder = tmp_path / "cache"
-    args = _cache_args(world, teacher_file, folder, "distill.cache_shard_size=8")
+    args = cache_args(world, teacher_file, folder, "distill.cache_shard_size=8")
     assert cli.main(["cache-targets", *args]) == 0
-    before = _files(folder)
+    before = files_of(folder)
     _damage(folder / "shard-00001.safetensors", "flip")
     check_store._verified.clear()
     capsys.readouterr()
@@ -115,14 +84,14 @@ def test_a_flipped_logit_fails_distill_in_one_line_and_cache_targets_rebuilds_it
            "data.num_workers=0", "optim.batch_size=4", "optim.epochs=1", "distill.holdout=4",
            *args, f"out_dir={tmp_path / 'run'}"]
     assert cli.main(run) == 2
-    assert _error(capsys, "distill") == (
+    assert one_error(capsys, "distill") == (
         f"distinit distill: error: the teacher-target cache at {folder}: shard-00001.safetensors "
         "is damaged (its checksum differs from the one recorded when it was written); run "
         "`distinit cache-targets CONFIG.yaml` again to rebuild only that shard")
     assert not (tmp_path / "run" / "last.pt").exists()
     assert cli.main(["cache-targets", *args]) == 0
     assert "shard-00001.safetensors is damaged" in capsys.readouterr().out
-    assert _files(folder) == before
+    assert files_of(folder) == before
 
 
 # ---- the manifest and the shard size ----------------------------------------------------------
@@ -130,7 +99,7 @@ def test_a_flipped_logit_fails_distill_in_one_line_and_cache_targets_rebuilds_it
 def test_a_removed_manifest_is_never_guessed_from_the_config_shard_size(
         world, teacher_file, tmp_path, capsys, new_process):
     folder = tmp_path / "cache"
-    assert cli.main(["cache-targets", *_cache_args(world, teacher_file, folder,
+    assert cli.main(["cache-targets", *cache_args(world, teacher_file, folder,
                                                    "distill.cache_shard_size=8")]) == 0
     (folder / "manifest.json").unlink()
     with pytest.raises(UserError) as info:  # a reader: one line, no guess
@@ -140,28 +109,28 @@ def test_a_removed_manifest_is_never_guessed_from_the_config_shard_size(
     # The builder with another shard size (what a distill run's preparation step calls):
     # the old shards were made for another layout, so both are rebuilt, never reused.
     capsys.readouterr()
-    args = _cache_args(world, teacher_file, folder, "distill.cache_shard_size=4")
+    args = cache_args(world, teacher_file, folder, "distill.cache_shard_size=4")
     assert cli.main(["cache-targets", *args]) == 0
     out = capsys.readouterr().out
     assert "has 2 shards but no manifest.json: writing it" in out
     assert out.count("was made for another store") == 2
     fresh = tmp_path / "fresh"
-    assert cli.main(["cache-targets", *_cache_args(world, teacher_file, fresh,
+    assert cli.main(["cache-targets", *cache_args(world, teacher_file, fresh,
                                                    "distill.cache_shard_size=4")]) == 0
-    assert _files(folder) == _files(fresh)  # every video's own logits, as a fresh build
+    assert files_of(folder) == files_of(fresh)  # every video's own logits, as a fresh build
     # A config whose shard size differs from a store's manifest finishes it with its own.
     (fresh / "shard-00001.safetensors").unlink()
     capsys.readouterr()
-    assert cli.main(["cache-targets", *_cache_args(world, teacher_file, fresh,
+    assert cli.main(["cache-targets", *cache_args(world, teacher_file, fresh,
                                                    "distill.cache_shard_size=5")]) == 0
     assert "finishing it with its own shard size 4" in capsys.readouterr().out
-    assert _files(fresh) == _files(folder)
+    assert files_of(fresh) == files_of(folder)
 
 
 def test_a_store_without_checksums_is_read_with_one_warning_and_rebuilt_with_them(
         videos, tmp_path, capsys, new_process):
     folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
-    before = _files(folder)
+    before = files_of(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     old = {k: v for k, v in manifest.items() if k not in ("checksum", "command")}
     (folder / "manifest.json").write_text(json.dumps(old, indent=1))  # as the old code wrote
@@ -179,7 +148,7 @@ def test_a_store_without_checksums_is_read_with_one_warning_and_rebuilt_with_the
     out = capsys.readouterr().out
     assert "written without checksums (by an older distinit): rebuilding its 3 shards" in out
     assert "rebuilding it\n" not in out  # one line, not one per shard
-    assert _files(folder) == before
+    assert files_of(folder) == before
 
 
 MANIFESTS = {  # how a manifest is edited -> the problem its one line names
@@ -204,7 +173,7 @@ def test_a_manifest_that_miscounts_its_shards_is_refused_before_any_shard_is_tru
     file = folder / "manifest.json"
     change, problem = MANIFESTS[edit]
     file.write_text(json.dumps(change(json.loads(file.read_text()))))
-    before = _files(folder)
+    before = files_of(folder)
     line = (f"{file} is damaged ({problem}): remove it and run `distinit store-clips "
             "CONFIG.yaml` again to rebuild the store (shards whose checksum records match are "
             "kept)")
@@ -223,10 +192,10 @@ def test_a_manifest_that_miscounts_its_shards_is_refused_before_any_shard_is_tru
            "optim.batch_size=2", f"data.videos={videos[0].parent}", "data.cache=store",
            f"data.cache_dir={cache_dir}", f"out_dir={tmp_path / 'run'}"]
     assert cli.main(run) == 2
-    assert _error(capsys, "pretrain") == f"distinit pretrain: error: {line}"
+    assert one_error(capsys, "pretrain") == f"distinit pretrain: error: {line}"
     assert not (tmp_path / "run" / "last.pt").exists()
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
-    assert _files(folder) == before
+    assert files_of(folder) == before
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002], ids=["022", "002"])
@@ -280,7 +249,7 @@ def test_a_full_disk_is_one_line_no_temporary_file_and_the_written_shards_kept(
     assert cli.main(["store-clips", f"data.videos={videos[0].parent}", f"data.cache_dir={other}",
                      "data.resize=36"]) == 2
     folder = store_folder(other, videos)
-    assert _error(capsys, "store-clips") == (
+    assert one_error(capsys, "store-clips") == (
         f"distinit store-clips: error: cannot write {folder}/manifest.json: No space left on "
         "device; nothing was changed: free some space and run the same command again")
     assert [p.name for p in folder.iterdir()] == [".distinit.lock"]
@@ -294,7 +263,7 @@ def test_cache_targets_on_a_real_full_then_read_only_tmpfs(world, teacher_file, 
     # --no-room-check: the point is what a real full disk does mid-build, not the refusal
     # before it (tests/test_plan.py tests that).
     run = shlex.join([sys.executable, "-m", "distinit.cli", "cache-targets", "--no-room-check",
-                      *_cache_args(world, teacher_file, mnt / "cache",
+                      *cache_args(world, teacher_file, mnt / "cache",
                                    "distill.cache_shard_size=2", "distill.cache_crops=8")])
     # 6 shards of ~9 KB (3 pages) and their records (1 page each): 48 KB hold about two.
     script = (f"mount -t tmpfs -o size=48k tmpfs {mnt} && {run} >/dev/null 2>{tmp_path}/e1; "
@@ -330,122 +299,6 @@ def test_cache_targets_on_a_real_full_then_read_only_tmpfs(world, teacher_file, 
         p.name for p in again.iterdir() if p.name != "shard-00005.safetensors")
 
 
-# ---- one builder per store --------------------------------------------------------------------
-
-HOLD = """import fcntl, json, os, socket, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.ftruncate(fd, 0)
-os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                         "command": ["distinit", "store-clips", "other.yaml"],
-                         "since": time.time()}).encode())
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
-
-
-def _hold(folder: Path, seconds: float) -> subprocess.Popen:
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder / ".distinit.lock"),
-                             str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "held\n"
-    return proc
-
-
-def test_a_second_builder_is_refused_and_a_run_waits_for_the_first(world, videos, tmp_path,
-                                                                   capsys):
-    cache_dir = tmp_path / "cache"
-    corpus = list_videos(world.corpus_dir)
-    holder = _hold(store_folder(cache_dir, corpus), 60)
-    try:
-        assert cli.main(["store-clips", f"data.videos={world.corpus_dir}",
-                         f"data.cache_dir={cache_dir}", "data.resize=36"]) == 2
-        line = _error(capsys, "store-clips")
-        assert f"is in use: pid {holder.pid} on {socket.gethostname()}" in line
-        assert "`distinit store-clips other.yaml`" in line
-        assert "set data.cache_dir to another folder" in line
-        assert [p.name for p in store_folder(cache_dir, corpus).iterdir()] == [".distinit.lock"]
-    finally:
-        holder.kill()
-        holder.wait()
-    # A run's preparation step waits for the builder, then builds (or uses) the store.
-    holder = _hold(store_folder(cache_dir, videos), 1.0)
-    start = time.monotonic()
-    folder = clip_store_for(videos, cache_dir, 36, "pyav")
-    assert time.monotonic() - start >= 0.5 and holder.wait() == 0
-    assert f"waiting for pid {holder.pid}" in capsys.readouterr().err
-    assert shards.complete(folder)
-
-
-def test_a_killed_builders_temporary_files_are_removed_by_the_next(videos, tmp_path):
-    folder = build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
-    (folder / "shard-00002.safetensors").unlink()
-    stale = [".shard-00002.safetensors.k3j9x_1.tmp", ".shard-00002.safetensors.sum.a8.tmp",
-             ".shard-00001.q1w2e3.tmp", ".manifest.json.zz9.tmp", ".tmpAb12Cd"]
-    for name in [*stale, ".notes", "notes.tmp"]:
-        (folder / name).write_bytes(b"x" * 100)
-    build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
-    names = {p.name for p in folder.iterdir()}
-    assert not names & set(stale) and {".notes", "notes.tmp", ".distinit.lock"} <= names
-
-
-# ---- signals ----------------------------------------------------------------------------------
-
-def sigterm_on_read(monkeypatch, nth: int = 3) -> list:
-    """Make the clip store's decoder send this process SIGTERM while it reads its `nth` video
-    (with shards of 2, the first video of shard 1); returns the list of videos it reads."""
-    made = []
-
-    def read(path, *args):
-        made.append(path)
-        if len(made) == nth:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return read_all_frames(path, *args)
-
-    monkeypatch.setattr(clip_store, "read_all_frames", read)
-    return made
-
-
-def test_sigterm_stops_between_videos_saying_what_is_kept_and_the_build_resumes(
-        videos, tmp_path, monkeypatch):
-    made = sigterm_on_read(monkeypatch)
-    with pytest.raises(Interrupted) as info:
-        build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
-    folder = store_folder(tmp_path, videos)
-    assert info.value.exit_code == 143 and str(info.value) == (
-        f"stopped by SIGTERM: 1 of 3 shards of the clip store at {folder} are written and kept; "
-        "run the same command again to finish it")
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is undone
-    kept = (folder / "shard-00000.safetensors").stat().st_mtime_ns
-    made.clear()
-    monkeypatch.setattr(clip_store, "read_all_frames", read_all_frames)
-    build_clip_store(videos, tmp_path, 36, "pyav", shard_size=2)
-    assert (folder / "shard-00000.safetensors").stat().st_mtime_ns == kept
-    assert shards.complete(folder)
-
-
-def test_ctrl_c_stops_cache_targets_with_one_line_and_exit_130(world, teacher_file, tmp_path,
-                                                               capsys, monkeypatch):
-    real, made = cache.video_targets, []
-
-    def targets(video, *args, **kwargs):
-        made.append(video)
-        if len(made) == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(video, *args, **kwargs)
-
-    monkeypatch.setattr(cache, "video_targets", targets)
-    folder = tmp_path / "cache"
-    args = _cache_args(world, teacher_file, folder, "distill.cache_shard_size=2")
-    assert cli.main(["cache-targets", *args]) == 130
-    assert _error(capsys, "cache-targets") == (
-        f"distinit cache-targets: error: stopped by SIGINT: 2 of 6 shards of the teacher-target "
-        f"cache at {folder} are written and kept; run the same command again to finish it")
-    monkeypatch.setattr(cache, "video_targets", real)
-    assert cli.main(["cache-targets", *args]) == 0
-    assert shards.complete(folder)
-
-
 # ---- check-store, ranks ------------------------------------------------------------------------
 
 def test_check_store_names_each_bad_shard_and_the_command_that_rebuilds_it(
@@ -466,7 +319,7 @@ def test_check_store_names_each_bad_shard_and_the_command_that_rebuilds_it(
             "`distinit store-clips CONFIG.yaml` again to rebuild only that shard") in out
     assert f"damaged: the clip store at {two}: 1 of 2 shards bad: shard-00000.safetensors is " \
            "missing" in out
-    holder = _hold(one, 60)  # a builder at work: not called damaged
+    holder = hold_lock(one, 60)  # a builder at work: not called damaged
     try:
         assert cli.main(["check-store", str(one)]) == 1
         out = capsys.readouterr().out
@@ -477,10 +330,10 @@ def test_check_store_names_each_bad_shard_and_the_command_that_rebuilds_it(
         holder.kill()
         holder.wait()
     assert cli.main(["check-store", str(tmp_path / "nothing")]) == 2
-    assert "is not a folder" in _error(capsys, "check-store")
+    assert "is not a folder" in one_error(capsys, "check-store")
     (tmp_path / "empty").mkdir()
     assert cli.main(["check-store", str(tmp_path / "empty")]) == 2
-    assert "no store in" in _error(capsys, "check-store")
+    assert "no store in" in one_error(capsys, "check-store")
 
 
 def test_each_rank_records_the_shards_it_writes(videos, tmp_path, monkeypatch, new_process):

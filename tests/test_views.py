@@ -138,7 +138,7 @@ def test_colour_wheel_flow_is_torchvisions_image_of_the_cropped_mirrored_flow(wo
                          True, 0, views)
     for item in range(4):
         v, w = vectors[item]["v"], wheel[item]["v"]
-        assert w.shape == (3, 8, 32, 32) and 0 <= w.min() and w.max() <= 1
+        assert w.shape == (3, 8, 32, 32) and w.min() >= 0 and w.max() <= 1
         for t in range(8):
             assert torch.equal(w[:, t], to_image(v[:, t]).float() / 255)
     # Mirroring flow negates dx: rightward motion mirrored renders as leftward motion.
