@@ -60,29 +60,25 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
                   Path(done["scene_net"].weights) if exp.scenes else None, {})
     ctx.out.mkdir(parents=True, exist_ok=True)
     finished: list[str] = []
-    while True:  # variants may depend on earlier results (entropy thresholds)
+    while True:  # variants may depend on earlier results (entropy thresholds): rounds
         todo = [v for v in exp.variants(ctx)
                 if v.label not in finished and (not only or v.label in only)]
         if not todo:
             break
-        v = todo[0]
-        if not v.method and v.init == "inflate" and "inflation_source" not in done:
+        if any(not v.method and v.init == "inflate" for v in todo) and (
+                "inflation_source" not in done):
             run_stages([image_stage(shared, world, out / "shared", "inflation_source")],
                        overwrite, done)
             ctx.inflation_source = Path(done["inflation_source"].weights)
-        ctx.results[v.label] = []
-        stages = {s.name: s for seed in seeds for s in variant_stages(ctx, demo, v, seed, student)}
+        # Every stage of this round's variants and seeds in one graph, so that `jobs` processes
+        # stay busy across variants; stages that variants share run once.
+        stages = {s.name: s for v in todo for seed in seeds
+                  for s in variant_stages(ctx, demo, v, seed, student)}
         run_graph(list(stages.values()), out, overwrite, done, jobs=jobs, log=name)
-        for seed in seeds:
-            result = variant_result(ctx, demo, v, seed, student, done)
-            ctx.results[v.label].append(result)
-            print(f"[{name}] {v.label}, seed {seed}: top-1 {result['top1']:.1f}"
-                  + (f", agreement {result['holdout_agree_t0']:.1f}%"
-                     if "holdout_agree_t0" in result else ""), flush=True)
-            for stage in result["stages"]:
-                print(f"[{name}] {v.label}, seed {seed}, {stage['stage']} stage: "
-                      f"{diagnostics.describe(stage['checks'])}", flush=True)
-        finished.append(v.label)
+        for v in todo:
+            ctx.results[v.label] = [_report(name, v, seed, variant_result(
+                ctx, demo, v, seed, student, done)) for seed in seeds]
+            finished.append(v.label)
     unknown = sorted(set(only) - {v.label for v in exp.variants(ctx)})
     if unknown:
         raise UserError(f"{name} has no variant {unknown[0]!r}; its variants: "
@@ -142,6 +138,17 @@ def _with(demo: DemoConfig, seed: int, recipe: str, overrides: list[str]) -> Dem
     """`demo` at `seed`, with `overrides` after the user's for `recipe`."""
     return replace(demo, seed=seed, overrides={
         **demo.overrides, recipe: [*demo.overrides.get(recipe, []), *overrides]})
+
+
+def _report(name: str, v: Variant, seed: int, result: dict) -> dict:
+    """Print a variant's seed's top-1 and its stages' diagnostics; `result` itself."""
+    print(f"[{name}] {v.label}, seed {seed}: top-1 {result['top1']:.1f}"
+          + (f", agreement {result['holdout_agree_t0']:.1f}%"
+             if "holdout_agree_t0" in result else ""), flush=True)
+    for stage in result["stages"]:
+        print(f"[{name}] {v.label}, seed {seed}, {stage['stage']} stage: "
+              f"{diagnostics.describe(stage['checks'])}", flush=True)
+    return result
 
 
 def variant_result(ctx: Context, demo: DemoConfig, v: Variant, seed: int, student: str,
