@@ -46,32 +46,11 @@ from distinit.config_schema import (
 
 # The schema's names and its rules' helpers are the config's: callers import them from here.
 __all__ = [
-    "Config",
-    "ConfigError",
-    "DataConfig",
-    "DistillConfig",
-    "KINETICS_MEAN",
-    "KINETICS_STD",
-    "MAX_BATCH",
-    "MAX_CACHE_CROPS",
-    "MAX_CLIP_LEN",
-    "MAX_PIXELS",
-    "MAX_QUEUE",
-    "MAX_SEED",
-    "MAX_TEST_CLIPS",
-    "MAX_WIDTH",
-    "ModelConfig",
-    "OptimConfig",
-    "QUEUE_WHY",
-    "SEED_WHY",
-    "TeacherConfig",
-    "checked",
-    "config_from_args",
-    "load_config",
-    "read_yaml",
-    "save_config",
-    "to_dict",
-    "with_section",
+    "Config", "ConfigError", "DataConfig", "DistillConfig", "KINETICS_MEAN", "KINETICS_STD",
+    "MAX_BATCH", "MAX_CACHE_CROPS", "MAX_CLIP_LEN", "MAX_PIXELS", "MAX_QUEUE", "MAX_SEED",
+    "MAX_TEST_CLIPS", "MAX_WIDTH", "ModelConfig", "OptimConfig", "QUEUE_WHY", "SEED_WHY",
+    "TeacherConfig", "checked", "config_from_args", "load_config", "read_yaml", "save_config",
+    "to_dict", "with_section",
 ]
 
 

@@ -5,7 +5,7 @@ DistInit, one seed); `rows=[...]` picks others and `distinit reproduce table1` r
 over seeds. Independent stages run side by side as one-thread processes (`jobs`, default one per
 core; `experiments/parallel.py`), so a stage's numbers do not depend on what runs beside it.
 
-Every row is a list of stages (`engine.Stage`) on a recipe from `configs/demo/` (YAML, the same
+Every row is a list of stages (`runner.Stage`) on a recipe from `configs/demo/` (YAML, the same
 files a user runs with `distinit train-image | distill | finetune FILE.yaml`); the demo only fills
 in the world's paths, the seed and the run folders:
 
@@ -162,7 +162,7 @@ def _run_demo(demo: DemoConfig, overwrite: bool) -> dict:
     # Did each pretraining stage learn its own task? (diagnostics.py, from its metrics.jsonl)
     checked = [{"variant": row, "stages": diagnostics.over_seeds(
         [[{"stage": pre.kind, "checks": diagnostics.diagnose(pre.out, pre.kind)}]])}
-        for row, (pre, _) in plans.items() if pre.kind in diagnostics.CHECKS]
+        for row, (pre, _) in plans.items() if diagnostics.has_checks(pre.kind)]
     if checked:
         text += "\n" + "\n".join(diagnostics.markdown(checked)) + "\n"
     (out / "table1.json").write_text(json.dumps(table, indent=2))

@@ -30,12 +30,12 @@ from distinit.experiments.parallel import run_graph
 from distinit.experiments.runner import Done, Stage, run_stages
 from distinit.experiments.world import (
     ARCH,
-    RECIPE_OF,
     DemoConfig,
     finetune_stage,
     image_stage,
     parse_demo,
     pretrain_stage,
+    recipe_of,
     stage_tree,
 )
 from distinit.jobs.evaluate import PREDICTIONS
@@ -104,7 +104,7 @@ def variant_stages(ctx: Context, demo: DemoConfig, v: Variant, seed: int,
     stages: list[Stage] = []
     handed: list[str] = []  # the last earlier stage's backbone: part of what keys the next one
     for method, overrides in v.before:
-        recipe = RECIPE_OF.get(method, method)
+        recipe = recipe_of(method)
         keyed = _with(demo, seed, recipe, [*overrides, *handed])
         run_out = runs / f"{method}-{_hash(stage_tree(keyed, recipe, method))}" / f"seed{seed}"
         stage = pretrain_stage(_with(demo, seed, recipe, overrides), ctx.world, method, arch,
@@ -113,7 +113,7 @@ def variant_stages(ctx: Context, demo: DemoConfig, v: Variant, seed: int,
         handed = ["model.init=checkpoint", f"model.weights={Path(stage.out) / 'last.pt'}"]
     run = replace(demo, seed=seed, overrides={**demo.overrides, "finetune": [
         *demo.overrides.get("finetune", []), *v.finetune]})
-    recipe = RECIPE_OF.get(v.method, v.method)
+    recipe = recipe_of(v.method)
     keyed = _with(run, seed, recipe, [*v.overrides, *handed]) if v.method else run
     trees = ([stage_tree(keyed, recipe, v.method)] if v.method else []) + [
         stage_tree(keyed, "finetune", "finetune")]
@@ -165,7 +165,7 @@ def variant_result(ctx: Context, demo: DemoConfig, v: Variant, seed: int, studen
     ft = stages[-1]
     # Did each pretraining stage learn its own task? (diagnostics.py: from its metrics.jsonl)
     checked = [{"stage": s.kind, "checks": diagnostics.diagnose(s.out, s.kind)}
-               for s in stages[:-1] if s.kind in diagnostics.CHECKS]
+               for s in stages[:-1] if diagnostics.has_checks(s.kind)]
     result = {**pre, **done[ft.name].result,
               "predictions": str(Path(ft.out) / PREDICTIONS), "stages": checked}
     if pre.get("corpus") and result.get("corpus"):  # the videos of both: the table shows them

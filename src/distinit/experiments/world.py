@@ -16,12 +16,19 @@ from distinit.config import MAX_SEED, SEED_WHY, Config, checked, config_from_arg
 from distinit.data.synth import World, generate_world
 from distinit.errors import UserError
 from distinit.experiments.runner import Stage, stage_config
+from distinit.methods import METHODS, get_method
 from distinit.models.teachers import build_teacher
 from distinit.targets.frames import unnormalize
 
 RECIPES = Path(__file__).resolve().parents[3] / "configs" / "demo"
-# A pretraining method's recipe in configs/demo/ (DistInit's is distill.yaml).
-RECIPE_OF = {"distinit": "distill"}
+
+
+def recipe_of(method: str) -> str:
+    """A pretraining method's recipe, `configs/demo/NAME.yaml`: its module's `DEMO_RECIPE`
+    (DistInit's is distill.yaml), else its name."""
+    return getattr(get_method(method), "DEMO_RECIPE", method) if method in METHODS else method
+
+
 ARCH = {"Res3D": "r3d_18", "R(2+1)D": "r2plus1d_18"}
 
 
@@ -114,7 +121,7 @@ def image_stage(demo: DemoConfig, world: World, out: Path, name: str) -> Stage:
 def pretrain_stage(demo: DemoConfig, world: World, method: str, arch: str, out: Path,
                    teacher: Path | None, after: list[str] = ()) -> Stage:
     """A registered method on the world's unlabeled corpus (DistInit taught by `teacher`)."""
-    recipe = RECIPE_OF.get(method, method)
+    recipe = recipe_of(method)
     paths = [f"data.videos={world.corpus_dir}", cache(world)]
     if method == "distinit":
         paths.append(f"distill.teachers=[{{spec: 'ckpt:{teacher}'}}]")

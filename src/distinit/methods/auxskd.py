@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ from torch import nn
 from distinit.build import clip_dataset, corpus_encoder, init_student, make_student
 from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, checked
 from distinit.data.views import View
+from distinit.engine.checks import Check
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
 from distinit.losses.contrastive import similarity_distillation
@@ -170,6 +172,15 @@ class AuxSKD(Method):
 
 
 SECTION = ("auxskd", AuxSKDConfig)
+
+
+def checks(cfg: Config, run: Path) -> list[Check]:
+    """agree_nn: the student's nearest of K queued keys is the teacher's (chance 1 / K);
+    spread: 0 when every clip maps alike (collapse), near 1 when spread over all directions;
+    loss_vs_uniform: the KL loss over a student with uniform similarities' (1 = chance)."""
+    return [Check("agree_nn", 1 / cfg.auxskd.queue), Check("spread", 0.0, share=0.5),
+            Check("loss_vs_uniform", 1.0, best=0.0),
+            Check("init_left", window=0), Check("momentum", window=0)]
 
 
 def _views(ac: AuxSKDConfig, clip_len: int) -> list[View]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from distinit.config import Config, DistillConfig
 from distinit.data.video import list_videos
 from distinit.data.views import View
 from distinit.engine import dist
+from distinit.engine.checks import Check, head_classes, teacher_losses
 from distinit.engine.method import Method, Pretraining
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError
@@ -30,6 +32,18 @@ from distinit.targets.holdout import holdout_agreement
 from distinit.targets.teachers import TeacherTargets, build_teachers
 
 SECTION = ("distill", DistillConfig)
+DEMO_RECIPE = "distill"  # configs/demo/distill.yaml
+
+
+def checks(cfg: Config, run: Path) -> list[Check]:
+    """Held-out agreement with each teacher (in %, measured after each epoch) and each
+    teacher's soft-target loss, against a uniform student's."""
+    out = []
+    for i, c in enumerate(head_classes(run)):
+        out += [Check(f"holdout_agree_t{i}", 100 / c, best=100, window=0),
+                Check(f"holdout_agree_clip_t{i}", 100 / c, best=100, window=0),
+                Check(f"holdout_ceiling_t{i}", window=0)]
+    return out + teacher_losses(cfg, run)
 
 
 class DistInit(Method):

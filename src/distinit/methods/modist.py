@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, DistillConfig, checked
 from distinit.data.flow_render import flow_channels
 from distinit.data.video import list_videos
 from distinit.data.views import View
+from distinit.engine.checks import Check, info_nce_checks, teacher_losses
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
 from distinit.losses.contrastive import info_nce
@@ -168,6 +170,14 @@ class MoDist(Method):
 
 
 SECTION = ("modist", ModistConfig)
+
+
+def checks(cfg: Config, run: Path) -> list[Check]:
+    """Each InfoNCE term against its queue (and the teachers' losses when distilling)."""
+    mc = cfg.modist
+    terms = ("rgb", "flow", "rgb_flow", "flow_rgb") if mc.motion else ("rgb",)
+    out = [c for t in terms for c in info_nce_checks(t, mc.queue)]
+    return out + (teacher_losses(cfg, run) if mc.distill_weight > 0 else [])
 
 
 def build(cfg: Config) -> Pretraining:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 from math import factorial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torch import nn
 from distinit.build import clip_dataset, corpus_encoder
 from distinit.config import MAX_CLIP_LEN, Config, checked
 from distinit.data.views import View
+from distinit.engine.checks import Check
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError
 from distinit.models.students import feature_dim, forward_features
@@ -133,6 +135,10 @@ class _Task:
 
     def build(self, cfg: Config) -> Pretraining:
         return build(cfg, self.name)
+
+    def checks(self, cfg: Config, run: Path) -> list[Check]:
+        """Each head's accuracy against a uniform guess over its classes."""
+        return [Check(f"acc_{h}", 1 / n) for h, n in task_heads(self.name, cfg.pretext).items()]
 
 
 VSPP, PACE, VCOP = _Task("vspp"), _Task("pace"), _Task("vcop")

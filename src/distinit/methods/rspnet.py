@@ -49,6 +49,7 @@ Deviations from the official code, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,7 @@ from torch import nn
 from distinit.build import clip_dataset, corpus_encoder
 from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, checked
 from distinit.data.views import View
+from distinit.engine.checks import Check
 from distinit.engine.method import Method, Pretraining
 from distinit.losses.contrastive import info_nce
 from distinit.methods.momentum import encode_keys, momentum_copy, momentum_update
@@ -153,6 +155,13 @@ class RSPNet(Method):
 
 
 SECTION = ("rspnet", RSPNetConfig)
+
+
+def checks(cfg: Config, run: Path) -> list[Check]:
+    """RSP's pair accuracy (chance 0.5) and A-VID's positive against its queue."""
+    k = cfg.rspnet.queue
+    return [Check("acc_rsp", 0.5), Check("acc_avid", 1 / (k + 1)),
+            Check("acc_avid_other", 1 / (k + 1))]
 
 
 def build(cfg: Config) -> Pretraining:
