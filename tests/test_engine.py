@@ -5,7 +5,8 @@ import yaml
 
 from distinit.cli import main
 from distinit.errors import UserError
-from distinit.experiments.runner import Done, Stage, check_stages, run_stages, stage_config
+from distinit.experiments.parallel import run_graph
+from distinit.experiments.runner import Done, Stage, check_stages, stage_config
 from distinit.experiments.world import parse_demo, recipe_path
 
 
@@ -21,7 +22,7 @@ def test_stages_start_only_from_earlier_ones():
 
 
 def test_a_later_stage_starts_from_the_earlier_ones_backbone(tmp_path):
-    done = run_stages([Stage("init", "scratch")])
+    done = run_graph([Stage("init", "scratch")], tmp_path)
     assert done["init"].handed() == ["model.init=scratch", "model.weights="]
     ft = Stage("ft", "finetune", recipe_path(parse_demo([]), "finetune"), ("seed=3",),
                start="init", out=tmp_path / "ft")

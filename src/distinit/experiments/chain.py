@@ -29,7 +29,8 @@ from distinit.arguments import Parser
 from distinit.config import read_yaml
 from distinit.engine import run_dir
 from distinit.errors import UserError
-from distinit.experiments.runner import JOBS, Stage, run_stages
+from distinit.experiments.parallel import run_graph
+from distinit.experiments.runner import JOBS, Stage
 from distinit.methods import METHODS
 
 STAGE_KEYS = {"name", "method", "config", "overrides", "init"}
@@ -84,9 +85,9 @@ def chain_stages(chain: dict, extra: list[str] = ()) -> list[Stage]:
 
 
 def run_chain(chain: dict, extra: list[str] = (), overwrite: bool = False) -> dict:
-    done = run_stages(chain_stages(chain, extra), overwrite, log="chain")
-    results = {name: d.result for name, d in done.items()}
     out = Path(chain["out_dir"])
+    done = run_graph(chain_stages(chain, extra), out, overwrite, log="chain")
+    results = {name: d.result for name, d in done.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "chain.json").write_text(json.dumps(results, indent=2, default=str))
     return results

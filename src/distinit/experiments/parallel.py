@@ -61,6 +61,10 @@ def run_graph(stages: list[Stage], out: Path, overwrite: bool = False,
         while waiting or running:
             for s in ready():
                 if s.kind in NO_TRAINING or jobs <= 1:  # at once, in this process
+                    if s.kind not in NO_TRAINING:
+                        resumed = s.out and (Path(s.out) / "last.pt").is_file() and not overwrite
+                        print(f"[{log}] {s.name} ({s.kind})" + (", continuing its run" if resumed
+                                                                 else ""), flush=True)
                     t = time.perf_counter()
                     waiting.remove(s)
                     _finish(s, run_stage(s, done.get(s.start), overwrite), time.perf_counter() - t,

@@ -27,7 +27,7 @@ from distinit.errors import UserError
 from distinit.experiments import diagnostics, tables
 from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
 from distinit.experiments.parallel import run_graph
-from distinit.experiments.runner import Done, Stage, run_stages
+from distinit.experiments.runner import Done, Stage
 from distinit.experiments.world import (
     ARCH,
     DemoConfig,
@@ -55,7 +55,8 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
     shared = replace(demo, seed=0)  # the 2D networks: trained once, for every variant and seed
     done: dict[str, Done] = {}
     needed = ["teacher", *(["scene_net"] if exp.scenes else [])]
-    run_stages([image_stage(shared, world, out / "shared", n) for n in needed], overwrite, done)
+    run_graph([image_stage(shared, world, out / "shared", n) for n in needed], out, overwrite, done,
+              log=name)
     ctx = Context(world, out / name, Path(done["teacher"].weights),
                   Path(done["scene_net"].weights) if exp.scenes else None, {})
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,8 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
             break
         if any(not v.method and v.init == "inflate" for v in todo) and (
                 "inflation_source" not in done):
-            run_stages([image_stage(shared, world, out / "shared", "inflation_source")],
-                       overwrite, done)
+            run_graph([image_stage(shared, world, out / "shared", "inflation_source")], out,
+                      overwrite, done, log=name)
             ctx.inflation_source = Path(done["inflation_source"].weights)
         # Every stage of this round's variants and seeds in one graph, so that `jobs` processes
         # stay busy across variants; stages that variants share run once.

@@ -4,10 +4,12 @@ recipe with its overrides, in a run folder of its own, started from an earlier s
     Stage("auxskd", "auxskd", "configs/demo/auxskd.yaml", ("data.videos=V",), out="runs/a")
     Stage("ft", "finetune", "configs/demo/finetune.yaml", (...), start="auxskd", out="runs/b")
 
-`run_stages` runs them in order. A stage whose folder holds a checkpoint continues it exactly
-(a finished one is only reloaded), so running an experiment again after a crash or a scheduler's
-signal picks up where it stopped; a stage stopped early (`stop_after`) holds the later ones.
-Front ends (`chain`, `demo`, `reproduce`) only say which stages, recipes and folders.
+`run_stage` runs one; `parallel.run_graph`, the one scheduler, runs a list of them in order
+(`jobs=1`) or side by side, each as soon as the stages it needs are done. A stage whose folder
+holds a checkpoint continues it exactly (a finished one is only reloaded), so running an
+experiment again after a crash or a scheduler's signal picks up where it stopped; a stage
+stopped early (`stop_after`) holds the stages that need it. Front ends (`chain`, `demo`,
+`reproduce`, `real-demo`) only say which stages, recipes and folders.
 
 Kinds: a registered pretraining method (`distinit.methods.METHODS`), `finetune` (optionally
 scoring the initial weights frozen first: `probe=True`), `train-image` (a 2D network on stills:
@@ -132,25 +134,3 @@ def run_stage(stage: Stage, start: Done | None = None, overwrite: bool = False) 
     state = load_checkpoint(out / "last.pt")
     steps = (state["step"], state.get("total_steps", state["step"]))
     return Done("checkpoint", str(out / "last.pt"), result, steps)
-
-
-def run_stages(stages: list[Stage], overwrite: bool = False, done: dict[str, Done] | None = None,
-               log: str = "") -> dict[str, Done]:
-    """Run `stages` in order (those already in `done` are skipped); stops after a stage that
-    stopped early, since the later ones start from it."""
-    done = {} if done is None else done
-    check_stages([s for s in stages if s.name not in done], set(done))
-    for i, stage in enumerate(stages):
-        if stage.name in done:
-            continue
-        if log:
-            resumed = stage.out and (Path(stage.out) / "last.pt").is_file() and not overwrite
-            print(f"[{log}] stage {i + 1}/{len(stages)}: {stage.name} ({stage.kind})"
-                  + (", continuing its run" if resumed else ""), flush=True)
-        done[stage.name] = run_stage(stage, done.get(stage.start), overwrite)
-        if not done[stage.name].finished:
-            step, total = done[stage.name].steps
-            print(f"[{log or 'stages'}] stage {stage.name} stopped at step {step} of {total}; "
-                  "the later stages wait for it: run the command again to continue", flush=True)
-            break
-    return done
