@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import pattern_frames
-from test_store_integrity import sigterm_on_read
+from test_store_builders import sigterm_on_read
 
 from distinit import cli
 from distinit.config import ConfigError, DataConfig, load_config
