@@ -155,7 +155,8 @@ class TinyDemo:
 
     def command(self, out: str, work: str = "work") -> list[str]:
         return ["real-demo", f"out_dir={self.folder / out}", f"work_dir={self.folder / work}",
-                f"recipe={self.folder / 'tiny.yaml'}", "threads=1", "shown=2"]
+                f"recipe={self.folder / 'tiny.yaml'}", "threads=1", "shown=2",
+                f"footage={self.folder / 'clips'}"]
 
     def result(self, out: str) -> tuple[dict, dict]:
         """The report but its paths and wall time, and the student's final checkpoint."""
@@ -165,9 +166,9 @@ class TinyDemo:
 
 
 @pytest.fixture
-def tiny_demo(make_video, tmp_path, monkeypatch) -> TinyDemo:
-    clips = [make_video(name, num_frames=60, fps=25) for name in ("street", "car")]
-    monkeypatch.setattr(real, "footage", lambda: clips)
+def tiny_demo(make_video, tmp_path) -> TinyDemo:
+    clips = [make_video(name, num_frames=60, fps=25, folder=tmp_path / "clips")
+             for name in ("street", "car")]
     return TinyDemo(tmp_path, clips)
 
 
