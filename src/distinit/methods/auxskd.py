@@ -13,9 +13,9 @@ runs it:
 - **Views** (`views=vspp`): both clips are VSPP clips (ucf101.py:32-75): each has its own
   random start, one of `max_segment` segments played at 1..`max_speed`, and the second clip's
   speed and segment differ from the first's (ucf101.py:35-37, 64-66). So the pair differs in
-  pace: to match a teacher that always sees the other pace, the student learns to ignore pace,
-  which is what pace prediction and VSPP then have to predict (docs/REPRODUCTION.md measures
-  the hand-over).
+  pace. That does not explain why VSPP learns less after this stage on the synthetic world:
+  pairs at the same pace (`views=rate`, `rate=1`) did no better (docs/REPRODUCTION.md,
+  auxskd-factors).
   `views=rate` keeps our first reading of the paper: the teacher's clip at `rate` times the
   student's playback rate.
 - **Predictor** (train.py:83-90, 142, 197): only the student has an MLP after its projection,
