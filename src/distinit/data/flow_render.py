@@ -24,8 +24,6 @@ import torch
 
 from distinit.optional import import_torchvision
 
-FLOW_FORMATS = ("vectors", "rgb")
-
 
 def flow_channels(flow_format: str) -> int:
     """The channels of a flow clip in `flow_format`: (dx, dy), or a colour-wheel image."""

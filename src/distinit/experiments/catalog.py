@@ -187,8 +187,9 @@ def _modist_flow(ctx: Context) -> list[Variant]:
                     method="modist")]
 
 
-def _video_list(ctx: Context, name: str, videos: list[str]) -> Path:
-    path = ctx.out / f"corpus_{name}.txt"
+def _video_list(ctx: Context, name: str, videos: list[str], folder: Path | None = None) -> Path:
+    path = (folder or ctx.out) / f"corpus_{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(videos) + "\n")
     return path
 
@@ -201,9 +202,7 @@ def _small_corpus(ctx: Context) -> list[str]:
     over the whole. Its list is kept in the `auxskd` experiment's folder, so that the stages of
     `auxskd` and `auxskd-factors` with the same settings are one run."""
     videos = sorted(map(str, ctx.world.corpus_videos))
-    path = ctx.out.parent / "auxskd" / "corpus_25.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(videos[: len(videos) // 4]) + "\n")
+    path = _video_list(ctx, "25", videos[: len(videos) // 4], ctx.out.parent / "auxskd")
     return [f"data.videos={path}", f"optim.epoch_size={len(videos)}"]
 
 

@@ -15,8 +15,9 @@ The rule is the same for the demo, Table 1 and every `distinit reproduce` table.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+import torch
 
 KINDS = ("better", "not_worse", "equal")
 
@@ -34,11 +35,10 @@ class Claim:
             raise ValueError(f"claim kind {self.kind!r}: one of {KINDS}")
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for one value)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return t.mean().item(), (t.std().item() if len(values) > 1 else 0.0)
 
 
 def clear(mean: float, std: float, ahead: int, n: int) -> bool:
@@ -48,7 +48,7 @@ def clear(mean: float, std: float, ahead: int, n: int) -> bool:
 
 def judge(claim: Claim, diffs: list[float]) -> str:
     """The verdict on `claim` from its per-seed margins (better minus worse)."""
-    mean, std = _mean_std(diffs)
+    mean, std = mean_std(diffs)
     ahead, behind = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     if claim.kind == "equal":
         return "holds" if abs(mean) <= max(std, claim.margin) else "does not hold"
@@ -62,7 +62,7 @@ def judge(claim: Claim, diffs: list[float]) -> str:
 
 def verdict_line(claim: Claim, diffs: list[float]) -> str:
     """`claim: **verdict** (margin +m +- s over n seeds, ahead in k)`."""
-    mean, std = _mean_std(diffs)
+    mean, std = mean_std(diffs)
     ahead = sum(d > 0 for d in diffs)
     seeds = f"over {len(diffs)} seeds, ahead in {ahead}" if len(diffs) > 1 else "one seed"
     return f"{claim.text}: **{judge(claim, diffs)}** (margin {mean:+.1f} +- {std:.1f} {seeds})"

@@ -48,8 +48,7 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
     exp = EXPERIMENTS[name]
     start = time.perf_counter()
     out = Path(demo.out_dir)
-    # Variants run one after another (one may depend on another's results); the stages of a
-    # variant's seeds side by side, `jobs` one-thread processes at a time (0: one per core).
+    # Stages run side by side, `jobs` one-thread processes at a time (0: one per core).
     jobs = demo.jobs or len(os.sched_getaffinity(0))
     world = demo.world()
     shared = replace(demo, seed=0)  # the 2D networks: trained once, for every variant and seed

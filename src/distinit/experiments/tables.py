@@ -6,11 +6,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
-
 from distinit.data import corpus
 from distinit.experiments import diagnostics
-from distinit.experiments.claims import Claim, verdict_line
+from distinit.experiments.claims import Claim, mean_std, verdict_line
 
 DEMO_COLUMNS = ("clip_acc", "top1", "top5", "knn1", "knn20", "probe")
 DEMO_HEADER = ("| Model | Initialization | Per clip | Top 1 | Top 5 | kNN-1 | kNN-20 | Linear probe "
@@ -28,12 +26,6 @@ def corpus_lines(named: dict[str, dict | None], what: str = "rows") -> list[str]
     lines = [f"Corpus (fingerprint, videos (missing)): {descs[0]}."] if len(descs) == 1 else []
     warning = corpus.comparability(tuned, what)
     return [*lines, warning] if warning else lines
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for one value)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    return t.mean().item(), (t.std().item() if len(values) > 1 else 0.0)
 
 
 def _rounded(values: list[float]) -> list[float]:
