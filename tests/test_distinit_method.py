@@ -93,6 +93,10 @@ def test_holdout_agreement_matches_a_hand_computation():
     assert abs(got["holdout_agree_clip_t0"]
                - 100 * (top[2] == top[1]).float().mean().item()) < 1e-6
     assert abs(got["holdout_ceiling_t0"] - 100 * (top[0] == top[1]).float().mean().item()) < 1e-6
+    # the loss against the clip-level target, and how many classes the student answers
+    assert abs(got["holdout_loss_clip_t0"] - soft_target_cross_entropy(
+        student, clip_level.softmax(-1)).mean().item()) < 1e-5
+    assert got["holdout_classes_t0"] == len(set(top[2].tolist()))
 
 
 def test_agreement_counts_on_hand_built_logits():

