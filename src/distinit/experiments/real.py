@@ -40,8 +40,8 @@ from torch.utils.data import DataLoader
 from distinit.arguments import Parser
 from distinit.build import clip_dataset, input_channels, make_student, resolve_normalization
 from distinit.config import Config, checked, config_from_args
-from distinit.data.transforms import resize_short_side, to_float_clip
-from distinit.data.video import list_videos, probe, read_all_frames, write_video
+from distinit.data.clips.transforms import resize_short_side, to_float_clip
+from distinit.data.video.io import list_videos, probe, read_all_frames, write_video
 from distinit.engine import run_dir
 from distinit.engine.checkpoint import load_checkpoint, model_state
 from distinit.errors import UserError
