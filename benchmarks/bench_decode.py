@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distinit.data.video import BACKENDS, read_frames, write_video
+from distinit.data.video.io import BACKENDS, read_frames, write_video
 from distinit.errors import UserError
 
 CLIP_LEN, STRIDE, SHORT_SIDE, CROP = 8, 2, 128, 112

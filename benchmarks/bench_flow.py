@@ -26,9 +26,9 @@ from types import ModuleType
 
 import numpy as np
 
-from distinit.data.flow import ALGORITHMS, flow_estimator, import_cv2, video_flow
-from distinit.data.flow_store import dequantize, flow_meta
-from distinit.data.video import read_all_frames, write_video
+from distinit.data.flow.compute import ALGORITHMS, flow_estimator, import_cv2, video_flow
+from distinit.data.flow.store import dequantize, flow_meta
+from distinit.data.video.io import read_all_frames, write_video
 from distinit.errors import UserError
 
 SIZES = [(240, 320), (112, 150)]  # (H, W); 150 not 149: H.264 4:2:0 needs even sizes

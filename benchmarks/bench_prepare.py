@@ -24,8 +24,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from distinit.data.check import check_videos
-from distinit.data.prepare import prepare
+from distinit.data.labels.prepare import prepare
+from distinit.data.video.check import check_videos
 from distinit.tools.bench import make_videos
 from distinit.tools.measure import cpu_model
 

@@ -15,10 +15,10 @@ import importlib.util
 import tempfile
 from pathlib import Path
 
-from distinit.data.clip_store import resized_frames
-from distinit.data.frame_codec import encode_frames
-from distinit.data.reencode import reencode_video
-from distinit.data.video import probe, read_all_frames
+from distinit.data.stores.clip_store import resized_frames
+from distinit.data.stores.frame_codec import encode_frames
+from distinit.data.video.io import probe, read_all_frames
+from distinit.data.video.reencode import reencode_video
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4")
 

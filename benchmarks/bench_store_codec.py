@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distinit.data.clip_store import build_clip_store
-from distinit.data.datasets import VideoClipDataset
-from distinit.data.frames import Decoder, StoredFrames
-from distinit.data.sampling import ClipSpec
-from distinit.data.transforms import ClipTransform
-from distinit.data.video import write_video
+from distinit.data.clips.datasets import VideoClipDataset
+from distinit.data.clips.sampling import ClipSpec
+from distinit.data.clips.transforms import ClipTransform
+from distinit.data.stores.clip_store import build_clip_store
+from distinit.data.video.frames import Decoder, StoredFrames
+from distinit.data.video.io import write_video
 from distinit.tools.measure import cpu_model
 
 H, W, FPS, GOP, RESIZE, CROP, CLIP_LEN = 240, 320, 25, 16, 128, 112, 8

@@ -23,7 +23,7 @@ import torch
 
 from distinit.build import clip_dataset, make_student
 from distinit.config import load_config
-from distinit.data.video import list_videos
+from distinit.data.video.io import list_videos
 from distinit.engine.runtime import Runtime
 from distinit.jobs.evaluate import per_video
 from distinit.tools.bench import make_videos

@@ -17,8 +17,8 @@ from dataclasses import replace
 import torch
 
 from distinit.config import DataConfig, DistillConfig
-from distinit.data.corpus_sample import uniform_corpus
-from distinit.data.store_size import clip_store_bytes
+from distinit.data.corpus.sample import uniform_corpus
+from distinit.data.stores.size import clip_store_bytes
 from distinit.models.flops import forward_flops, training_flops
 from distinit.models.image_resnet import build_image_model
 from distinit.models.students import build_student

@@ -1,5 +1,5 @@
 """What checking a store costs (a script, not a test): writes a store of random bytes through the
-real writer (`distinit.data.shards.build`, each shard with its sha256 record) into a temporary
+real writer (`distinit.data.stores.shards.build`, each shard with its sha256 record) into a temporary
 folder, then measures on the same files, one thread each:
 
 - read: plain reads of every byte, from the page cache (warm) and from disk (cold: each file's
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distinit.data import check_store, shards
+from distinit.data.stores import check as check_store
+from distinit.data.stores import shards
 from distinit.tools.measure import cpu_model
 
 MIB = 2**20

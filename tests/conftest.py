@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from distinit.data.synth import generate_world
-from distinit.data.video import write_video
+from distinit.data.video.io import write_video
 from distinit.models.image_resnet import build_image_model
 from distinit.models.teachers import teacher_checkpoint
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import pattern_frames
 
-from distinit.data.video import write_video
+from distinit.data.video.io import write_video
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,4 @@
-"""`distinit.data.archives`: ZIP, tar and real RAR archives, extracted whole or not at all."""
+"""`distinit.data.labels.archives`: ZIP, tar and real RAR archives, extracted whole or not at all."""
 
 from __future__ import annotations
 
@@ -15,8 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from distinit.data import archives
-from distinit.data.archives import ArchiveError, archive_kind, extract, list_members, rar_reader
+from distinit.data.labels import archives
+from distinit.data.labels.archives import (
+    ArchiveError,
+    archive_kind,
+    extract,
+    list_members,
+    rar_reader,
+)
 
 RAR_DATA = Path(__file__).parent / "data" / "rar"
 FILES = {"top.txt": b"line one\r\nline two\r\n",  # CRLF kept as is

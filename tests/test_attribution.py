@@ -9,7 +9,7 @@ from distinit.data.synth.items import action_frames_and_mask, action_video_path
 from distinit.data.synth.objects import OBJECT_CLASSES
 from distinit.data.synth.render import render_frames
 from distinit.data.synth.scenes import SCENE_CLASSES
-from distinit.data.video import read_all_frames
+from distinit.data.video.io import read_all_frames
 from distinit.models.students import r3d_18
 from distinit.tools.attribution import (
     attribution,

@@ -12,7 +12,7 @@ import yaml
 from distinit.build import clip_dataset
 from distinit.cli import main
 from distinit.config import load_config
-from distinit.data.views import View
+from distinit.data.clips.views import View
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 from distinit.experiments.chain import read_chain

@@ -78,7 +78,7 @@ def prepared(world, tmp_path_factory):
 
     from distinit.build import make_student
     from distinit.config import load_config
-    from distinit.data.video import list_videos
+    from distinit.data.video.io import list_videos
 
     tmp = tmp_path_factory.mktemp("bad")
     labeled = ["data.format=hmdb51", f"data.video_root={world.actions_videos}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distinit.data.check import check_video, main
+from distinit.data.video.check import check_video, main
 from distinit.errors import UserError
 
 

@@ -14,13 +14,15 @@ from torch.utils.data import DataLoader
 from distinit import cli
 from distinit.build import clip_dataset, prepare_data
 from distinit.config import ConfigError, load_config
-from distinit.data import clip_store, decoders, frames, shards, video
-from distinit.data.clip_store import build_clip_store, clip_store_for, find_clip_store
-from distinit.data.datasets import VideoClipDataset
-from distinit.data.frames import Decoder, StoredFrames
-from distinit.data.sampling import ClipSpec
-from distinit.data.transforms import IMAGENET_STD, ClipTransform, resize_short_side
-from distinit.data.video import read_all_frames, read_frames, write_video
+from distinit.data.clips.datasets import VideoClipDataset
+from distinit.data.clips.sampling import ClipSpec
+from distinit.data.clips.transforms import IMAGENET_STD, ClipTransform, resize_short_side
+from distinit.data.stores import clip_store, shards
+from distinit.data.stores.clip_store import build_clip_store, clip_store_for, find_clip_store
+from distinit.data.video import decoders, frames
+from distinit.data.video import io as video
+from distinit.data.video.frames import Decoder, StoredFrames
+from distinit.data.video.io import read_all_frames, read_frames, write_video
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 from distinit.jobs.store_clips import main as store_clips_main

@@ -6,14 +6,14 @@ import torch
 
 from distinit.build import color_steps
 from distinit.config import ConfigError, DataConfig, load_config
-from distinit.data.color import (
+from distinit.data.clips.color import (
     ColorAugment,
     ColorJitter,
     GaussianBlur,
     RandomGrayscale,
     blur_kernel,
 )
-from distinit.data.transforms import (
+from distinit.data.clips.transforms import (
     ClipTransform,
     apply_box,
     draw_box,

@@ -1,4 +1,4 @@
-"""Which videos a run saw (`distinit.data.corpus`): the fingerprint, the manifest of a prepared
+"""Which videos a run saw (`distinit.data.corpus.record`): the fingerprint, the manifest of a prepared
 folder, the "corpus" record of results.json, and the warning tables and `fuse` print when runs
 read different videos."""
 
@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from distinit.cli import main
-from distinit.data.corpus import (
+from distinit.data.corpus.record import (
     comparability,
     corpus_record,
     describe,
     find_manifest,
     fingerprint,
 )
-from distinit.data.video import list_videos
+from distinit.data.video.io import list_videos
 from distinit.experiments import tables
 from distinit.jobs.evaluate import PREDICTIONS
 
@@ -201,7 +201,7 @@ def test_fuse_warns_when_runs_read_different_videos(tmp_path, capsys):
 def test_a_split_records_the_videos_it_lists_that_are_not_on_disk(tmp_path):
     from types import SimpleNamespace
 
-    from distinit.data.corpus import labeled_corpus
+    from distinit.data.corpus.record import labeled_corpus
 
     videos = _files(tmp_path / "videos", {"a/1.mp4": 3, "a/2.mp4": 4})
     dc = SimpleNamespace(video_root=str(tmp_path / "videos"), split_dir=str(tmp_path / "splits"))

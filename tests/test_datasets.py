@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from distinit.data import frames
-from distinit.data.datasets import ImageFolderDataset, ImageReadError, VideoClipDataset
-from distinit.data.frames import NoReadableVideosError, frame_source
-from distinit.data.sampling import ClipSpec
-from distinit.data.sampling import test_clip_indices as clip_plan
-from distinit.data.transforms import ClipTransform
-from distinit.data.video import write_video
+from distinit.data.clips.datasets import ImageFolderDataset, ImageReadError, VideoClipDataset
+from distinit.data.clips.sampling import ClipSpec
+from distinit.data.clips.sampling import test_clip_indices as clip_plan
+from distinit.data.clips.transforms import ClipTransform
+from distinit.data.video import frames
+from distinit.data.video.frames import NoReadableVideosError, frame_source
+from distinit.data.video.io import write_video
 from distinit.engine.sampler import StreamSampler
 from distinit.errors import UserError
 

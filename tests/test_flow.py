@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from distinit import cli
-from distinit.data import flow_store
-from distinit.data.flow import dequantize, flow_file, main, read_flow_meta, video_flow
-from distinit.data.flow_raft import MIN_SIDE, raft_flow, weights_digest
-from distinit.data.flow_store import flow_meta, quantize
-from distinit.data.video import probe, read_all_frames, write_video
+from distinit.data.flow import store as flow_store
+from distinit.data.flow.compute import dequantize, flow_file, main, read_flow_meta, video_flow
+from distinit.data.flow.raft import MIN_SIDE, raft_flow, weights_digest
+from distinit.data.flow.store import flow_meta, quantize
+from distinit.data.video.io import probe, read_all_frames, write_video
 from distinit.errors import UserError
 from distinit.optional import import_torchvision
 

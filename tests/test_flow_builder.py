@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from distinit.cli import main
-from distinit.data.video import write_video
+from distinit.data.video.io import write_video
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}

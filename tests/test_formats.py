@@ -12,10 +12,10 @@ from PIL import Image
 
 from distinit.build import clip_dataset, labeled_split
 from distinit.config import ConfigError, load_config
-from distinit.data.frame_folders import FrameTemplateError, frame_files
-from distinit.data.frames import frame_source
-from distinit.data.splits import SplitError, dataset_classes, load_labeled
-from distinit.data.video import probe, read_all_frames, read_frames
+from distinit.data.labels.splits import SplitError, dataset_classes, load_labeled
+from distinit.data.video.frame_folders import FrameTemplateError, frame_files
+from distinit.data.video.frames import frame_source
+from distinit.data.video.io import probe, read_all_frames, read_frames
 
 FINETUNE = Path(__file__).parent.parent / "configs" / "finetune_hmdb51.yaml"
 HEADER = "label,youtube_id,time_start,time_end,split"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import pattern_frames
 
-from distinit.data.clip_store import build_clip_store
-from distinit.data.frames import (
+from distinit.data.stores.clip_store import build_clip_store
+from distinit.data.video.frames import (
     BadVideos,
     Decoder,
     DiskCache,
@@ -18,7 +18,7 @@ from distinit.data.frames import (
     StoredFrames,
     frame_source,
 )
-from distinit.data.video import VideoDecodeError, read_frames, write_video
+from distinit.data.video.io import VideoDecodeError, read_frames, write_video
 from distinit.errors import UserError
 
 

@@ -76,12 +76,12 @@ def test_deadline_skips_the_rest_and_says_so(tmp_path):
 def test_opencv_stand_in_reads_what_pyav_reads(tmp_path, make_video):
     """The stand-in decodes an H.264 file to the same frames as PyAV, through the project's
     own read_frames / probe, and writes videos that read back."""
-    from distinit.data.video import probe, read_frames
+    from distinit.data.video.io import probe, read_frames
 
     video = make_video(num_frames=24, gop=8)
     wanted = [0, 5, 9, 23, 9]
     code = ("import sys, numpy as np, av\n"
-            "from distinit.data.video import probe, read_frames, write_video\n"
+            "from distinit.data.video.io import probe, read_frames, write_video\n"
             "assert getattr(av, 'OPENCV_SHIM', False)\n"
             "f = read_frames(sys.argv[1], [0, 5, 9, 23, 9])\n"
             "np.save(sys.argv[2], f)\n"

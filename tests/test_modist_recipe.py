@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distinit.config import load_config
-from distinit.data.flow import compute_flow, read_flow_meta
+from distinit.data.flow.compute import compute_flow, read_flow_meta
 from distinit.data.synth import generate_world
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.jobs.run import pretrain

@@ -11,10 +11,10 @@ import torch
 from conftest import pattern_frames
 
 from distinit.cli import main
-from distinit.data.corpus_sample import extrapolate, sample_corpus, uniform_corpus
-from distinit.data.disk_room import nearest_existing
-from distinit.data.store_size import clip_store_bytes
-from distinit.data.video import list_videos, write_video
+from distinit.data.corpus.sample import extrapolate, sample_corpus, uniform_corpus
+from distinit.data.stores.disk_room import nearest_existing
+from distinit.data.stores.size import clip_store_bytes
+from distinit.data.video.io import list_videos, write_video
 from distinit.models.flops import counted, training_flops
 
 Usage = namedtuple("Usage", "total used free")  # what shutil.disk_usage returns

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from distinit.cli import main
-from distinit.data import prepare as prep
-from distinit.data.splits import load_labeled
-from distinit.data.video import list_videos, probe
+from distinit.data.labels import prepare as prep
+from distinit.data.labels.splits import load_labeled
+from distinit.data.video.io import list_videos, probe
 from distinit.errors import UserError
 
 SMALL = ["model.arch=r3d_18", "model.width=8", "model.layers=[1,1,1,1]", "data.resize=36",
@@ -264,7 +264,7 @@ def test_a_rawframe_set_with_flow_beside_it_to_finetune_and_eval(tmp_path, make_
     same folder, and its `path num_frames label` lists; only the RGB frames are read."""
     from PIL import Image
 
-    from distinit.data.video import read_all_frames
+    from distinit.data.video.io import read_all_frames
 
     root, lists = tmp_path / "rawframes", tmp_path / "lists"
     lines = {"train": [], "test": []}

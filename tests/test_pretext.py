@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distinit.data.pretext import (
+from distinit.data.clips.pretext import (
     pace_sample,
     vcop_orders,
     vcop_sample,

@@ -19,7 +19,7 @@ from torch import nn
 
 from distinit.cli import main
 from distinit.config import load_config
-from distinit.data.video import probe
+from distinit.data.video.io import probe
 from distinit.engine import train
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError

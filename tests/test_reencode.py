@@ -5,9 +5,9 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from distinit.data.frame_folders import FPS_FILE
-from distinit.data.reencode import main, output_size
-from distinit.data.video import list_videos, probe, read_all_frames
+from distinit.data.video.frame_folders import FPS_FILE
+from distinit.data.video.io import list_videos, probe, read_all_frames
+from distinit.data.video.reencode import main, output_size
 
 
 def keyframe_indices(path) -> list[int]:
@@ -89,7 +89,7 @@ def test_reencoding_a_folder_into_itself_is_refused_and_touches_nothing(tmp_path
 def test_keep_names_writes_the_names_the_split_files_list(tmp_path, make_video, capsys):
     """HMDB-51 and UCF-101 split files name `.avi` files: with --keep-names the re-encoded
     videos keep them (H.264 in AVI), so the official splits read the re-encoded folder."""
-    from distinit.data.splits import load_hmdb51
+    from distinit.data.labels.splits import load_hmdb51
 
     src, out, splits = tmp_path / "src", tmp_path / "out", tmp_path / "splits"
     for name in ("a", "b"):

@@ -12,8 +12,8 @@ from torch import nn
 from distinit.build import clip_dataset
 from distinit.cli import main
 from distinit.config import load_config
-from distinit.data.rspnet_sampling import FAST, NORMAL, key_clips, query_clip
-from distinit.data.views import View
+from distinit.data.clips.rspnet_sampling import FAST, NORMAL, key_clips, query_clip
+from distinit.data.clips.views import View
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.jobs.run import pretrain
 from distinit.losses.contrastive import info_nce

@@ -6,11 +6,11 @@ import numpy as np
 
 from distinit.build import color_steps
 from distinit.config import load_config
-from distinit.data.color import ColorJitter, RandomGrayscale
-from distinit.data.datasets import VideoClipDataset
-from distinit.data.sampling import ClipSpec
-from distinit.data.transforms import ClipTransform
-from distinit.data.views import View
+from distinit.data.clips.color import ColorJitter, RandomGrayscale
+from distinit.data.clips.datasets import VideoClipDataset
+from distinit.data.clips.sampling import ClipSpec
+from distinit.data.clips.transforms import ClipTransform
+from distinit.data.clips.views import View
 from distinit.methods import config_class
 
 

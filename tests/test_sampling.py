@@ -3,8 +3,8 @@ import random
 import numpy as np
 import pytest
 
-from distinit.data import sampling
-from distinit.data.sampling import (
+from distinit.data.clips import sampling
+from distinit.data.clips.sampling import (
     ClipSpec,
     center_clip_indices,
     clip_indices,
@@ -12,7 +12,7 @@ from distinit.data.sampling import (
     sample_views,
     train_clip_indices,
 )
-from distinit.data.views import View
+from distinit.data.clips.views import View
 
 
 def test_clip_span():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from distinit.data.splits import (
+from distinit.data.labels.splits import (
     LabeledSplit,
     SplitError,
     absent_note,

@@ -1,6 +1,6 @@
 """Sharded stores under two builders and signals: a second builder is refused or waits, a killed
 builder's temporary files are removed by the next, SIGTERM and Ctrl-C stop with one line and
-the build resumes (`distinit.data.shards`, `distinit.engine.lock`)."""
+the build resumes (`distinit.data.stores.shards`, `distinit.engine.lock`)."""
 
 import os
 import signal
@@ -12,9 +12,9 @@ import pytest
 from store_case import cache_args, hold_lock, make_videos, one_error
 
 from distinit import cli
-from distinit.data import clip_store, shards
-from distinit.data.clip_store import build_clip_store, clip_store_for, store_folder
-from distinit.data.video import list_videos, read_all_frames
+from distinit.data.stores import clip_store, shards
+from distinit.data.stores.clip_store import build_clip_store, clip_store_for, store_folder
+from distinit.data.video.io import list_videos, read_all_frames
 from distinit.engine.interrupt import Interrupted
 from distinit.targets import cache
 

@@ -1,4 +1,4 @@
-"""The compressed clip store (data.store_codec=jpeg, `distinit.data.frame_codec`): frames kept as
+"""The compressed clip store (data.store_codec=jpeg, `distinit.data.stores.frame_codec`): frames kept as
 JPEGs in the same shards, read back per frame, never taken for a store kept another way."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from test_store_builders import sigterm_on_read
 
 from distinit import cli
 from distinit.config import ConfigError, DataConfig, load_config
-from distinit.data import check_store, clip_store, frame_codec, shards
-from distinit.data.clip_store import build_clip_store, clip_store_for, find_clip_store
-from distinit.data.frames import StoredFrames, frame_source
-from distinit.data.video import read_all_frames
+from distinit.data.stores import check as check_store
+from distinit.data.stores import clip_store, frame_codec, shards
+from distinit.data.stores.clip_store import build_clip_store, clip_store_for, find_clip_store
+from distinit.data.video.frames import StoredFrames, frame_source
+from distinit.data.video.io import read_all_frames
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.engine.interrupt import Interrupted
 from distinit.errors import UserError

@@ -1,8 +1,8 @@
 """Sharded stores (teacher-target cache, clip store) under what users and machines do to them:
 a removed manifest, flipped, truncated or garbled shards, full and read-only disks (two
 builders, signals and kill -9 leftovers: test_store_builders.py); each one line,
-nothing lost, never a silently wrong result (`distinit.data.shards`,
-`distinit.data.check_store`)."""
+nothing lost, never a silently wrong result (`distinit.data.stores.shards`,
+`distinit.data.stores.check`)."""
 
 import json
 import os
@@ -16,9 +16,10 @@ from store_case import ENV, cache_args, files_of, hold_lock, make_videos, one_er
 from toy import can_mount_tmpfs
 
 from distinit import cli
-from distinit.data import check_store, shards
-from distinit.data.clip_store import build_clip_store, store_folder
-from distinit.data.frames import StoredFrames
+from distinit.data.stores import check as check_store
+from distinit.data.stores import shards
+from distinit.data.stores.clip_store import build_clip_store, store_folder
+from distinit.data.video.frames import StoredFrames
 from distinit.engine import dist
 from distinit.errors import UserError
 from distinit.targets import cache

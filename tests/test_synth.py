@@ -19,7 +19,7 @@ from distinit.data.synth.items import make_item
 from distinit.data.synth.objects import OBJECT_CLASSES
 from distinit.data.synth.render import Look
 from distinit.data.synth.world import BACKGROUND
-from distinit.data.video import read_all_frames
+from distinit.data.video.io import read_all_frames
 
 TINY = SIZES["tiny"]
 LABEL_FILES = ["corpus/hidden_labels.csv", "corpus/hidden_classes.txt", "corpus/hidden_meta.csv",

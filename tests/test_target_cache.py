@@ -10,8 +10,8 @@ import torch
 from distinit.build import resolve_normalization
 from distinit.cli import main
 from distinit.config import load_config
-from distinit.data import shards
-from distinit.data.video import list_videos
+from distinit.data.stores import shards
+from distinit.data.video.io import list_videos
 from distinit.engine import dist
 from distinit.methods.distinit import build
 from distinit.targets.cache import WHAT, _encode, decode_logits

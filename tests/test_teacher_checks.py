@@ -11,7 +11,7 @@ from torch import nn
 
 from distinit.cli import main
 from distinit.config import load_config
-from distinit.data.video import list_videos
+from distinit.data.video.io import list_videos
 from distinit.engine.runtime import Runtime
 from distinit.models.teachers import Teacher, TeacherError, build_teacher, check_logits
 from distinit.targets.cache import _encode, cache_complete, video_targets
@@ -118,8 +118,8 @@ def test_plain_modules_and_cached_logits_are_checked_once():
 
 def _old_video_targets(video, cfg, teachers, runtime, batch):
     """video_targets as it was before the checks: every crop of the video stacked at once."""
-    from distinit.data.transforms import apply_box, resize_short_side, to_float_clip
-    from distinit.data.video import read_all_frames
+    from distinit.data.clips.transforms import apply_box, resize_short_side, to_float_clip
+    from distinit.data.video.io import read_all_frames
     from distinit.targets.cache import video_boxes
 
     dc, dcfg = cfg.data, cfg.distill

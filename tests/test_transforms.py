@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from distinit.data.transforms import (
+from distinit.data.clips.transforms import (
     Box,
     ClipSizeError,
     ClipTransform,
@@ -140,7 +140,7 @@ def test_clip_size_errors_name_the_config_keys_and_frame_size():
 
 
 def test_scale_jitter_takes_one_window_per_clip_and_resizes_it():
-    from distinit.data.transforms import random_resized_crop
+    from distinit.data.clips.transforms import random_resized_crop
 
     clip = to_float_clip(gradient_clip(T=3, H=36, W=36))
     g = torch.Generator().manual_seed(0)
@@ -167,7 +167,7 @@ def test_scale_jitter_in_the_transform_and_its_bounds():
 @pytest.mark.parametrize("flip", [True, False])
 def test_scale_jitter_flips_half_the_boxes_when_flip_is_on_and_none_when_off(flip):
     """torchvision's RandomResizedCrop then RandomHorizontalFlip: data.flip is never ignored."""
-    from distinit.data.transforms import draw_box
+    from distinit.data.clips.transforms import draw_box
 
     g = torch.Generator().manual_seed(0)
     boxes = [draw_box(36, 48, 32, scale=(0.35, 1.0), flip=flip, generator=g) for _ in range(400)]
@@ -258,7 +258,7 @@ def test_flow_vectors_in_drawn_crops_and_evaluation():
 
 
 def test_spatial_crops_run_along_the_long_side_and_the_middle_one_is_the_centre():
-    from distinit.data.transforms import spatial_crop
+    from distinit.data.clips.transforms import spatial_crop
 
     wide = torch.arange(20 * 30, dtype=torch.float32).view(1, 1, 20, 30)
     tall = wide.transpose(-1, -2).contiguous()  # 30 x 20

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from distinit.config import load_config
-from distinit.data.datasets import VideoClipDataset
-from distinit.data.sampling import ClipSpec
-from distinit.data.transforms import ClipTransform
-from distinit.data.views import View
+from distinit.data.clips.datasets import VideoClipDataset
+from distinit.data.clips.sampling import ClipSpec
+from distinit.data.clips.transforms import ClipTransform
+from distinit.data.clips.views import View
 from distinit.methods import config_class
 from distinit.methods.pretext import PretextConfig, _task
 

@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from distinit.data import decoders
-from distinit.data.frame_folders import DEFAULT_FOLDER_FPS, FPS_FILE
-from distinit.data.video import (
+from distinit.data.video import decoders
+from distinit.data.video.frame_folders import DEFAULT_FOLDER_FPS, FPS_FILE
+from distinit.data.video.io import (
     BACKENDS,
     VideoDecodeError,
     VideoInfo,

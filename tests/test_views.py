@@ -12,8 +12,8 @@ from test_cli import SMALL
 from distinit.build import clip_dataset
 from distinit.cli import main
 from distinit.config import load_config
-from distinit.data.transforms import ClipTransform
-from distinit.data.views import View
+from distinit.data.clips.transforms import ClipTransform
+from distinit.data.clips.views import View
 from distinit.engine.checkpoint import load_checkpoint
 from distinit.errors import UserError
 

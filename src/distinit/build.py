@@ -11,16 +11,16 @@ import torch
 from torch import nn
 
 from distinit.config import KINETICS_MEAN, KINETICS_STD, Config, DataConfig, ModelConfig
-from distinit.data.clip_store import COMMAND, clip_store_for, find_clip_store
-from distinit.data.color import ColorAugment
-from distinit.data.datasets import VideoClipDataset
-from distinit.data.flow_render import flow_channels
-from distinit.data.frames import frame_source
-from distinit.data.sampling import ClipSpec
-from distinit.data.splits import LabeledSplit, absent_note, load_labeled
-from distinit.data.transforms import ClipTransform, Step
-from distinit.data.video import list_videos
-from distinit.data.views import RGB, FlowSource, View
+from distinit.data.clips.color import ColorAugment
+from distinit.data.clips.datasets import VideoClipDataset
+from distinit.data.clips.sampling import ClipSpec
+from distinit.data.clips.transforms import ClipTransform, Step
+from distinit.data.clips.views import RGB, FlowSource, View
+from distinit.data.flow.render import flow_channels
+from distinit.data.labels.splits import LabeledSplit, absent_note, load_labeled
+from distinit.data.stores.clip_store import COMMAND, clip_store_for, find_clip_store
+from distinit.data.video.frames import frame_source
+from distinit.data.video.io import list_videos
 from distinit.engine import dist
 from distinit.engine.checkpoint import (
     backbone_state,
@@ -96,7 +96,7 @@ def clip_dataset(dc: DataConfig, videos: list, labels: list[int] | None, train_m
                  seed: int, views: Sequence[View] | None = None,
                  targets=None) -> VideoClipDataset:
     """Clips of `videos` as `data` says; `views` (default: the student's input) make each
-    sample a dict of named views (`distinit.data.views`); `targets`: a teacher-target cache the
+    sample a dict of named views (`distinit.data.clips.views`); `targets`: a teacher-target cache the
     clips are cut for. Builds nothing: a clip store (data.cache=store) must exist
     (`prepare_data`)."""
     views = student_views(dc) if views is None else tuple(views)

@@ -12,13 +12,13 @@ from distinit.errors import UserError, one_line
 # Subcommands are imported lazily so `distinit check-videos` does not pay for model imports.
 COMMANDS = {
     "synth": ("distinit.data.synth.cli", "Write the synthetic world (stills, unlabeled corpus, action set)."),
-    "prepare": ("distinit.data.prepare", "Unpack, check and re-encode HMDB-51, UCF-101 or Kinetics as downloaded; write a manifest."),
-    "check-videos": ("distinit.data.check", "List every video under a folder or list that fails to decode."),
-    "reencode": ("distinit.data.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
-    "flow": ("distinit.data.flow", "Dense optical flow (OpenCV DIS, Farneback, TV-L1; RAFT from torchvision) for a folder or list of videos."),
+    "prepare": ("distinit.data.labels.prepare", "Unpack, check and re-encode HMDB-51, UCF-101 or Kinetics as downloaded; write a manifest."),
+    "check-videos": ("distinit.data.video.check", "List every video under a folder or list that fails to decode."),
+    "reencode": ("distinit.data.video.reencode", "Re-encode a dataset with short keyframe intervals or to frame folders."),
+    "flow": ("distinit.data.flow.compute", "Dense optical flow (OpenCV DIS, Farneback, TV-L1; RAFT from torchvision) for a folder or list of videos."),
     "cache-targets": ("distinit.targets.cache", "Run the teachers once over the corpus and store their logits (distill.target_cache)."),
     "store-clips": ("distinit.jobs.store_clips", "Decode every video once, resized to data.resize, into memory-mapped uint8 shards (data.cache=store)."),
-    "check-store": ("distinit.data.check_store", "Check every shard of a target cache or clip store (or a cache_dir of them) against its checksum."),
+    "check-store": ("distinit.data.stores.check", "Check every shard of a target cache or clip store (or a cache_dir of them) against its checksum."),
     "train-image": ("distinit.jobs.image_train", "Train a 2D image classifier on stills (a teacher, or weights to inflate)."),
     "pretrain": ("distinit.jobs.run", "Pretrain a video student with a registered method: pretrain METHOD CONFIG.yaml."),
     "distill": ("distinit.jobs.run", "Distill still-image teachers into a video student (DistInit)."),

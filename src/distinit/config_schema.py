@@ -92,7 +92,7 @@ class DataConfig:
     flow_root: str = ""
     input: str = checked("rgb", choices=("rgb", "flow"))  # what the student sees: RGB, or flow
     # A flow clip as its (dx, dy) vectors (2 channels, pixels / 20), or `rgb`: each frame's flow
-    # as a colour-wheel image (3 channels in [0, 1]), as MSCL's MoDist feeds it (data/flow_render.py)
+    # as a colour-wheel image (3 channels in [0, 1]), as MSCL's MoDist feeds it (data/flow/render.py)
     flow_format: str = checked("vectors", choices=("vectors", "rgb"))
     # memory | disk: decode each video once, cut clips from the cache. memory: kept by each
     # process that decodes (loader workers last the whole run, so each fills its own copy);
@@ -101,7 +101,7 @@ class DataConfig:
     # (`distinit store-clips`, or built when a run starts); a clip reads only its frames.
     cache: str = checked("none", choices=("none", "memory", "disk", "store"))
     cache_dir: str = ""
-    # How a clip store (cache=store) keeps its frames (`data/frame_codec.py`): raw uint8, or
+    # How a clip store (cache=store) keeps its frames (`data/stores/frame_codec.py`): raw uint8, or
     # jpeg at store_quality (4:2:0; ~6x smaller at 90 on natural-like frames, and a clip then
     # decodes its frames: docs/BENCHMARKS.md). A store made with another codec or quality is not
     # read, and store-clips refuses to overwrite it: use another cache_dir.

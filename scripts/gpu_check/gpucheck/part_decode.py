@@ -16,7 +16,7 @@ def part_decode(ctx: dict) -> dict:
     import numpy as np
     import torch
 
-    from distinit.data.video import probe, read_frames, write_video
+    from distinit.data.video.io import probe, read_frames, write_video
 
     if ctx["video_io"] == "none":
         return {"status": FAIL, "summary": f"no way to read videos: {ctx['video_note']}",

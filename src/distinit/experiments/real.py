@@ -38,8 +38,8 @@ from PIL import Image
 from distinit.arguments import Parser
 from distinit.build import resolve_normalization
 from distinit.config import Config, checked, config_from_args
-from distinit.data.transforms import resize_short_side, to_float_clip
-from distinit.data.video import list_videos, probe, read_all_frames, write_video
+from distinit.data.clips.transforms import resize_short_side, to_float_clip
+from distinit.data.video.io import list_videos, probe, read_all_frames, write_video
 from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments.real_heldout import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from distinit.data import corpus
+from distinit.data.corpus import record as corpus
 from distinit.experiments import diagnostics
 from distinit.experiments.claims import Claim, mean_std, verdict_line
 

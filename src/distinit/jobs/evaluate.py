@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from distinit.arguments import Parser
-from distinit.data.corpus import comparability
+from distinit.data.corpus.record import comparability
 from distinit.engine import dist
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError

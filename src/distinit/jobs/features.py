@@ -20,7 +20,7 @@ from distinit.build import (
     resolve_normalization,
 )
 from distinit.config import config_from_args
-from distinit.data.video import list_videos
+from distinit.data.video.io import list_videos
 from distinit.engine.checkpoint import seed_all
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError

@@ -23,8 +23,8 @@ from torch.utils.data import Dataset
 
 from distinit.build import color_steps
 from distinit.config import Config
-from distinit.data.datasets import ImageFolderDataset
-from distinit.data.transforms import ClipTransform
+from distinit.data.clips.datasets import ImageFolderDataset
+from distinit.data.clips.transforms import ClipTransform
 from distinit.engine import dist, run_dir
 from distinit.engine.checkpoint import seed_all
 from distinit.engine.runtime import Runtime

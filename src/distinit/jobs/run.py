@@ -26,9 +26,9 @@ from distinit.build import (
     resolve_normalization,
 )
 from distinit.config import Config, ModelConfig, config_from_args
-from distinit.data.corpus import labeled_corpus, unlabeled_corpus
-from distinit.data.datasets import VideoClipDataset
-from distinit.data.video import list_videos
+from distinit.data.clips.datasets import VideoClipDataset
+from distinit.data.corpus.record import labeled_corpus, unlabeled_corpus
+from distinit.data.video.io import list_videos
 from distinit.engine import dist, run_dir
 from distinit.engine.checkpoint import (
     load_checkpoint,

@@ -1,5 +1,5 @@
 """`distinit store-clips CONFIG.yaml [key=value ...]`: decode every video of a config's data once
-into clip stores (`distinit.data.clip_store`), ahead of the runs that read them with
+into clip stores (`distinit.data.stores.clip_store`), ahead of the runs that read them with
 `data.cache=store`. Here, above `methods`, because any method's config file will do."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from pathlib import Path
 
 from distinit.arguments import Parser
 from distinit.config import DataConfig, config_from_args
-from distinit.data import shards
-from distinit.data.clip_store import WHAT, build_clip_store, store_folder
-from distinit.data.corpus_sample import DEFAULT_SAMPLE, sample_corpus
-from distinit.data.disk_room import check_room, human_bytes
-from distinit.data.splits import load_labeled
-from distinit.data.store_size import clip_store_bytes
-from distinit.data.video import list_videos
+from distinit.data.corpus.sample import DEFAULT_SAMPLE, sample_corpus
+from distinit.data.labels.splits import load_labeled
+from distinit.data.stores import shards
+from distinit.data.stores.clip_store import WHAT, build_clip_store, store_folder
+from distinit.data.stores.disk_room import check_room, human_bytes
+from distinit.data.stores.size import clip_store_bytes
+from distinit.data.video.io import list_videos
 from distinit.engine import dist
 from distinit.errors import UserError
 from distinit.methods import any_config_class
@@ -42,7 +42,7 @@ def _size(folder: Path) -> str:
 def announce(dc: DataConfig, lists: list[tuple[str, list[Path]]], show: bool = True,
              check: bool = True) -> None:
     """Before a build: each store's expected size (from a probed sample of its videos,
-    `data/store_size.py`), printed when `show`; with `check`, refused in one line when
+    `data/stores/size.py`), printed when `show`; with `check`, refused in one line when
     data.cache_dir's disk lacks the room for what is not written yet."""
     needed, raw = 0.0, dc.store_codec == "raw"
     for name, videos in lists:

@@ -51,7 +51,7 @@ from torch import nn
 
 from distinit.build import clip_dataset, corpus_encoder, init_student, make_student
 from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, checked
-from distinit.data.views import View
+from distinit.data.clips.views import View
 from distinit.engine.checks import Check
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError

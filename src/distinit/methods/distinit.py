@@ -18,8 +18,8 @@ from distinit.build import (
     make_student,
 )
 from distinit.config import Config, DistillConfig
-from distinit.data.video import list_videos
-from distinit.data.views import View
+from distinit.data.clips.views import View
+from distinit.data.video.io import list_videos
 from distinit.engine import dist
 from distinit.engine.checks import Check, head_classes, teacher_losses
 from distinit.engine.method import Method, Pretraining

@@ -20,9 +20,9 @@ from torch import nn
 
 from distinit.build import clip_dataset, init_student, make_student
 from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, DistillConfig, checked
-from distinit.data.flow_render import flow_channels
-from distinit.data.video import list_videos
-from distinit.data.views import View
+from distinit.data.clips.views import View
+from distinit.data.flow.render import flow_channels
+from distinit.data.video.io import list_videos
 from distinit.engine.checks import Check, info_nce_checks, teacher_losses
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError

@@ -10,7 +10,7 @@
   datasets/ucf101.py:267-281, a seed per clip at :272) cuts each clip from its own crop box; off,
   one box serves the tuple and the clips' edges line up, a low-level cue to their order.
 
-The sampler (`data/pretext.py`) draws the frames and the labels; the encoder starts from
+The sampler (`data/clips/pretext.py`) draws the frames and the labels; the encoder starts from
 `model.init` (e.g. the backbone of an auxSKD run), and `backbone_state_dict` hands it on.
 """
 
@@ -27,7 +27,7 @@ from torch import nn
 
 from distinit.build import clip_dataset, corpus_encoder
 from distinit.config import MAX_CLIP_LEN, Config, checked
-from distinit.data.views import View
+from distinit.data.clips.views import View
 from distinit.engine.checks import Check
 from distinit.engine.method import Method, Pretraining
 from distinit.errors import UserError

@@ -3,7 +3,7 @@ instance discrimination (A-VID), after the official code, PeihaoChen/RSPNet
 (`moco/builder_diffspeed_diffloss.py:MoCoDiffLossTwoFc`, `Loss`; `moco/split_wrapper.py`).
 
 Each sample is a query clip and, from another window of the same video, a key clip at the
-query's speed and one at the other speed (normal or `speed` times faster; `data/rspnet_sampling.py`
+query's speed and one at the other speed (normal or `speed` times faster; `data/clips/rspnet_sampling.py`
 cuts them). One encoder, two linear projections to unit vectors (`split_wrapper.py:108-110`,
 fc_type linear), a momentum key encoder and a queue:
 
@@ -29,7 +29,7 @@ Deviations from the official code, and why:
   (`datasets/classification/__init__.py:173-202`, the `aug_plus: false` branch), one draw per
   clip; ours is `data.scale`, `data.flip`, `data.grayscale_p`, `data.color_jitter` with
   `color_jitter_p: 1` (the paper recipe sets them all), but grayscale comes after the jitter
-  (`data/color.py`, MoCo v2's order). A grayed clip comes out the same either way (brightness
+  (`data/clips/color.py`, MoCo v2's order). A grayed clip comes out the same either way (brightness
   and contrast commute with graying, saturation and hue leave gray alone) except where the hue
   shift or clamping changes the luma before graying.
 - The key encoder moves after each optimizer step (the same sequence as the official move at the
@@ -57,7 +57,7 @@ from torch import nn
 
 from distinit.build import clip_dataset, corpus_encoder
 from distinit.config import MAX_QUEUE, QUEUE_WHY, Config, checked
-from distinit.data.views import View
+from distinit.data.clips.views import View
 from distinit.engine.checks import Check
 from distinit.engine.method import Method, Pretraining
 from distinit.losses.contrastive import info_nce

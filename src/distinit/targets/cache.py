@@ -35,11 +35,17 @@ import torch
 
 from distinit.arguments import Parser
 from distinit.config import Config, config_from_args
-from distinit.data import shards
-from distinit.data.corpus_sample import DEFAULT_SAMPLE, sample_corpus
-from distinit.data.disk_room import check_room, human_bytes
-from distinit.data.transforms import Box, apply_box, draw_box, resize_short_side, to_float_clip
-from distinit.data.video import list_videos, read_all_frames
+from distinit.data.clips.transforms import (
+    Box,
+    apply_box,
+    draw_box,
+    resize_short_side,
+    to_float_clip,
+)
+from distinit.data.corpus.sample import DEFAULT_SAMPLE, sample_corpus
+from distinit.data.stores import shards
+from distinit.data.stores.disk_room import check_room, human_bytes
+from distinit.data.video.io import list_videos, read_all_frames
 from distinit.engine import dist
 from distinit.engine.runtime import Runtime
 from distinit.errors import UserError

@@ -1,5 +1,5 @@
 """What a teacher-target cache (`targets/cache.py`) takes on disk and costs in teacher forwards,
-estimated from a corpus sample (`data/corpus_sample.py`) before it is built: `distinit
+estimated from a corpus sample (`data/corpus/sample.py`) before it is built: `distinit
 cache-targets` checks the room with it and `distinit plan` shows it. Pure arithmetic over the
 layout `video_targets` writes, per video:
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from distinit.config import DataConfig, DistillConfig
-from distinit.data.corpus_sample import CorpusSample, Estimate, VideoShape, extrapolate
-from distinit.data.store_size import SHARD_BYTES, array_entry_bytes, stored_size
+from distinit.data.corpus.sample import CorpusSample, Estimate, VideoShape, extrapolate
+from distinit.data.stores.size import SHARD_BYTES, array_entry_bytes, stored_size
 
 
 def fixed_box(height: int, width: int, crop: int, scale, flip: bool) -> bool:

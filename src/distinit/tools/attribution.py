@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distinit.data.clips.transforms import ClipTransform, center_crop, resize_short_side
 from distinit.data.synth import World
 from distinit.data.synth.generate import make_recipe
 from distinit.data.synth.items import action_frames_and_mask
-from distinit.data.transforms import ClipTransform, center_crop, resize_short_side
-from distinit.data.video import read_all_frames
+from distinit.data.video.io import read_all_frames
 from distinit.errors import UserError
 from distinit.models.students import forward_features
 

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from distinit.arguments import Parser
 from distinit.build import prepare_data, resolve_normalization
 from distinit.config import Config, load_config
-from distinit.data.video import list_videos, write_video
+from distinit.data.video.io import list_videos, write_video
 from distinit.engine import dist
 from distinit.engine.runtime import Runtime
 from distinit.engine.train import accumulate, build_optimizer, make_loader

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from distinit.arguments import Parser
-from distinit.data.corpus import comparability
+from distinit.data.corpus.record import comparability
 from distinit.engine.checkpoint import backbone_state, load_checkpoint, read_checkpoint
 from distinit.errors import UserError
 from distinit.models.inflate import inflate_kernel

@@ -2,7 +2,7 @@
 runs. Clips and optimizer steps by the loop's own arithmetic (`engine/sampler.StreamSampler`),
 training FLOPs per clip counted on the config's student (and its teachers when it distills),
 GPU-hours and wall time at a per-GPU rate (assumed unless you say you measured it), and the disk
-a clip store and a target cache take (`data/store_size.py`, `targets/cache_size.py`, from a
+a clip store and a target cache take (`data/stores/size.py`, `targets/cache_size.py`, from a
 probed sample of the corpus, or from a corpus described with --videos-per-corpus)."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import torch
 from distinit.arguments import Parser
 from distinit.build import holdout_split, input_channels, make_student
 from distinit.config import Config, TeacherConfig, config_from_args
-from distinit.data.corpus_sample import CorpusSample, sample_corpus, uniform_corpus
-from distinit.data.disk_room import human_bytes
-from distinit.data.splits import load_labeled
-from distinit.data.store_size import clip_store_bytes
-from distinit.data.video import list_videos
+from distinit.data.corpus.sample import CorpusSample, sample_corpus, uniform_corpus
+from distinit.data.labels.splits import load_labeled
+from distinit.data.stores.disk_room import human_bytes
+from distinit.data.stores.size import clip_store_bytes
+from distinit.data.video.io import list_videos
 from distinit.engine.sampler import StreamSampler
 from distinit.engine.train import planned_steps
 from distinit.errors import UserError, one_line

@@ -1,7 +1,7 @@
 """A stand-in for PyAV built on OpenCV, for `scripts/gpu_check.py` only.
 
 distinit reads and writes every video through PyAV (`import av` at the top of
-`distinit.data.decoders` and `distinit.data.video`) and has no OpenCV backend. A GPU machine
+`distinit.data.video.decoders` and `distinit.data.video.io`) and has no OpenCV backend. A GPU machine
 without a PyAV wheel still has OpenCV, so the check puts this folder on PYTHONPATH (only when
 the real PyAV does not import, or with `--video-io opencv`): the project's own PyAV code then
 runs unchanged on top of `cv2.VideoCapture` and `cv2.VideoWriter`.

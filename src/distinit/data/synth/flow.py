@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distinit.data.flow import compute_flow
+from distinit.data.flow.compute import compute_flow
 from distinit.data.synth.generate import available_cores
 from distinit.data.synth.world import World
 

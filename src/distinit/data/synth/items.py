@@ -18,7 +18,7 @@ from distinit.data.synth.objects import GROUPS, OBJECT_CLASSES, Instance, sample
 from distinit.data.synth.render import Look, object_still, render_frames, scene_still
 from distinit.data.synth.scenes import SCENE_CLASSES
 from distinit.data.synth.world import BACKGROUND
-from distinit.data.video import write_video
+from distinit.data.video.io import write_video
 
 # Stable codes for the kinds of random draws; never reorder (that would change every world).
 KINDS = {

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from distinit.data.synth.world import World
-from distinit.data.video import read_all_frames
+from distinit.data.video.io import read_all_frames
 
 CAPTION = 12  # pixels under each tile for its label
 GAP = 4

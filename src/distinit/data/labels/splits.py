@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from distinit.data.split_formats import (
+from distinit.data.labels.split_formats import (
     DEFAULT_NAME_TEMPLATE,
     check_name_template,
     kinetics_classes,
@@ -22,7 +22,7 @@ from distinit.data.split_formats import (
     load_kinetics_csv,
     load_list,
 )
-from distinit.data.split_lines import (  # LabeledSplit, Classes: importable from here too
+from distinit.data.labels.split_lines import (  # LabeledSplit, Classes: importable from here too
     Classes,
     LabeledSplit,
     Row,

@@ -1,14 +1,14 @@
-"""What a clip store (`data/clip_store.py`) takes on disk, estimated from a corpus sample
-(`data/corpus_sample.py`) before it is built: `distinit store-clips` checks the room with it and
+"""What a clip store (`data/stores/clip_store.py`) takes on disk, estimated from a corpus sample
+(`data/corpus/sample.py`) before it is built: `distinit store-clips` checks the room with it and
 `distinit plan` shows it. Pure arithmetic: the same layout `build_clip_store` writes, every frame
-of every video at short side `data.resize`, in safetensors shards (`data/shards.py`)."""
+of every video at short side `data.resize`, in safetensors shards (`data/stores/shards.py`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from distinit.data.corpus_sample import CorpusSample, Estimate, VideoShape, extrapolate
-from distinit.data.transforms import output_size
+from distinit.data.clips.transforms import output_size
+from distinit.data.corpus.sample import CorpusSample, Estimate, VideoShape, extrapolate
 
 # A shard file's own bytes besides its arrays' entries: the header's length (8 bytes), its
 # braces and at most 7 bytes padding the header to a multiple of 8.

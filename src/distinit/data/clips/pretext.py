@@ -20,7 +20,7 @@ from itertools import permutations
 
 import numpy as np
 
-from distinit.data.rspnet_sampling import SAMPLERS as RSPNET_SAMPLERS
+from distinit.data.clips.rspnet_sampling import SAMPLERS as RSPNET_SAMPLERS
 
 
 def _start(rng: np.random.Generator, num_frames: int, span: int) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from distinit.data.decoders import (
+from distinit.data.video.decoders import (
     BACKENDS,
     Backend,
     VideoDecodeError,
@@ -28,7 +28,12 @@ from distinit.data.decoders import (
     torchcodec_cuda_missing,
     torchcodec_on,
 )
-from distinit.data.frame_folders import IMAGE_EXTENSIONS, folder_backend, frame_files, load_frame
+from distinit.data.video.frame_folders import (
+    IMAGE_EXTENSIONS,
+    folder_backend,
+    frame_files,
+    load_frame,
+)
 from distinit.errors import UserError
 
 DEFAULT_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")

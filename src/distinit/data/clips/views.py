@@ -9,7 +9,7 @@ view from it, and pairs RGB with flow, so no method knows how flow is stored.
   flow of an RGB clip). Empty: a clip of its own, at a random time, with its own augmentation.
 - `rate`: playback rate, a multiple of `data.stride` (2 = every other frame).
 - `modality`: `rgb`, or `flow` read from the `distinit flow` folder `data.flow_dir`.
-- `sampler`: a pretext task's frame sampler (`data/pretext.py`: `vspp`, `pace`, `vcop`) with its
+- `sampler`: a pretext task's frame sampler (`data/clips/pretext.py`: `vspp`, `pace`, `vcop`) with its
   `options`, in place of a plain clip; the labels it draws come with the sample as
   `NAME_LABEL` (e.g. `video_speed`). A `vcop` view is (n_clips, C, T, H, W). The option
   `unlike=EARLIER_VIEW` hands the sampler that view's labels to differ from (auxSKD's pair).
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distinit.data.flow_store import dequantize, flow_file, read_flow_meta
-from distinit.data.pretext import SAMPLERS
-from distinit.data.video import VideoDecodeError
+from distinit.data.clips.pretext import SAMPLERS
+from distinit.data.flow.store import dequantize, flow_file, read_flow_meta
+from distinit.data.video.io import VideoDecodeError
 from distinit.errors import UserError
 
 MODALITIES = ("rgb", "flow")

@@ -24,8 +24,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from distinit.arguments import Parser
-from distinit.data.frame_folders import FPS_FILE
-from distinit.data.video import (
+from distinit.data.video.frame_folders import FPS_FILE
+from distinit.data.video.io import (
     DEFAULT_EXTENSIONS,
     VideoDecodeError,
     VideoWriter,

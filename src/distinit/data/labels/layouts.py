@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distinit.data.archives import archive_kind, extract
-from distinit.data.split_formats import (
+from distinit.data.labels.archives import archive_kind, extract
+from distinit.data.labels.split_formats import (
     DEFAULT_NAME_TEMPLATE,
     check_name_template,
     clip_name,
     read_kinetics_csv,
 )
-from distinit.data.split_lines import read_lines
+from distinit.data.labels.split_lines import read_lines
 from distinit.errors import UserError
 
 KINETICS_TEMPLATE = DEFAULT_NAME_TEMPLATE

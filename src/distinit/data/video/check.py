@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from distinit.arguments import Parser
-from distinit.data.video import (
+from distinit.data.video.io import (
     BACKENDS,
     DEFAULT_EXTENSIONS,
     VideoDecodeError,

@@ -6,7 +6,7 @@ A store is a folder with `manifest.json` (what it was made from: its `fingerprin
 list and the shard size, hence which shard holds which video: readers take it from there only)
 and `shard-NNNNN.safetensors` files of named arrays, one group per video (`v{j}/NAME`, j the
 video's position in the shard), each with its checksum record (`data.check_store`). The
-teacher-target cache (`targets/cache.py`) and the clip store (`data/clip_store.py`) are such
+teacher-target cache (`targets/cache.py`) and the clip store (`data/stores/clip_store.py`) are such
 stores. Readers memory-map the shards, so a loader worker reads only the arrays it slices.
 
 `Store` hashes every shard once per process and file version before a run reads it (on the
@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 from tqdm import tqdm
 
-from distinit.data.check_store import (
+from distinit.data.stores.check import (
     CHECKSUM,
     MANIFEST,
     SUM,
@@ -47,8 +47,8 @@ from distinit.data.check_store import (
     verify_once,
     written,
 )
-from distinit.data.check_store import complete as complete  # re-exported: shards.complete
-from distinit.data.decoders import VideoDecodeError
+from distinit.data.stores.check import complete as complete  # re-exported: shards.complete
+from distinit.data.video.decoders import VideoDecodeError
 from distinit.engine import dist, lock
 from distinit.engine.interrupt import Interrupted, StopRequest, signal_name
 from distinit.errors import UserError

@@ -1,6 +1,6 @@
 """The decoded-clip store: every frame of every video decoded once and resized once so its short
-side is `data.resize`, kept in memory-mapped shards (`distinit.data.shards`) as raw uint8 or
-JPEG (`data.store_codec`, `distinit.data.frame_codec`). With
+side is `data.resize`, kept in memory-mapped shards (`distinit.data.stores.shards`) as raw uint8 or
+JPEG (`data.store_codec`, `distinit.data.stores.frame_codec`). With
 `data.cache=store` a loader then reads only the frames a clip needs (`frames.StoredFrames`), and
 `ClipTransform`'s resize is a no-op on them: training neither decodes nor resizes. Built by
 `distinit store-clips CONFIG.yaml` (`distinit.jobs.store_clips`) or by a run's preparation step
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distinit.data import frame_codec, shards
-from distinit.data.transforms import resize_short_side
-from distinit.data.video import VideoDecodeError, check_decode_device, read_all_frames
+from distinit.data.clips.transforms import resize_short_side
+from distinit.data.stores import frame_codec, shards
+from distinit.data.video.io import VideoDecodeError, check_decode_device, read_all_frames
 from distinit.engine import dist
 from distinit.errors import UserError
 

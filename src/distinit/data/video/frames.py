@@ -20,9 +20,9 @@ from typing import Protocol, TypeVar
 import numpy as np
 import torch
 
-from distinit.data import clip_store, frame_codec, shards
-from distinit.data.frame_folders import check_frame_template
-from distinit.data.video import (
+from distinit.data.stores import clip_store, frame_codec, shards
+from distinit.data.video.frame_folders import check_frame_template
+from distinit.data.video.io import (
     VideoDecodeError,
     check_decode_device,
     probe,

@@ -1,5 +1,5 @@
 """Reading split files line by line: each problem is one `SplitError` of the form
-`FILE:LINE: what is wrong in 'text'; what to do` (the loaders are in `distinit.data.splits`)."""
+`FILE:LINE: what is wrong in 'text'; what to do` (the loaders are in `distinit.data.labels.splits`)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from types import ModuleType
 
 import torch
 
-from distinit.data.transforms import Draws, Step
+from distinit.data.clips.transforms import Draws, Step
 from distinit.errors import UserError
 from distinit.optional import import_torchvision
 

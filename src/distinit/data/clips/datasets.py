@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from distinit.data.frame_folders import IMAGE_EXTENSIONS
-from distinit.data.frames import BadVideos, Decoder, DiskCache, FrameSource, MemoryCache
-from distinit.data.sampling import ClipSpec, clip_indices, sample_views
-from distinit.data.transforms import Box, to_float_clip
-from distinit.data.video import VideoDecodeError
-from distinit.data.views import RGB, FlowSource, View, check_views
+from distinit.data.clips.sampling import ClipSpec, clip_indices, sample_views
+from distinit.data.clips.transforms import Box, to_float_clip
+from distinit.data.clips.views import RGB, FlowSource, View, check_views
+from distinit.data.video.frame_folders import IMAGE_EXTENSIONS
+from distinit.data.video.frames import BadVideos, Decoder, DiskCache, FrameSource, MemoryCache
+from distinit.data.video.io import VideoDecodeError
 from distinit.engine.sampler import split_index
 from distinit.errors import UserError
 

@@ -8,7 +8,7 @@ half the batch each way), it plays each window at normal speed (its first clip_l
 cut from the positive's own window (same crop, same augmentation), at the other.
 
 Here the draws are per sample, as two pure functions of one numpy Generator, so that the
-dataset's views (`data/views.py`) cut them:
+dataset's views (`data/clips/views.py`) cut them:
 
 - `query_clip`: the query's frames and its speed label (0: normal, 1: `speed` times faster);
 - `key_clips`: a (2, clip_len) array from one window, row 0 at normal speed and row 1 at
@@ -17,7 +17,7 @@ dataset's views (`data/views.py`) cut them:
 
 Both windows start where a `speed` clip fits, whatever speed the clip plays at, so a clip's
 start says nothing about its speed. A video shorter than the fast clip's span repeats its last
-frame (indices are clipped), as `data/pretext.py` does: the labels stay true to the sampling.
+frame (indices are clipped), as `data/clips/pretext.py` does: the labels stay true to the sampling.
 The official code instead loops a video of <= speed * clip_len frames and stretches a longer
 one that is still too short (`transforms_temporal.py:16-22`), which changes the playback speed.
 """

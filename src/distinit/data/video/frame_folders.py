@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from distinit.config_rules import ConfigError
-from distinit.data.decoders import Backend, VideoDecodeError, VideoInfo, clamp_indices
+from distinit.data.video.decoders import Backend, VideoDecodeError, VideoInfo, clamp_indices
 from distinit.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

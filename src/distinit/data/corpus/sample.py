@@ -1,6 +1,6 @@
 """How big a corpus is, from a random sample of its videos: frame counts and frame sizes read from
 container metadata (`video.probe`, no decoding), extrapolated to every video. What the store and
-cache size estimates (`data/store_size.py`, `targets/cache_size.py`) and `distinit plan` read."""
+cache size estimates (`data/stores/size.py`, `targets/cache_size.py`) and `distinit plan` read."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distinit.data.video import VideoDecodeError, probe
+from distinit.data.video.io import VideoDecodeError, probe
 
 # Videos probed when a command estimates what it writes: container metadata only, so ~10 ms each.
 DEFAULT_SAMPLE = 32

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distinit.data.flow_render import RenderFlow
+from distinit.data.flow.render import RenderFlow
 from distinit.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -309,7 +309,7 @@ class ClipTransform(Compose):
 
     Train: short-side resize, random crop (or, with `scale`, a random window of that share of
     the area resized to the crop: scale jitter), random horizontal flip (p = 0.5 when `flip`),
-    then the `color` steps (`distinit.data.color`; none by default). Eval: short-side resize,
+    then the `color` steps (`distinit.data.clips.color`; none by default). Eval: short-side resize,
     centre crop. Then normalise with mean/std (after scaling to [0, 1]). `flow`: clips of flow
     vectors (T, H, W, 2), rescaled with every resize and never coloured, whose crop draws are
     the same as for RGB, so one generator seed gives an RGB clip and its flow the same crop

@@ -7,7 +7,7 @@ order), `lists/<subset>_split<N>.txt` (the decodable videos of each subset, one 
 what `data.videos` reads, e.g. Kinetics' or UCF-101's training videos as an unlabeled corpus) and
 `manifest.json`: per split, subset and class the counts, every missing or
 undecodable video with its reason, durations, and the fingerprint of the video list
-(`distinit.data.corpus.fingerprint`) that every run records in its results.json.
+(`distinit.data.corpus.record.fingerprint`) that every run records in its results.json.
 
 Videos unpacked from an archive are moved into place; videos found loose (an unpacked copy, a
 Kinetics download) are linked (`--link`), or re-encoded under the same name with
@@ -30,12 +30,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from distinit.arguments import Parser
-from distinit.data import prepare_layouts as layouts
-from distinit.data.check import inspect_video
-from distinit.data.corpus import fingerprint
-from distinit.data.reencode import check_containers, reencode_video
-from distinit.data.splits import dataset_classes
-from distinit.data.video import VideoDecodeError
+from distinit.data.corpus.record import fingerprint
+from distinit.data.labels import layouts
+from distinit.data.labels.splits import dataset_classes
+from distinit.data.video.check import inspect_video
+from distinit.data.video.io import VideoDecodeError
+from distinit.data.video.reencode import check_containers, reencode_video
 from distinit.errors import UserError, first_line
 
 MANIFEST, LABELS, STATE, LISTS = "manifest.json", "labels.txt", ".prepare", "lists"

@@ -1,4 +1,4 @@
-"""`distinit check-store DIR [DIR ...]`: check every shard of a store (`distinit.data.shards`: a
+"""`distinit check-store DIR [DIR ...]`: check every shard of a store (`distinit.data.stores.shards`: a
 teacher-target cache, a clip store, or a `data.cache_dir` holding several) against the checksum
 its writer recorded; one line per store, exit 0 when every store is whole, 1 otherwise.
 

@@ -1,4 +1,4 @@
-"""Two labeled-data formats other tools' users already have, read by `distinit.data.splits`
+"""Two labeled-data formats other tools' users already have, read by `distinit.data.labels.splits`
 (`data.format`); every problem is one `SplitError` line, as in the other formats.
 
 kinetics_csv: the official Kinetics annotation CSVs (`label,youtube_id,time_start,time_end,split`,
@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from distinit.config_rules import ConfigError
 from distinit.config_schema import KINETICS_NAME_TEMPLATE
-from distinit.data.split_lines import (
+from distinit.data.labels.split_lines import (
     Classes,
     LabeledSplit,
     Row,

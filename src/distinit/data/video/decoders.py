@@ -1,5 +1,5 @@
 """How each library turns a video file into frames: PyAV (the default), torchcodec (also on the
-GPU) and decord, each behind the same three functions (`Backend`). `distinit.data.video` is the
+GPU) and decord, each behind the same three functions (`Backend`). `distinit.data.video.io` is the
 interface the rest of the code reads videos through; frame folders are in `frame_folders`.
 """
 

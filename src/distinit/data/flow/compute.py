@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from distinit.arguments import Parser
-from distinit.data.flow_store import (
+from distinit.data.flow.store import (
     DTYPES,
     claim_out_dir,
     dequantize,
@@ -50,8 +50,13 @@ from distinit.data.flow_store import (
     remove_partial,
     save_flow,
 )
-from distinit.data.reencode import output_size
-from distinit.data.video import DEFAULT_EXTENSIONS, VideoDecodeError, list_videos, read_all_frames
+from distinit.data.video.io import (
+    DEFAULT_EXTENSIONS,
+    VideoDecodeError,
+    list_videos,
+    read_all_frames,
+)
+from distinit.data.video.reencode import output_size
 from distinit.engine.children import die_with
 from distinit.engine.interrupt import Interrupted, Stop, signal_name, stop_on_signals
 from distinit.errors import UserError
@@ -142,7 +147,7 @@ def video_flow(frames: np.ndarray, meta: dict, estimator: Estimator | None = Non
     # Quantised pair by pair: a float32 copy of a whole long video would not fit in memory.
     out = np.empty((T, h, w, 2), np.uint8 if meta["dtype"] == "uint8" else np.float16)
     if raft:
-        from distinit.data.flow_raft import BATCH, load_raft, raft_flow
+        from distinit.data.flow.raft import BATCH, load_raft, raft_flow
 
         model = load_raft(meta["algorithm"], meta["weights"], device)
         for start in range(0, T - gap, BATCH):
@@ -234,7 +239,7 @@ def _run(jobs: dict[Path, Path], meta: dict, workers: int, device: str,
 
 def _raft_settings(algorithm: str, weights: str, iters: int, device: str) -> tuple[dict, str]:
     """(RAFT's entries of flow.json, the device it runs on); bad weights fail here, once."""
-    from distinit.data.flow_raft import check_weights, load_raft, weights_digest
+    from distinit.data.flow.raft import check_weights, load_raft, weights_digest
     from distinit.engine.dist import resolve_device
 
     path = check_weights(algorithm, weights)

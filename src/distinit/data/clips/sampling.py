@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distinit.data.pretext import SAMPLERS
-from distinit.data.views import View
+from distinit.data.clips.pretext import SAMPLERS
+from distinit.data.clips.views import View
 
 
 def clip_span(clip_len: int, stride: int) -> int:

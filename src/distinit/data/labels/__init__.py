@@ -1,0 +1,1 @@
+"""`distinit prepare`: archives, dataset layouts, split files and formats."""

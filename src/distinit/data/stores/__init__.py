@@ -1,0 +1,1 @@
+"""The clip store, its frame codecs, sharded stores and their checks and sizes, disk room."""

@@ -1,0 +1,1 @@
+"""Reading, decoding and writing video files, frame folders, `check-videos`, `reencode`."""
