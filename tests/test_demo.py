@@ -5,6 +5,7 @@ import json
 import torch
 
 from distinit.cli import main
+from distinit.config import load_config
 
 FAST = ["size=tiny", "all=[model.width=8, data.num_test_clips=2, optim.epochs=1, "
         "optim.batch_size=4]", "teacher=[model.width=8]",
@@ -49,15 +50,18 @@ def test_demo_writes_the_table(tmp_path, capsys):
     assert (tmp_path / "world-tiny-0" / "world.json").is_file()
 
     # Run again: every stage's finished run is reloaded, not trained again, and gives the same
-    # table; a changed recipe is refused until --overwrite.
-    ckpt = tmp_path / "run" / "r3d_18_distill" / "last.pt"
+    # table; a changed recipe trains a run of its own beside the old one, which is kept.
+    ckpt = (tmp_path / "run" / "r3d_18_distill" / "last.pt").resolve()
+    assert ckpt.parent.parent.parent.parent == tmp_path / "run" / "runs"  # runs/KEY/seed0/
     stamp = ckpt.stat().st_mtime_ns
     assert main(["demo", f"out_dir={tmp_path / 'run'}", *FAST]) == 0
     assert ckpt.stat().st_mtime_ns == stamp
     again = json.loads((tmp_path / "run" / "table1.json").read_text())
     assert again["rows"] == table["rows"]
-    assert main(["demo", f"out_dir={tmp_path / 'run'}", *FAST, "distill=[optim.lr=0.01]"]) == 2
-    assert "optim.lr" in capsys.readouterr().err
+    assert main(["demo", f"out_dir={tmp_path / 'run'}", *FAST, "distill=[optim.lr=0.01]"]) == 0
+    changed = (tmp_path / "run" / "r3d_18_distill" / "last.pt").resolve()
+    assert changed != ckpt and ckpt.stat().st_mtime_ns == stamp
+    assert load_config(changed.parent / "config.yaml").optim.lr == 0.01
 
 
 def test_demo_rejects_unknown_rows(tmp_path, capsys):

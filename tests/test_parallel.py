@@ -55,8 +55,8 @@ def test_a_failing_stage_is_one_line_naming_it_and_its_log(tmp_path, capsys):
                  "finetune=[data.resize=0, data.crop=500]"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert "stage finetune_res3d_scratch stopped: " in err[0] and "data.crop" in err[0]
-    assert "logs/finetune_res3d_scratch.log" in err[0]
+    assert "/seed0/finetune stopped: " in err[0] and "data.crop" in err[0]
+    assert "logs/runs~" in err[0] and "~seed0~finetune.log" in err[0]
 
 
 @pytest.mark.slow
@@ -67,7 +67,7 @@ def test_sigterm_is_passed_on_once_and_the_command_run_again_finishes(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    metrics = out / "teacher" / "metrics.jsonl"
+    metrics = out / "shared" / "teacher" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not metrics.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -77,7 +77,7 @@ def test_sigterm_is_passed_on_once_and_the_command_run_again_finishes(tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "teacher" in lines[0], err
     assert _stage_pids(tmp_path) == []
-    assert (out / "teacher" / "last.pt").is_file()  # the stage wrote its checkpoint
+    assert (out / "shared" / "teacher" / "last.pt").is_file()  # the stage wrote its checkpoint
     assert main(["demo", f"out_dir={out}", *FAST, "rows=[res3d_scratch]", "jobs=2",
                  "teacher=[model.width=8, optim.epochs=30]"]) == 0
 

@@ -245,12 +245,34 @@ def test_table1_runs_all_seven_rows_and_writes_its_section_of_the_results(tmp_pa
     assert main(["reproduce", "table1", f"out_dir={tmp_path / 'r'}", *TINY, "figures=false",
                  "--seeds", "0", "--doc", str(doc)]) == 0
     summary = json.loads((tmp_path / "r" / "table1" / "summary.json").read_text())
-    from distinit.experiments.demo import ROWS
+    from distinit.experiments.table1 import ROWS
 
-    assert [r["row"] for r in summary["rows"]] == list(ROWS)
+    assert [r["variant"] for r in summary["rows"]] == list(ROWS)
+    # the 2D networks' facts and each pretraining's, beside the table
+    assert {"teacher_stills", "teacher_frames", "inflation_source_test",
+            "scene_net_test"} <= set(summary["stats"])
     text = doc.read_text()
     assert "<!-- reproduce:table1 -->" in text and "distinit reproduce table1" in text
-    assert "per seed" in text and "| R(2+1)D | Supervised pretraining on the corpus |" in text
+    assert "min for the whole command" in text
+    assert "| R(2+1)D | Supervised pretraining on the corpus |" in text
+    assert "R(2+1)D supervised pretraining: " in text and "held-out corpus clips" in text
+    # The 2D networks were trained once, in OUT/shared, for every row.
+    assert sorted(p.name for p in (tmp_path / "r" / "shared").iterdir()) == [
+        "inflation_source", "scene_net", "teacher"]
+
+
+def test_table1_is_an_experiment_of_the_catalog_and_the_demo_picks_its_rows():
+    from distinit.experiments.experiment import Context
+    from distinit.experiments.table1 import DEFAULT_ROWS, ROWS
+
+    ctx = Context(world=None, out=Path("."), teacher=Path("t.pt"), scene_net=None, results={})
+    variants = {v.label: v for v in EXPERIMENTS["table1"].variants(ctx)}
+    assert list(variants) == list(ROWS) and set(DEFAULT_ROWS) <= set(variants)
+    assert {v.student for v in variants.values()} == {"res3d", "r2plus1d"}
+    assert variants["res3d_places_inflated"].needs() == {"scene_net"}
+    assert variants["res3d_inflated"].needs() == {"inflation_source"}
+    assert variants["r2plus1d_supervised"].method == "supervised"
+    assert all(not v.needs() for k, v in variants.items() if "inflated" not in k)
 
 
 def test_the_reproduction_summary_quotes_only_numbers_its_sections_report():

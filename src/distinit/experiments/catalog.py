@@ -6,66 +6,18 @@ row to one, is an edit of this file only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from distinit.config import load_config
-from distinit.data.synth import World, generate_world
-from distinit.data.synth.flow import world_flow
+from distinit.data.synth import generate_world
 from distinit.data.synth.world import with_overrides
 from distinit.experiments import hooks
 from distinit.experiments.claims import Claim
+from distinit.experiments.experiment import Context, Experiment, Variant
+from distinit.experiments.table1 import TABLE1
 from distinit.experiments.world import DemoConfig, recipe_path
-
-# --student: (the student's name, its fine-tune folder's row name: finetune_ROW, a run-folder key)
-STUDENTS = {"res3d": ("Res3D", "res3d_distinit"), "r2plus1d": ("R(2+1)D", "r2plus1d_distinit")}
-
-
-@dataclass
-class Variant:
-    label: str
-    overrides: list[str] = field(default_factory=list)  # pretraining-stage overrides
-    paper: float | None = None  # the paper's top-1 for this setting, where it has one
-    method: str = "distinit"  # the pretraining method (its recipe: configs/demo/STAGE.yaml)...
-    init: str = "scratch"  # ... or none (""): fine-tune from `scratch` or `inflate`d 2D weights
-    finetune: list[str] = field(default_factory=list)  # fine-tune-stage overrides
-    # Stages run before the method, each handing its backbone on: (method, overrides). Each is
-    # kept by its own config, so variants that start alike (auxSKD, then a pretext) share it.
-    before: list[tuple[str, list[str]]] = field(default_factory=list)
-
-
-@dataclass
-class Context:
-    """What variants may depend on: the world, the shared teachers, earlier results."""
-
-    world: World
-    out: Path
-    teacher: Path
-    scene_net: Path | None
-    results: dict[str, list[dict]]  # label -> one result per seed, filled as variants finish
-    inflation_source: Path | None = None  # the ResNet-18 analog, for inflated variants
-    notes: list[str] = field(default_factory=list)  # lines under the table's heading
-
-    def flow(self, which: str, gap: int = 1) -> list[str]:
-        """Settings that point a stage at the world's flow of `which` (corpus or actions),
-        from frame t to t + `gap`, computed on first use."""
-        videos = self.world.corpus_dir if which == "corpus" else self.world.actions_videos
-        folder = world_flow(self.world, gap=gap)[which]
-        return [f"data.flow_dir={folder}", f"data.flow_root={videos}"]
-
-
-@dataclass
-class Experiment:
-    paper: str
-    what: str
-    variants: Callable[[Context], list[Variant]]
-    claims: list[Claim]  # what its rows test (`claims.py`)
-    # After every variant has run: more rows ({label: one result per seed}) from their runs.
-    after: Callable[[Context], dict[str, list[dict]]] | None = None
-    scenes: bool = False  # needs the scene network (PlaceNet's analog)
 
 
 def _frames(ctx: Context) -> list[Variant]:
@@ -272,6 +224,7 @@ def _store(ctx: Context) -> list[Variant]:
 
 
 EXPERIMENTS = {
+    "table1": TABLE1,
     "frames": Experiment("Table 2", "which frames the teacher sees", _frames, [
         Claim("a random frame beats the centre frame", "random frame", "centre frame"),
         Claim("2 random frames beat 1", "2 random frames", "random frame")]),

@@ -13,7 +13,6 @@ seeds, says which of the papers' claims hold, and writes its section of OUT_DIR/
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -25,56 +24,80 @@ from distinit.arguments import Parser
 from distinit.engine import run_dir
 from distinit.errors import UserError
 from distinit.experiments import diagnostics, tables
-from distinit.experiments.catalog import EXPERIMENTS, STUDENTS, Context, Variant
-from distinit.experiments.parallel import run_graph
-from distinit.experiments.runner import Done, Stage
+from distinit.experiments.catalog import EXPERIMENTS
+from distinit.experiments.experiment import SOURCES, STUDENTS, Context, Experiment, Variant
+from distinit.experiments.parallel import OnDone, run_graph
+from distinit.experiments.runner import Done, Stage, stage_config
 from distinit.experiments.world import (
     ARCH,
     DemoConfig,
+    cache,
+    corpus_split,
     finetune_stage,
     image_stage,
     parse_demo,
     pretrain_stage,
     recipe_of,
     stage_tree,
+    world_stage,
 )
 from distinit.jobs.evaluate import PREDICTIONS
+from distinit.jobs.image_train import CHECKPOINT
 
 
 def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: bool = False,
                    student: str = "res3d", only: list[str] = ()) -> dict:
+    """Every variant of experiment `name` (or those in `only`) over `seeds`; its table."""
+    start = time.perf_counter()
+    exp, ctx = run_variants(name, demo, seeds, overwrite, student, only)
+    papers = {v.label: v.paper for v in exp.variants(ctx)}
+    table = tables.summarize(name, exp, papers, ctx.results, seeds, time.perf_counter() - start)
+    table["student"] = STUDENTS[student][0]
+    table["notes"] = ctx.notes
+    table["stats"] = ctx.stats
+    if exp.render is not None:
+        table["markdown"] = exp.render(ctx, seeds, demo)
+    (ctx.out / "summary.json").write_text(json.dumps(table, indent=2))
+    return table
+
+
+def run_variants(name: str, demo: DemoConfig, seeds: list[int], overwrite: bool = False,
+                 student: str = "res3d", only: list[str] = (),
+                 on_done: OnDone | None = None) -> tuple[Experiment, Context]:
+    """Run the variants (those in `only`, else all) of experiment `name` over `seeds`: the 2D
+    networks they need first (trained once, seed 0, in OUT/shared), then every stage of every
+    variant and seed in one graph. `on_done(stage, done, seconds)` as each stage finishes."""
     if name not in EXPERIMENTS:
         raise UserError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
-    start = time.perf_counter()
     out = Path(demo.out_dir)
     # Stages run side by side, `jobs` one-thread processes at a time (0: one per core).
     jobs = demo.jobs or len(os.sched_getaffinity(0))
     world = demo.world()
     shared = replace(demo, seed=0)  # the 2D networks: trained once, for every variant and seed
     done: dict[str, Done] = {}
-    needed = ["teacher", *(["scene_net"] if exp.scenes else [])]
-    run_graph([image_stage(shared, world, out / "shared", n) for n in needed], out, overwrite, done,
-              log=name)
-    ctx = Context(world, out / name, Path(done["teacher"].weights),
-                  Path(done["scene_net"].weights) if exp.scenes else None, {})
+    # The 2D networks' weights are where their stages will write them, so variants can name them.
+    ctx = Context(world, out / name, out / "shared" / "teacher" / CHECKPOINT,
+                  out / "shared" / "scene_net" / CHECKPOINT if exp.scenes else None, {})
     ctx.out.mkdir(parents=True, exist_ok=True)
+    picked = [v for v in exp.variants(ctx) if not only or v.label in only]
+    _train_2d(ctx, shared, done, {"teacher", *(["scene_net"] if exp.scenes else []),
+                                  *(n for v in picked for n in v.needs())},
+              overwrite, jobs, name, on_done)
     finished: list[str] = []
     while True:  # variants may depend on earlier results (entropy thresholds): rounds
         todo = [v for v in exp.variants(ctx)
                 if v.label not in finished and (not only or v.label in only)]
         if not todo:
             break
-        if any(not v.method and v.init == "inflate" for v in todo) and (
-                "inflation_source" not in done):
-            run_graph([image_stage(shared, world, out / "shared", "inflation_source")], out,
-                      overwrite, done, log=name)
-            ctx.inflation_source = Path(done["inflation_source"].weights)
+        _train_2d(ctx, shared, done, {n for v in todo for n in v.needs()}, overwrite, jobs, name,
+                  on_done)
         # Every stage of this round's variants and seeds in one graph, so that `jobs` processes
         # stay busy across variants; stages that variants share run once.
         stages = {s.name: s for v in todo for seed in seeds
                   for s in variant_stages(ctx, demo, v, seed, student)}
-        run_graph(list(stages.values()), out, overwrite, done, jobs=jobs, log=name)
+        run_graph(list(stages.values()), out, overwrite, done, jobs=jobs, log=name,
+                  on_done=on_done)
         for v in todo:
             ctx.results[v.label] = [_report(name, v, seed, variant_result(
                 ctx, demo, v, seed, student, done)) for seed in seeds]
@@ -85,12 +108,19 @@ def run_experiment(name: str, demo: DemoConfig, seeds: list[int], overwrite: boo
                         f"{', '.join(v.label for v in exp.variants(ctx))}")
     if exp.after is not None and not only:
         ctx.results.update(exp.after(ctx))
-    papers = {v.label: v.paper for v in exp.variants(ctx)}
-    table = tables.summarize(name, exp, papers, ctx.results, seeds, time.perf_counter() - start)
-    table["student"] = STUDENTS[student][0]
-    table["notes"] = ctx.notes
-    (ctx.out / "summary.json").write_text(json.dumps(table, indent=2))
-    return table
+    if exp.facts is not None:
+        exp.facts(ctx)
+    return exp, ctx
+
+
+def _train_2d(ctx: Context, demo: DemoConfig, done: dict[str, Done], names: set[str],
+              overwrite: bool, jobs: int, log: str, on_done: OnDone | None) -> None:
+    """The shared 2D networks in `names` not yet done, side by side, in OUT/shared."""
+    out = ctx.out.parent
+    run_graph([image_stage(demo, ctx.world, out / "shared", n) for n in ["teacher", *SOURCES]
+               if n in names and n not in done], out, overwrite, done, jobs=jobs, log=log,
+              on_done=on_done)
+    ctx.shared = {n: done[n] for n in ["teacher", *SOURCES] if n in done}
 
 
 def variant_stages(ctx: Context, demo: DemoConfig, v: Variant, seed: int,
@@ -98,7 +128,7 @@ def variant_stages(ctx: Context, demo: DemoConfig, v: Variant, seed: int,
     """The variant's stages for one seed: the stages before its method, its method, the
     fine-tune. Each pretraining is kept in a folder named by the configs it resolves to, so
     experiments and variants that train the same thing share one run."""
-    name, row = STUDENTS[student]
+    name, row = STUDENTS[v.student or student]
     arch = ARCH[name]
     runs = ctx.out.parent / "runs"
     stages: list[Stage] = []
@@ -115,23 +145,47 @@ def variant_stages(ctx: Context, demo: DemoConfig, v: Variant, seed: int,
         *demo.overrides.get("finetune", []), *v.finetune]})
     recipe = recipe_of(v.method)
     keyed = _with(run, seed, recipe, [*v.overrides, *handed]) if v.method else run
-    trees = ([stage_tree(keyed, recipe, v.method)] if v.method else []) + [
+    kind = "finetune" if v.method == "supervised" else v.method
+    trees = ([stage_tree(keyed, recipe, kind)] if v.method else []) + [
         stage_tree(keyed, "finetune", "finetune")]
     if not v.method:
-        trees.append({"init": v.init})
+        trees.append({"init": v.init, **({"source": v.source} if v.needs() - {SOURCES[0]}
+                                          else {})})
     if v.before:
         trees.append({"before": [[m, list(o)] for m, o in v.before]})
+    if v.student:  # variants of several students share a graph (Table 1); keyed apart
+        trees.append({"student": v.student})
+    if v.method == "supervised":  # the videos it is judged on: those distillation holds out
+        trees.append({"corpus_holdout": _corpus_holdout(run, ctx)})
     run_out = runs / _hash(trees) / f"seed{seed}"
-    if v.method:  # handed on by the engine (`start`), as the key above spells it
+    if v.method == "supervised":  # the corpus's hidden labels
+        stage = supervised_stage(_with(run, seed, recipe, v.overrides), ctx, arch, run_out)
+        stages.append(replace(stage, name=str(stage.out)))
+    elif v.method:  # handed on by the engine (`start`), as the key above spells it
         stage = pretrain_stage(_with(run, seed, recipe, v.overrides), ctx.world, v.method, arch,
                                run_out, ctx.teacher)
         stages.append(replace(stage, name=str(stage.out), start=stages[-1].name if stages else ""))
-    elif not stages:  # scratch, or the shared ResNet-18 analog inflated
+    elif not stages:  # scratch, or a shared 2D network inflated
         stages.append(Stage(f"{run_out}:{v.init}", v.init,
-                            start="inflation_source" if v.init == "inflate" else ""))
+                            start=v.source if v.init == "inflate" else ""))
     stages.append(replace(finetune_stage(run, ctx.world, arch, run_out, f"finetune_{row}",
                                          stages[-1].name), name=str(run_out / "finetune")))
     return stages
+
+
+def supervised_stage(demo: DemoConfig, ctx: Context, arch: str, out: Path) -> Stage:
+    """The upper bound: `arch` trained on the corpus's hidden labels (`supervised.yaml`), judged
+    on the videos distillation holds out, so that both are judged on the same ones."""
+    split = corpus_split(ctx.world, ctx.out, _corpus_holdout(demo, ctx))
+    return world_stage(demo, f"{arch}_supervised", "finetune", "supervised",
+                       out / f"{arch}_supervised",
+                       ["data.format=csv", f"data.split_dir={split}", "data.video_root=",
+                        cache(ctx.world), f"model.arch={arch}"])
+
+
+def _corpus_holdout(demo: DemoConfig, ctx: Context) -> int:
+    """How many corpus videos DistInit's recipe holds out (with the user's overrides)."""
+    return stage_config(world_stage(demo, "-", "distinit", "distill", ctx.out)).distill.holdout
 
 
 def _with(demo: DemoConfig, seed: int, recipe: str, overrides: list[str]) -> DemoConfig:
@@ -168,6 +222,8 @@ def variant_result(ctx: Context, demo: DemoConfig, v: Variant, seed: int, studen
                for s in stages[:-1] if diagnostics.has_checks(s.kind)]
     result = {**pre, **done[ft.name].result,
               "predictions": str(Path(ft.out) / PREDICTIONS), "stages": checked}
+    if "top1" in pre:  # a supervised pretraining's own test (held-out corpus videos)
+        result["pretrain_top1"] = pre["top1"]
     if pre.get("corpus") and result.get("corpus"):  # the videos of both: the table shows them
         result["corpus"] = {"pretrain": pre["corpus"], **result["corpus"]}
     return result
@@ -178,31 +234,9 @@ def _hash(tree) -> str:
     return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _table1(demo: DemoConfig, seeds: list[int], ns: argparse.Namespace) -> int:
-    """All seven rows of the demo's Table 1 over `seeds`: the table docs/RESULTS.md shows."""
-    from distinit.experiments.demo import ROWS, run_seeds
-
-    out = Path(demo.out_dir)
-    world_dir = demo.world_dir or str(out / f"world-{demo.size}-{demo.world_seed}")
-    table = replace(demo, out_dir=str(out / "table1"), rows=list(ROWS), seeds=seeds,
-                    world_dir=world_dir)
-    start = time.perf_counter()
-    with run_dir.hold(demo.out_dir, "experiment"):
-        summary = run_seeds(table, ns.overwrite)
-    command = " ".join(["distinit reproduce table1", *ns.args, f"--seeds {ns.seeds}"])
-    per_seed = ", ".join(f"{s / 60:.1f}" for s in summary["seconds_per_seed"])
-    text = (f"    {command}\n\n{(time.perf_counter() - start) / 60:.1f} min for the whole "
-            f"command; per seed {per_seed} min (wall).\n\n"
-            + (Path(table.out_dir) / "summary.md").read_text())
-    if ns.doc:
-        tables.write_section(Path(ns.doc), "table1", text)
-        print(f"wrote the table1 section of {ns.doc}")
-    return 0
-
-
 def main(argv: list[str]) -> int:
     parser = Parser(prog="distinit reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=sorted([*EXPERIMENTS, "table1"]))
+    parser.add_argument("name", choices=sorted(EXPERIMENTS))
     parser.add_argument("args", nargs="*", help="demo settings, e.g. out_dir=runs/reproduce")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--doc", default=None, help="Markdown page to update (default "
@@ -225,14 +259,13 @@ def main(argv: list[str]) -> int:
     if ns.doc is None:  # beside the runs, not under whatever folder the command ran from
         ns.doc = str(Path(demo.out_dir) / ("RESULTS.md" if ns.name == "table1" else
                                            "REPRODUCTION.md"))
-    if ns.name == "table1":
-        return _table1(demo, seeds, ns)
     with run_dir.hold(demo.out_dir, "experiment"):
         table = run_experiment(ns.name, demo, seeds, ns.overwrite, ns.student, ns.only)
     command = "distinit reproduce " + " ".join([ns.name, *ns.args, f"--seeds {ns.seeds}",
                                                 f"--student {ns.student}",
                                                 *[f"--only '{v}'" for v in ns.only]])
-    text = tables.markdown(table, command)
+    text = (f"    {command}\n\n{table['seconds'] / 60:.1f} min for the whole command (wall).\n\n"
+            + table["markdown"]) if "markdown" in table else tables.markdown(table, command)
     print("\n" + text, flush=True)
     if ns.doc:
         # A run of some variants gets a section of its own beside the whole experiment's.

@@ -44,8 +44,6 @@ def table1_summary(demo, tables: list[dict], rows: dict, paper: dict,
     for i, row in enumerate(tables[0]["rows"]):
         summary["rows"].append({**{k: row[k] for k in ("row", "model", "init")}, **{
             k: _rounded([t["rows"][i][k] for t in tables]) for k in DEMO_COLUMNS}})
-    summary["seconds_per_seed"] = [t.get("wall_s", round(sum(t["seconds"].values()), 1))
-                                   for t in tables]
     summary["verdicts"] = table1_verdicts(tables, paper, claims)
     return summary
 
@@ -91,7 +89,7 @@ def table1_markdown(summary: dict, tables: list[dict], rows: dict, paper: dict,
     lines += ["", *below] if below else []
     lines += ["", "Which of the paper's orderings hold here (video top-1 after fine-tuning):"]
     lines += [f"- {v}" for v in table1_verdicts(tables, paper, claims)]
-    if not several:
+    if not several and "seconds" in summary:
         total = summary.get("wall_s", sum(summary["seconds"].values()))
         side = (f" with {summary['jobs']} one-thread stage processes side by side"
                 if summary.get("jobs", 1) > 1 else "")
